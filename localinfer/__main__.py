@@ -1,0 +1,3 @@
+from localinfer.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command line: ``localinfer serve``, ``localinfer tui``, ``localinfer pull`` …"""

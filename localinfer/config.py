@@ -1,0 +1,67 @@
+"""One typed settings object: CLI flags > ``LOCALINFER_*`` environment > config file > defaults.
+
+The config file is TOML at ``platformdirs.user_config_dir("localinfer")/config.toml``
+(or the path in ``LOCALINFER_CONFIG``). Every field is listed in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def config_file() -> Path:
+    explicit = os.environ.get("LOCALINFER_CONFIG")
+    if explicit:
+        return Path(explicit)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("localinfer")) / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Server and runtime settings."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCALINFER_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
+    api_key: SecretStr | None = Field(None, description="required as Bearer or X-API-Key if set")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps, or a comma list")
+    workers: int = Field(1, ge=1, le=64, description="worker threads per device per model")
+    max_queue: int = Field(256, ge=1, description="queued requests per model before 429")
+    request_timeout_s: float = Field(300.0, gt=0, description="deadline of one request (504)")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413)")
+    stream_buffer: int = Field(1024, ge=1, description="items a stream may run ahead of its reader")
+    drain_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight work at exit")
+    loop: Literal["asyncio", "trio"] = Field("asyncio", description="event loop implementation")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file()))
+
+    @property
+    def api_key_value(self) -> str | None:
+        return None if self.api_key is None else self.api_key.get_secret_value()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with the given (CLI) overrides; ``None`` means "not given"."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

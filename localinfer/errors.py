@@ -1,0 +1,109 @@
+"""The one error hierarchy.
+
+Every layer raises these; ``localinfer.server.errors`` is the single place that maps
+them to an HTTP status and an OpenAI error body. Lower layers never mention HTTP.
+"""
+
+from __future__ import annotations
+
+
+class LocalInferError(Exception):
+    """Base of every error localinfer reports to a caller."""
+
+    #: short machine-readable code carried in the OpenAI error body
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(LocalInferError):
+    """The request is malformed or asks for something impossible."""
+
+    code = "invalid_request"
+
+
+class InvalidArguments(InvalidRequest):
+    """The request is well-formed but its arguments do not fit the model's signature or schema."""
+
+    code = "invalid_arguments"
+
+
+class RequestTooLarge(InvalidRequest):
+    """A body, text, list or file exceeds a configured bound."""
+
+    code = "request_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """The body is not of a content type the route accepts."""
+
+    code = "unsupported_media_type"
+
+
+class AuthenticationFailed(LocalInferError):
+    """No API key, or the wrong one."""
+
+    code = "invalid_api_key"
+
+
+class ModelNotFound(LocalInferError):
+    """No model is served under that name."""
+
+    code = "model_not_found"
+
+
+class QueueFull(LocalInferError):
+    """The model's queue is at capacity; the caller should retry later."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kwargs: str | None):
+        super().__init__(message, **kwargs)
+        self.retry_after_s = retry_after_s
+
+
+class ModelNotReady(LocalInferError):
+    """The model exists but has no worker able to serve (loading, or every load failed)."""
+
+    code = "model_not_ready"
+
+
+class ResourceExhausted(LocalInferError):
+    """The device ran out of memory for this request; the worker survived."""
+
+    code = "resource_exhausted"
+
+
+class RequestTimeout(LocalInferError):
+    """The request did not finish within its deadline; its job was cancelled."""
+
+    code = "timeout"
+
+
+class HandlerFailed(LocalInferError):
+    """The model's own code raised while serving this request."""
+
+    code = "handler_error"
+
+
+class WorkerCrashed(HandlerFailed):
+    """The worker thread died while running this request; it is being restarted."""
+
+    code = "worker_crashed"
+
+
+class SlowConsumer(LocalInferError):
+    """The reader of a stream fell too far behind and was cut off."""
+
+    code = "slow_consumer"
+
+
+class ConfigurationError(LocalInferError):
+    """Settings that cannot work (an unknown device, a non-loopback bind without a key)."""
+
+    code = "configuration_error"

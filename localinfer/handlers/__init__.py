@@ -1,0 +1,1 @@
+"""Model code: synchronous, device-bound, no event loop. See :mod:`localinfer.handlers.base`."""

@@ -1,0 +1,113 @@
+"""The handler API: what model code implements, and what it is handed.
+
+A handler lives in one worker thread. It is created and loaded there, on its device,
+then given batches of :class:`WorkItem` s. It is plain synchronous Python: it gets no
+event loop and needs none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class WorkItem(Protocol):
+    """One request as a handler sees it. Every method returns at once."""
+
+    @property
+    def payload(self) -> Any: ...
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the caller went away or timed out: stop work on this item."""
+        ...
+
+    @property
+    def done(self) -> bool: ...
+
+    def emit(self, chunk: Any) -> None:
+        """Stream one item (token, text piece, bytes) to the caller."""
+        ...
+
+    def finish(self, result: Any = None) -> None:
+        """End the item with its result (``None`` after streaming)."""
+        ...
+
+    def fail(self, error: BaseException) -> None:
+        """End the item with an error; the worker carries on."""
+        ...
+
+
+class Handler:
+    """Base class for model code.
+
+    Override :meth:`run_batch` (inputs in, one output per input; an output that is an
+    iterator is streamed), or :meth:`process` for full control over the items (a
+    continuous-batching engine finishing items out of order, for instance).
+    """
+
+    task: ClassVar[str] = "infer"
+
+    def load(self, device: str) -> None:
+        """Load weights onto ``device``. Called once, inside the worker thread."""
+
+    def run_batch(self, inputs: list[Any]) -> list[Any]:
+        """Compute one output per input. Return iterators to stream."""
+        raise NotImplementedError
+
+    def process(self, items: Sequence[WorkItem]) -> None:
+        """Serve a batch: run it, then deliver each output; isolate a failing input."""
+        live = [item for item in items if not item.cancelled]
+        if not live:
+            return
+        try:
+            outputs = self.run_batch([item.payload for item in live])
+        except Exception:
+            if len(live) == 1:
+                raise
+            # one bad input must not fail its neighbours: retry them one by one
+            for item in live:
+                try:
+                    self.process([item])
+                except Exception as exc:
+                    item.fail(exc)
+            return
+        if len(outputs) != len(live):
+            raise RuntimeError(
+                f"{type(self).__name__}.run_batch returned {len(outputs)} outputs "
+                f"for {len(live)} inputs"
+            )
+        for item, output in zip(live, outputs, strict=True):
+            try:
+                deliver_output(item, output)
+            except Exception as exc:
+                item.fail(exc)
+
+    def close(self) -> None:
+        """Release the model (called in the worker thread when it stops)."""
+
+
+def is_stream(output: Any) -> bool:
+    """True for outputs that should be streamed item by item (generators, iterators)."""
+    return isinstance(output, Iterator) and not isinstance(output, str | bytes | dict)
+
+
+def deliver_output(item: WorkItem, output: Any) -> None:
+    """Finish ``item`` with ``output``, streaming it first if it is an iterator."""
+    if not is_stream(output):
+        item.finish(output)
+        return
+    try:
+        for chunk in output:
+            item.emit(chunk)
+            if item.cancelled:
+                break
+    finally:
+        close = getattr(output, "close", None)
+        if close is not None:
+            close()
+    item.finish(None)

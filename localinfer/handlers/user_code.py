@@ -1,0 +1,129 @@
+"""Serve a user's own object that has an ``infer`` method.
+
+``infer(*args, **kwargs)`` gets the request's ``args`` and ``kwargs``; a return value
+is the response, a generator streams (text as SSE, bytes as a chunked body).
+Arguments are bound to ``infer``'s signature before the call, so a mismatch is the
+caller's error (422), never a crash of the model's code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from localinfer.errors import InvalidArguments
+from localinfer.handlers.base import Handler
+
+_REQUEST_KEYS = {"args", "kwargs", "stream", "model"}
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: None: stream if ``infer`` yields; False: collect a generator's items into one reply
+    stream: bool | None = None
+
+
+def parse_infer_request(body: Any, signature: inspect.Signature | None) -> InferRequest:
+    """Validate ``{"args": [...], "kwargs": {...}, "stream": bool}`` and bind it to ``signature``."""
+    if not isinstance(body, dict):
+        raise InvalidArguments("the request body must be a JSON object with 'args' and/or 'kwargs'")
+    unknown = set(body) - _REQUEST_KEYS
+    if unknown:
+        raise InvalidArguments(
+            f"unknown field(s) {', '.join(sorted(unknown))}; expected args, kwargs, stream",
+            param=sorted(unknown)[0],
+        )
+    args = body.get("args", [])
+    kwargs = body.get("kwargs", {})
+    stream = body.get("stream")
+    if not isinstance(args, list):
+        raise InvalidArguments("'args' must be a JSON array", param="args")
+    if not isinstance(kwargs, dict):
+        raise InvalidArguments("'kwargs' must be a JSON object", param="kwargs")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidArguments("'stream' must be true or false", param="stream")
+    request = InferRequest(tuple(args), kwargs, stream)
+    if signature is not None:
+        bind_arguments(signature, request)
+    return request
+
+
+def bind_arguments(signature: inspect.Signature, request: InferRequest) -> None:
+    try:
+        signature.bind(*request.args, **request.kwargs)
+    except TypeError as exc:
+        raise InvalidArguments(f"arguments do not match infer{signature}: {exc}") from None
+
+
+def infer_signature(target: Any) -> inspect.Signature | None:
+    """``infer``'s signature without ``self``, from a class or an instance; None if unknown."""
+    infer = getattr(target, "infer", None)
+    if infer is None:
+        return None
+    try:
+        signature = inspect.signature(infer)
+    except (TypeError, ValueError):
+        return None
+    if inspect.isclass(target):  # unbound function: drop self
+        params = list(signature.parameters.values())[1:]
+        signature = signature.replace(parameters=params)
+    return signature
+
+
+def call_setup(obj: Any, device: str) -> None:
+    """Call ``obj.setup(device)`` (or ``setup()``) if the object has one."""
+    setup = getattr(obj, "setup", None)
+    if not callable(setup):
+        return
+    try:
+        params = inspect.signature(setup).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    if params:
+        setup(device)
+    else:
+        setup()
+
+
+def instantiate(target: Callable[..., Any], device: str) -> Any:
+    """Build an object from a class or factory, passing ``device=`` if it takes one."""
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    if "device" in params:
+        return target(device=device)
+    return target()
+
+
+class InferHandler(Handler):
+    """Adapts an object with ``infer`` to the handler API, one request at a time."""
+
+    task = "infer"
+
+    def __init__(self, obj: Any):
+        if not callable(getattr(obj, "infer", None)):
+            raise TypeError(f"{type(obj).__name__} has no callable 'infer' method")
+        self.obj = obj
+        self._signature = infer_signature(obj)
+
+    def load(self, device: str) -> None:
+        call_setup(self.obj, device)
+
+    def run_batch(self, inputs: list[InferRequest]) -> list[Any]:
+        return [self._call(request) for request in inputs]
+
+    def _call(self, request: InferRequest) -> Any:
+        if self._signature is not None:
+            bind_arguments(self._signature, request)
+        return self.obj.infer(*request.args, **request.kwargs)
+
+    def close(self) -> None:
+        teardown = getattr(self.obj, "teardown", None)
+        if callable(teardown):
+            teardown()
+        del self.obj

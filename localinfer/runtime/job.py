@@ -1,0 +1,250 @@
+"""A job: one request's trip through the queue, a worker and back.
+
+The request coroutine owns the job and reads its result stream; the worker thread
+sees it through a :class:`JobHandle`, which pushes events onto the loop without
+waiting. Each job's stream is bounded: a reader that falls behind is cut off, so a
+slow client can never stall a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from localinfer.errors import (
+    HandlerFailed,
+    LocalInferError,
+    ResourceExhausted,
+    SlowConsumer,
+)
+from localinfer.runtime.loop import LoopClosed, LoopHandle
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed item (a token, a text piece, some bytes)."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The job finished; ``value`` is its result (``None`` after a stream)."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The job failed with ``error``."""
+
+    error: LocalInferError
+
+
+Event = Chunk | Done | Failure
+
+
+class Job:
+    """One request. Created and consumed on the event loop."""
+
+    def __init__(
+        self,
+        payload: Any,
+        *,
+        model: str,
+        request_id: str,
+        stream_buffer: int = 1024,
+        on_finished: Callable[[Job], None] | None = None,
+    ):
+        self.payload = payload
+        self.model = model
+        self.request_id = request_id
+        self.cancelled = False
+        self.cancel_reason: str | None = None
+        self.outcome: str | None = None  # "ok" | "failed" | "cancelled", set once on the loop
+        self.submitted_at = time.perf_counter()
+        self.started_at: float | None = None  # set by the worker thread
+        self.first_output_at: float | None = None
+        self.finished_at: float | None = None
+        self.chunks = 0
+        self._ended = False
+        self._buffer = stream_buffer
+        self._on_finished = on_finished
+        # two extra slots so a terminal event always fits behind a full buffer
+        send, receive = anyio.create_memory_object_stream[Event](stream_buffer + 2)
+        self._send: MemoryObjectSendStream[Event] = send
+        self._receive: MemoryObjectReceiveStream[Event] = receive
+
+    # -- loop side ---------------------------------------------------------------------
+
+    def cancel(self, reason: str) -> None:
+        """Mark the job cancelled: a queued job is dropped, a running one stops at its next item."""
+        if self.cancelled or self.outcome is not None:
+            return
+        self.cancelled = True
+        self.cancel_reason = reason
+        self._settle("cancelled")
+
+    def deliver(self, event: Event) -> None:
+        """Put an event from the worker onto the result stream (runs on the loop)."""
+        if self._ended:
+            return
+        if isinstance(event, Chunk):
+            if self._send.statistics().current_buffer_used >= self._buffer:
+                self.cancel("slow consumer")
+                self._push(Failure(SlowConsumer(
+                    f"the reader fell more than {self._buffer} items behind and was cut off"
+                )))
+                self._close()
+                return
+            self.chunks += 1
+            self._push(event)
+            return
+        self._push(event)
+        self._close()
+        self._settle("ok" if isinstance(event, Done) else "failed")
+
+    def _close(self) -> None:
+        self._ended = True
+        self._send.close()
+
+    def _push(self, event: Event) -> None:
+        try:
+            self._send.send_nowait(event)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the reader is gone; nothing to tell
+
+    def _settle(self, outcome: str) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.finished_at = time.perf_counter()
+        if self._on_finished is not None:
+            self._on_finished(self)
+
+    async def events(self) -> AsyncIterator[Chunk | Done]:
+        """Yield chunks, then the final :class:`Done`; raise the job's error on failure.
+
+        Leaving the iteration early (the caller was cancelled, disconnected or timed out)
+        cancels the job.
+        """
+        try:
+            async with self._receive:
+                async for event in self._receive:
+                    if isinstance(event, Failure):
+                        raise event.error
+                    yield event
+                    if isinstance(event, Done):
+                        return
+            # stream closed without a terminal event: the job was cancelled on our side
+            raise HandlerFailed(f"job ended without a result ({self.cancel_reason or 'closed'})")
+        finally:
+            if self.outcome is None:
+                self.cancel("caller went away")
+            self._receive.close()
+
+    # -- timing, in milliseconds ---------------------------------------------------------
+
+    @property
+    def queue_ms(self) -> float | None:
+        return None if self.started_at is None else (self.started_at - self.submitted_at) * 1e3
+
+    @property
+    def run_ms(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at) * 1e3
+
+    @property
+    def latency_ms(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.submitted_at) * 1e3
+
+
+def as_localinfer_error(exc: BaseException) -> LocalInferError:
+    """Classify an exception raised by model code into the error hierarchy."""
+    if isinstance(exc, LocalInferError):
+        return exc
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        error: LocalInferError = ResourceExhausted(
+            f"out of memory while serving this request: {exc}".rstrip(": ")
+        )
+    else:
+        error = HandlerFailed(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class JobHandle:
+    """The worker thread's view of a job: read the payload, emit, finish or fail.
+
+    Every method returns at once; events reach the loop through ``call_soon``.
+    Implements :class:`localinfer.handlers.base.WorkItem`.
+    """
+
+    __slots__ = ("_done", "_job", "_loop")
+
+    def __init__(self, job: Job, loop: LoopHandle):
+        self._job = job
+        self._loop = loop
+        self._done = False
+        job.started_at = time.perf_counter()
+
+    @property
+    def payload(self) -> Any:
+        return self._job.payload
+
+    @property
+    def request_id(self) -> str:
+        return self._job.request_id
+
+    @property
+    def cancelled(self) -> bool:
+        return self._job.cancelled
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def emit(self, chunk: Any) -> None:
+        if self._done:
+            raise RuntimeError("emit() after the job finished")
+        if self._job.first_output_at is None:
+            self._job.first_output_at = time.perf_counter()
+        self._send(Chunk(chunk))
+
+    def finish(self, result: Any = None) -> None:
+        if self._done:
+            raise RuntimeError("finish() called twice")
+        self._done = True
+        self._send(Done(result))
+
+    def fail(self, error: BaseException) -> None:
+        if self._done:
+            return
+        self._done = True
+        classified = as_localinfer_error(error)
+        if not isinstance(error, LocalInferError):
+            logger.error(
+                "request %s: model %s raised %s",
+                self._job.request_id,
+                self._job.model,
+                classified.message,
+                exc_info=error,
+            )
+        self._send(Failure(classified))
+
+    def _send(self, event: Event) -> None:
+        try:
+            self._loop.call_soon(self._job.deliver, event)
+        except LoopClosed:
+            pass  # the server is gone; nobody is waiting

@@ -1,0 +1,109 @@
+"""The set of served models, and the task group that supervises their workers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from localinfer.errors import ConfigurationError, ModelNotFound
+from localinfer.runtime.loop import LoopHandle
+from localinfer.runtime.model import ModelDefinition, ServedModel
+
+
+class ModelRegistry:
+    """Models by name. Use as ``async with ModelRegistry() as registry:`` on the loop."""
+
+    def __init__(self, *, drain_timeout_s: float = 30.0):
+        self._models: dict[str, ServedModel] = {}
+        self._task_group: TaskGroup | None = None
+        self._loop: LoopHandle | None = None
+        self.drain_timeout_s = drain_timeout_s
+
+    async def __aenter__(self) -> ModelRegistry:
+        self._loop = LoopHandle.current()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.stop_all()
+        finally:
+            self._task_group.cancel_scope.cancel()
+            result = await self._task_group.__aexit__(exc_type, exc, tb)
+            self._task_group = None
+        return result
+
+    def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        if self._task_group is not None:
+            self._task_group.start_soon(fn)
+
+    def add(self, definition: ModelDefinition) -> ServedModel:
+        """Start serving a model: its workers start loading at once."""
+        if self._loop is None:
+            raise RuntimeError("ModelRegistry used outside 'async with'")
+        if definition.name in self._models:
+            raise ConfigurationError(f"a model named {definition.name!r} is already served")
+        model = ServedModel(definition, loop=self._loop, spawn=self._spawn)
+        self._models[definition.name] = model
+        model.start()
+        return model
+
+    async def remove(self, name: str) -> None:
+        """Stop a model and forget it; its handlers are closed in their threads."""
+        model = self.get(name)
+        del self._models[name]
+        await model.stop(self.drain_timeout_s)
+
+    async def stop_all(self) -> None:
+        models = list(self._models.values())
+        self._models.clear()
+        async with anyio.create_task_group() as tg:
+            for model in models:
+                tg.start_soon(model.stop, self.drain_timeout_s)
+
+    def get(self, name: str) -> ServedModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFound(
+                f"the model {name!r} does not exist; served models: {known}", param="model"
+            ) from None
+
+    def __iter__(self) -> Iterator[ServedModel]:
+        return iter(list(self._models.values()))
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    @property
+    def ready(self) -> bool:
+        return all(model.ready for model in self._models.values())
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until every model's workers have loaded (raise TimeoutError after ``timeout_s``)."""
+        with anyio.fail_after(timeout_s):
+            while not self.ready:
+                pending = [m for m in self._models.values() if not m.ready]
+                if any(not m.can_serve for m in pending):
+                    broken = [m.name for m in pending if not m.can_serve]
+                    raise ConfigurationError(f"model(s) failed to load: {', '.join(broken)}")
+                await pending[0].wait_changed()
+
+    def health(self) -> dict[str, Any]:
+        return {model.name: model.health() for model in self._models.values()}

@@ -1,0 +1,92 @@
+"""The job queue of one model, and micro-batching.
+
+Requests enter with ``send_nowait`` (a full queue answers at once, never waits);
+workers take batches by running :meth:`JobQueue.next_batch` on the loop: wait for one
+job, then gather more for up to ``window_s`` or until ``max_size``. Cancelled jobs are
+dropped here, before any worker spends time on them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+
+from localinfer.errors import ModelNotReady, QueueFull
+from localinfer.runtime.job import Job
+
+
+class JobQueue:
+    """A bounded queue of jobs for one model, shared by all its workers."""
+
+    def __init__(self, model: str, max_size: int):
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.model = model
+        self.max_size = max_size
+        self.dropped = 0
+        self._send, self._receive = anyio.create_memory_object_stream[Job](max_size)
+
+    @property
+    def depth(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    def submit(self, job: Job) -> None:
+        try:
+            self._send.send_nowait(job)
+        except anyio.WouldBlock:
+            raise QueueFull(
+                f"model {self.model!r} has {self.max_size} requests queued; retry later"
+            ) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ModelNotReady(f"model {self.model!r} is shutting down") from None
+
+    def close(self) -> None:
+        """No more jobs: workers drain what is queued, then get an empty batch and stop."""
+        self._send.close()
+
+    async def next_batch(self, max_size: int, window_s: float) -> list[Job]:
+        """Wait for a live job, then gather up to ``max_size`` within ``window_s``.
+
+        Returns an empty list once the queue is closed and drained.
+        """
+        batch: list[Job] = []
+        while not batch:
+            try:
+                job = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return []
+            self._take(job, batch)
+        if max_size <= 1:
+            return batch
+        deadline = anyio.current_time() + max(window_s, 0.0)
+        while len(batch) < max_size:
+            try:
+                self._take(self._receive.receive_nowait(), batch)
+                continue
+            except anyio.WouldBlock:
+                pass
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            with anyio.move_on_after(remaining):
+                try:
+                    self._take(await self._receive.receive(), batch)
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+        return batch
+
+    def _take(self, job: Job, batch: list[Job]) -> None:
+        if job.cancelled:
+            self.dropped += 1
+        else:
+            batch.append(job)
+
+
+def retry_after_seconds(depth: int, throughput_per_s: float) -> float:
+    """How long until the queue has room, judged from recent throughput (at least 1 s)."""
+    if throughput_per_s <= 0:
+        return 1.0
+    return float(max(1, math.ceil(depth / throughput_per_s)))

@@ -1,0 +1,146 @@
+"""A device-bound worker thread: load the handler on its device, then serve batches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from localinfer.errors import WorkerCrashed
+from localinfer.runtime.job import Job, JobHandle
+from localinfer.runtime.loop import LoopClosed, LoopHandle
+from localinfer.runtime.scheduler import JobQueue
+
+if TYPE_CHECKING:
+    from localinfer.handlers.base import Handler
+
+logger = logging.getLogger(__name__)
+
+HandlerFactory = Callable[[int, str], "Handler"]
+
+
+class WorkerState:
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"  # the handler could not load
+    DEAD = "dead"  # the thread died while serving; a new one is on its way
+    STOPPED = "stopped"
+
+
+def bind_thread_to_device(device: str) -> None:
+    """Make ``device`` this thread's default CUDA device (no-op elsewhere)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+
+
+class DeviceWorker:
+    """One dedicated thread of one model on one device.
+
+    State changes are reported to the loop through ``on_state`` (run on the loop),
+    so the runtime's bookkeeping is only ever touched by the loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        index: int,
+        device: str,
+        create_handler: HandlerFactory,
+        queue: JobQueue,
+        max_batch_size: int,
+        batch_window_s: float,
+        loop: LoopHandle,
+        on_state: Callable[[DeviceWorker, str, BaseException | None], None],
+        generation: int = 0,
+    ):
+        self.model = model
+        self.index = index
+        self.device = device
+        self.generation = generation
+        self.state = WorkerState.LOADING
+        self.error: str | None = None
+        self.batches = 0
+        self.busy_since: float | None = None
+        self._create_handler = create_handler
+        self._queue = queue
+        self._max_batch_size = max_batch_size
+        self._batch_window_s = batch_window_s
+        self._loop = loop
+        self._on_state = on_state
+        self.thread = threading.Thread(
+            target=self._main, name=f"localinfer:{model}:{index}.{generation}", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _report(self, state: str, error: BaseException | None = None) -> None:
+        try:
+            self._loop.call_soon(self._on_state, self, state, error)
+        except LoopClosed:
+            pass
+
+    def _main(self) -> None:
+        try:
+            bind_thread_to_device(self.device)
+            handler = self._create_handler(self.index, self.device)
+            handler.load(self.device)
+        except BaseException as exc:
+            logger.exception("model %s worker %d failed to load on %s", self.model, self.index,
+                             self.device)
+            self._report(WorkerState.FAILED, exc)
+            return
+        self._report(WorkerState.READY)
+        exit_state, exit_error = WorkerState.STOPPED, None
+        try:
+            while True:
+                try:
+                    batch = self._loop.run(
+                        self._queue.next_batch, self._max_batch_size, self._batch_window_s
+                    )
+                except LoopClosed:
+                    break
+                if not batch:
+                    break
+                self._serve(handler, batch)
+        except BaseException as exc:
+            logger.critical("model %s worker %d died: %r", self.model, self.index, exc)
+            exit_state, exit_error = WorkerState.DEAD, exc
+        finally:
+            try:
+                handler.close()
+            except Exception:
+                logger.exception("model %s worker %d: close() failed", self.model, self.index)
+            del handler
+        self._report(exit_state, exit_error)
+
+    def _serve(self, handler: Handler, batch: list[Job]) -> None:
+        items = [JobHandle(job, self._loop) for job in batch]
+        self.busy_since = time.monotonic()
+        self.batches += 1
+        try:
+            handler.process(items)
+        except Exception as exc:
+            for item in items:
+                item.fail(exc)
+        except BaseException as exc:
+            crash = WorkerCrashed(
+                f"the worker serving this request died ({type(exc).__name__}); it is restarting"
+            )
+            crash.__cause__ = exc
+            for item in items:
+                item.fail(crash)
+            raise
+        finally:
+            self.busy_since = None
+        for item in items:
+            if not item.done:
+                if item.cancelled:
+                    item.finish(None)
+                else:
+                    item.fail(RuntimeError(f"{type(handler).__name__} left a request unanswered"))

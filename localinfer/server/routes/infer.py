@@ -1,0 +1,113 @@
+"""``POST /v1/infer/{model}``: a user's own code, JSON in, JSON / SSE / bytes out.
+
+Body ``{"args": [...], "kwargs": {...}, "stream": bool}`` for ``infer`` objects; the
+raw JSON for LitAPI objects. A generator result streams: text (and JSON items) as SSE
+events ending in ``data: [DONE]``, bytes as a chunked binary body. ``"stream": false``
+asks for the whole result at once (text joined, bytes concatenated, others as a list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from localinfer.errors import LocalInferError
+from localinfer.runtime.job import Chunk, Done, Job
+from localinfer.runtime.model import ServedModel
+from localinfer.server.bodies import read_json
+from localinfer.server.encoding import dumps
+from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event, until_disconnect
+from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
+from localinfer.server.state import registry_of, request_id_of, settings_of
+
+
+def _timing_headers(job: Job) -> dict[str, str]:
+    headers = {}
+    if job.queue_ms is not None:
+        headers["x-queue-ms"] = f"{job.queue_ms:.3f}"
+    if job.run_ms is not None:
+        headers["x-run-ms"] = f"{job.run_ms:.3f}"
+    return headers
+
+
+def value_response(value: Any, model: ServedModel, job: Job) -> Response:
+    headers = _timing_headers(job)
+    if isinstance(value, bytes | bytearray):
+        return Response(bytes(value), media_type=model.definition.media_type, headers=headers)
+    return Response(dumps(value), media_type="application/json", headers=headers)
+
+
+def joined(chunks: list[Any]) -> Any:
+    """A whole result from streamed items: text joined, bytes concatenated, else a list."""
+    if chunks and all(isinstance(c, str) for c in chunks):
+        return "".join(chunks)
+    if chunks and all(isinstance(c, bytes | bytearray) for c in chunks):
+        return b"".join(chunks)
+    return chunks
+
+
+async def sse_body(first: Chunk, reader: JobReader) -> AsyncIterator[bytes]:
+    try:
+        yield sse_event(first.value)
+        async for event in reader.rest():
+            if isinstance(event, Chunk):
+                yield sse_event(event.value)
+        yield DONE
+    except LocalInferError as exc:
+        yield sse_event(error_event(exc))
+    finally:
+        await reader.aclose()
+
+
+async def bytes_body(first: Chunk, reader: JobReader) -> AsyncIterator[bytes]:
+    try:
+        yield bytes(first.value)
+        async for event in reader.rest():
+            if isinstance(event, Chunk):
+                yield bytes(event.value)
+    finally:
+        await reader.aclose()
+
+
+async def infer(request: Request) -> Response:
+    registry, settings = registry_of(request), settings_of(request)
+    model = registry.get(request.path_params["model"])
+    body = await read_json(request, settings.max_body_bytes)
+    prepare = model.definition.prepare
+    payload = prepare(body) if prepare is not None else body
+    job = model.submit(payload, request_id=request_id_of(request))
+    timeout = settings.request_timeout_s
+    reader = JobReader(job, anyio.current_time() + timeout, timeout)
+    first = await until_disconnect(request, reader.next)
+    if isinstance(first, Done):
+        return value_response(first.value, model, job)
+
+    wants_stream = getattr(payload, "stream", None)
+    if isinstance(first.value, bytes | bytearray) and wants_stream is not False:
+        return JobStreamingResponse(
+            job, bytes_body(first, reader), media_type=model.definition.media_type
+        )
+    if wants_stream is False:
+
+        async def collect() -> list[Any]:
+            chunks = [first.value]
+            async for event in reader.rest():
+                if isinstance(event, Chunk):
+                    chunks.append(event.value)
+            return chunks
+
+        return value_response(joined(await until_disconnect(request, collect)), model, job)
+    return JobStreamingResponse(
+        job,
+        sse_body(first, reader),
+        media_type=SSE_MEDIA_TYPE,
+        headers={**SSE_HEADERS, **_timing_headers(job)},
+    )
+
+
+routes = [Route("/v1/infer/{model}", infer, methods=["POST"])]

@@ -1,0 +1,70 @@
+"""Operations: ``/health``, ``/ready``, ``/v1/stats``, ``/v1/models``."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from localinfer.server.state import registry_of
+
+_STARTED = int(time.time())
+
+
+async def health(request: Request) -> Response:
+    """Liveness, with each worker's state: a dead or failed worker shows here."""
+    models = registry_of(request).health()
+    degraded = any(not m["ready"] for m in models.values())
+    return JSONResponse({"status": "degraded" if degraded else "ok", "models": models})
+
+
+async def ready(request: Request) -> Response:
+    """200 once every worker of every model has loaded, else 503."""
+    registry = registry_of(request)
+    body = {"ready": registry.ready, "models": {m.name: m.ready for m in registry}}
+    return JSONResponse(body, status_code=200 if registry.ready else 503)
+
+
+async def stats(request: Request) -> Response:
+    registry = registry_of(request)
+    return JSONResponse(
+        {
+            "models": {
+                m.name: {
+                    **m.stats.snapshot(),
+                    "queue_depth": m.queue.depth,
+                    "dropped": m.queue.dropped,
+                    "workers": len(m.workers),
+                    "busy_workers": sum(w.busy_since is not None for w in m.workers),
+                    "restarts": m.restarts,
+                }
+                for m in registry
+            }
+        }
+    )
+
+
+def _model_card(model_name: str, task: str) -> dict[str, object]:
+    return {"id": model_name, "object": "model", "created": _STARTED, "owned_by": "localinfer",
+            "task": task}
+
+
+async def list_models(request: Request) -> Response:
+    data = [_model_card(m.name, m.definition.task) for m in registry_of(request)]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def get_model(request: Request) -> Response:
+    model = registry_of(request).get(request.path_params["model"])
+    return JSONResponse({**_model_card(model.name, model.definition.task), **model.health()})
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+    Route("/v1/stats", stats, methods=["GET"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+]

@@ -1,0 +1,122 @@
+"""Running the app on hypercorn, in a loop of its own or in the caller's running loop."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+from hypercorn.config import Config
+from starlette.applications import Starlette
+
+from localinfer.config import Settings
+from localinfer.errors import ConfigurationError
+from localinfer.runtime.loop import running_backend
+
+logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_is_safe(settings: Settings) -> None:
+    """Refuse to expose models beyond this machine without an API key."""
+    if not is_loopback(settings.host) and not settings.api_key_value:
+        raise ConfigurationError(
+            f"refusing to listen on {settings.host}: that address is reachable from other "
+            "machines, and no API key is set. Set one with --api-key or LOCALINFER_API_KEY, "
+            "or bind 127.0.0.1."
+        )
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    try:
+        sock = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.graceful_timeout = settings.drain_timeout_s
+    config.keep_alive_timeout = 75
+    config.h11_max_incomplete_size = 64 * 1024
+    return config
+
+
+@dataclass(frozen=True)
+class BoundAddress:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+async def serve(
+    app: Starlette,
+    settings: Settings,
+    *,
+    sock: socket.socket | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until ``shutdown_trigger`` returns (default: SIGINT/SIGTERM)."""
+    check_bind_is_safe(settings)
+    sock = sock or open_socket(settings.host, settings.port)
+    trigger = shutdown_trigger or _until_signal
+    config = hypercorn_config(sock, settings)
+    try:
+        if running_backend() == "trio":
+            from hypercorn.trio import serve as trio_serve
+
+            await trio_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+        else:
+            from hypercorn.asyncio import serve as asyncio_serve
+
+            await asyncio_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+    finally:
+        sock.close()
+
+
+async def _until_signal() -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logger.info("received %s, draining", signal.Signals(signum).name)
+            return
+
+
+@asynccontextmanager
+async def serving(app: Starlette, settings: Settings) -> AsyncIterator[BoundAddress]:
+    """Serve ``app`` in the current loop for the duration of the block (port 0: a free one)."""
+    sock = open_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: serve(app, settings, sock=sock, shutdown_trigger=stop.wait))
+        try:
+            yield BoundAddress(host, port)
+        finally:
+            stop.set()
+
+
+def run(app: Starlette, settings: Settings) -> None:
+    """Block serving ``app`` in a new event loop of the configured kind."""
+    anyio.run(serve, app, settings, backend=settings.loop)
