@@ -1,0 +1,110 @@
+"""What each task's handler takes and gives: the contract between routes and model code.
+
+Routes build these requests (validated, bounded); handlers return these results. Plain
+dataclasses: no torch, no pydantic, nothing HTTP.
+
+- ``chat`` / ``completion``: input :class:`GenerationRequest`; the handler emits ``str``
+  text deltas as they are decoded (token by token, not generate-then-split), then
+  finishes with a :class:`GenerationResult`. It stops early when ``item.cancelled``.
+- ``embeddings``: input :class:`EmbeddingRequest`; result :class:`EmbeddingResult`.
+- ``transcription``: input :class:`TranscriptionRequest`; result :class:`TranscriptionResult`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CHAT = "chat"
+EMBEDDINGS = "embeddings"
+TRANSCRIPTION = "transcription"
+INFER = "infer"
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """A chat (``messages``) or plain completion (``prompt``) request."""
+
+    messages: tuple[dict[str, Any], ...] | None = None
+    prompt: str | None = None
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    """How a generation ended; ``text`` is the whole generated text (stop string excluded)."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_ms: float
+    decode_ms: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        if self.decode_ms <= 0 or self.completion_tokens <= 1:
+            return 0.0
+        # the first token comes out of prefill; the rest out of decode steps
+        return (self.completion_tokens - 1) / (self.decode_ms / 1e3)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    texts: tuple[str, ...]
+    #: truncate to this many dimensions (then re-normalise), for models that allow it
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    #: one vector per input text, L2-normalised
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionRequest:
+    #: mono float32 PCM at ``sample_rate`` (a numpy array)
+    audio: Any
+    sample_rate: int = 16_000
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...] = ()
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    temperature: float = 0.0
+    compression_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionResult:
+    text: str
+    language: str
+    duration: float
+    segments: list[Segment] = field(default_factory=list)
+    words: list[Word] | None = None
