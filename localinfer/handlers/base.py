@@ -7,8 +7,27 @@ event loop and needs none.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a handler's weights come from, resolved before the handler is built.
+
+    ``location`` is a local directory, or a Hugging Face repo id read from the local HF
+    cache (downloads are the hub layer's job, never a handler's).
+    """
+
+    location: str
+    revision: str | None = None
+    #: a single file inside ``location`` (a ``.gguf`` file, for instance)
+    filename: str | None = None
+    #: off unless the user turned it on for this model
+    trust_remote_code: bool = False
+    #: handler-specific settings (dtype, pooling, max_batch_tokens, ...)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -51,6 +70,8 @@ class Handler:
     """
 
     task: ClassVar[str] = "infer"
+    #: a name plugins and the catalog refer to this handler by (e.g. "transformers-chat")
+    handler_name: ClassVar[str] = ""
 
     def load(self, device: str) -> None:
         """Load weights onto ``device``. Called once, inside the worker thread."""
