@@ -72,6 +72,10 @@ class Handler:
     task: ClassVar[str] = "infer"
     #: a name plugins and the catalog refer to this handler by (e.g. "transformers-chat")
     handler_name: ClassVar[str] = ""
+    #: 1: ``process`` answers every item before it returns. N > 1: ``process`` may return
+    #: at once and finish items later from the handler's own threads (a continuous-batching
+    #: engine); the worker then keeps up to N items in flight and feeds new ones as slots free.
+    max_in_flight: int = 1
 
     def load(self, device: str) -> None:
         """Load weights onto ``device``. Called once, inside the worker thread."""

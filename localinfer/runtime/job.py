@@ -191,12 +191,15 @@ class JobHandle:
     Implements :class:`localinfer.handlers.base.WorkItem`.
     """
 
-    __slots__ = ("_done", "_job", "_loop")
+    __slots__ = ("_done", "_job", "_loop", "_on_done")
 
-    def __init__(self, job: Job, loop: LoopHandle):
+    def __init__(
+        self, job: Job, loop: LoopHandle, on_done: Callable[[], None] | None = None
+    ):
         self._job = job
         self._loop = loop
         self._done = False
+        self._on_done = on_done
         job.started_at = time.perf_counter()
 
     @property
@@ -227,11 +230,15 @@ class JobHandle:
             raise RuntimeError("finish() called twice")
         self._done = True
         self._send(Done(result))
+        if self._on_done is not None:
+            self._on_done()
 
     def fail(self, error: BaseException) -> None:
         if self._done:
             return
         self._done = True
+        if self._on_done is not None:
+            self._on_done()
         classified = as_localinfer_error(error)
         if not isinstance(error, LocalInferError):
             logger.error(

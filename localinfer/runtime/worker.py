@@ -37,6 +37,15 @@ def bind_thread_to_device(device: str) -> None:
         torch.cuda.set_device(torch.device(device))
 
 
+def _take_slots(slots: threading.BoundedSemaphore, most: int) -> int:
+    """Block for one free slot, then take up to ``most`` in all without blocking."""
+    slots.acquire()
+    taken = 1
+    while taken < most and slots.acquire(blocking=False):
+        taken += 1
+    return taken
+
+
 class DeviceWorker:
     """One dedicated thread of one model on one device.
 
@@ -97,17 +106,26 @@ class DeviceWorker:
             return
         self._report(WorkerState.READY)
         exit_state, exit_error = WorkerState.STOPPED, None
+        in_flight = max(1, int(getattr(handler, "max_in_flight", 1)))
+        slots = threading.BoundedSemaphore(in_flight) if in_flight > 1 else None
         try:
             while True:
+                size = self._max_batch_size if slots is None else _take_slots(
+                    slots, self._max_batch_size
+                )
                 try:
-                    batch = self._loop.run(
-                        self._queue.next_batch, self._max_batch_size, self._batch_window_s
-                    )
+                    batch = self._loop.run(self._queue.next_batch, size, self._batch_window_s)
                 except LoopClosed:
                     break
+                if slots is not None:
+                    for _ in range(size - len(batch)):
+                        slots.release()
                 if not batch:
                     break
-                self._serve(handler, batch)
+                self._serve(handler, batch, slots)
+            if slots is not None:  # let items still generating finish before closing
+                for _ in range(in_flight):
+                    slots.acquire()
         except BaseException as exc:
             logger.critical("model %s worker %d died: %r", self.model, self.index, exc)
             exit_state, exit_error = WorkerState.DEAD, exc
@@ -119,8 +137,11 @@ class DeviceWorker:
             del handler
         self._report(exit_state, exit_error)
 
-    def _serve(self, handler: Handler, batch: list[Job]) -> None:
-        items = [JobHandle(job, self._loop) for job in batch]
+    def _serve(
+        self, handler: Handler, batch: list[Job], slots: threading.BoundedSemaphore | None
+    ) -> None:
+        release = None if slots is None else slots.release
+        items = [JobHandle(job, self._loop, on_done=release) for job in batch]
         self.busy_since = time.monotonic()
         self.batches += 1
         try:
@@ -138,6 +159,8 @@ class DeviceWorker:
             raise
         finally:
             self.busy_since = None
+        if slots is not None:
+            return  # items finish later, from the handler's own threads
         for item in items:
             if not item.done:
                 if item.cancelled:
