@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(300.0, gt=0, description="deadline of one request (504)")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413)")
     stream_buffer: int = Field(1024, ge=1, description="items a stream may run ahead of its reader")
-    drain_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight work at exit")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="grace period for in-flight work at exit"
+    )
     loop: Literal["asyncio", "trio"] = Field("asyncio", description="event loop implementation")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

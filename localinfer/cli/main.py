@@ -16,22 +16,36 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Serve your own code (module:Class) and catalog models. With no target, "
         "serve the built-in demo models.",
     )
-    p.add_argument("targets", nargs="*", metavar="MODULE:ATTR",
-                   help="a class with infer(), a LitAPI-style class, an instance, or a factory")
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="MODULE:ATTR",
+        help="a class with infer(), a LitAPI-style class, an instance, or a factory",
+    )
     p.add_argument("--name", help="model name for a single target (default: its name/class)")
-    p.add_argument("--factory", action="store_true",
-                   help="the target is a callable returning the model, called once per worker")
+    p.add_argument(
+        "--factory",
+        action="store_true",
+        help="the target is a callable returning the model, called once per worker",
+    )
     p.add_argument("--workers", type=int, help="worker threads per device (default 1)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps, or a comma-separated list")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--api-key", help="require this key (also LOCALINFER_API_KEY)")
-    p.add_argument("--timeout", type=float, dest="request_timeout_s",
-                   help="per-request deadline in seconds (504 after it)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        dest="request_timeout_s",
+        help="per-request deadline in seconds (504 after it)",
+    )
     p.add_argument("--max-queue", type=int, help="queued requests per model before 429")
     p.add_argument("--max-batch-size", type=int, help="micro-batch size for batching models")
-    p.add_argument("--batch-timeout", type=float,
-                   help="micro-batch window in seconds (how long to wait to fill a batch)")
+    p.add_argument(
+        "--batch-timeout",
+        type=float,
+        help="micro-batch window in seconds (how long to wait to fill a batch)",
+    )
     p.add_argument("--loop", choices=["asyncio", "trio"], help="event loop (default asyncio)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 

@@ -41,8 +41,9 @@ def serve_command(args: argparse.Namespace) -> int:
         from localinfer.examples.demo import DEMO_MODELS
 
         targets = list(DEMO_MODELS)
-        logger.info("no models given: serving the demo models %s",
-                    ", ".join(t.name for t in DEMO_MODELS))
+        logger.info(
+            "no models given: serving the demo models %s", ", ".join(t.name for t in DEMO_MODELS)
+        )
     definitions: list[ModelDefinition] = [
         user_code_definition(
             target,
@@ -58,11 +59,7 @@ def serve_command(args: argparse.Namespace) -> int:
         for target in targets
     ]
     logger.info(
-        "serving %s on http://%s:%d (devices: %s)",
-        ", ".join(d.name for d in definitions),
-        settings.host,
-        settings.port,
-        ", ".join(devices),
+        "serving %s (devices: %s)", ", ".join(d.name for d in definitions), ", ".join(devices)
     )
     run(create_app(definitions, settings), settings)
     return 0

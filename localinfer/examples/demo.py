@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 
 class Echo:
-    """Returns what it is given, upper-cased if asked: ``{"args": ["hi"], "kwargs": {"upper": true}}``."""
+    """Returns its text, upper-cased if asked: ``{"args": ["hi"], "kwargs": {"upper": true}}``."""
 
     name = "echo"
 
@@ -32,7 +32,7 @@ class Countdown:
 
 
 class Tone:
-    """Streams a sine tone as WAV bytes, in 100 ms chunks: ``{"kwargs": {"hz": 440, "seconds": 1}}``."""
+    """Streams a sine tone as WAV bytes in 100 ms chunks: ``{"kwargs": {"hz": 440}}``."""
 
     name = "tone"
     media_type = "audio/wav"
@@ -52,7 +52,9 @@ class Tone:
         step = self.sample_rate // 10
         for start in range(0, total, step):
             frames = range(start, min(start + step, total))
-            samples = (int(12000 * math.sin(2 * math.pi * hz * i / self.sample_rate)) for i in frames)
+            samples = (
+                int(12000 * math.sin(2 * math.pi * hz * i / self.sample_rate)) for i in frames
+            )
             yield b"".join(struct.pack("<h", s) for s in samples)
 
 

@@ -28,7 +28,7 @@ class InferRequest:
 
 
 def parse_infer_request(body: Any, signature: inspect.Signature | None) -> InferRequest:
-    """Validate ``{"args": [...], "kwargs": {...}, "stream": bool}`` and bind it to ``signature``."""
+    """Validate ``{"args": [...], "kwargs": {...}, "stream": bool}``; bind it to ``signature``."""
     if not isinstance(body, dict):
         raise InvalidArguments("the request body must be a JSON object with 'args' and/or 'kwargs'")
     unknown = set(body) - _REQUEST_KEYS

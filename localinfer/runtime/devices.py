@@ -1,4 +1,4 @@
-"""Turn a device request (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps`` or a list) into devices."""
+"""Turn a device request (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``, a list) into devices."""
 
 from __future__ import annotations
 

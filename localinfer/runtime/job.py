@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,9 +100,13 @@ class Job:
         if isinstance(event, Chunk):
             if self._send.statistics().current_buffer_used >= self._buffer:
                 self.cancel("slow consumer")
-                self._push(Failure(SlowConsumer(
-                    f"the reader fell more than {self._buffer} items behind and was cut off"
-                )))
+                self._push(
+                    Failure(
+                        SlowConsumer(
+                            f"the reader fell more than {self._buffer} items behind and was cut off"
+                        )
+                    )
+                )
                 self._close()
                 return
             self.chunks += 1
@@ -130,7 +134,7 @@ class Job:
         if self._on_finished is not None:
             self._on_finished(self)
 
-    async def events(self) -> AsyncIterator[Chunk | Done]:
+    async def events(self) -> AsyncGenerator[Chunk | Done, None]:
         """Yield chunks, then the final :class:`Done`; raise the job's error on failure.
 
         Leaving the iteration early (the caller was cancelled, disconnected or timed out)
@@ -193,9 +197,7 @@ class JobHandle:
 
     __slots__ = ("_done", "_job", "_loop", "_on_done")
 
-    def __init__(
-        self, job: Job, loop: LoopHandle, on_done: Callable[[], None] | None = None
-    ):
+    def __init__(self, job: Job, loop: LoopHandle, on_done: Callable[[], None] | None = None):
         self._job = job
         self._loop = loop
         self._done = False

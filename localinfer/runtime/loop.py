@@ -8,13 +8,16 @@ function finishes on the loop (used only to take the next batch, once per batch)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio.from_thread
 import anyio.lowlevel
 
 T = TypeVar("T")
+
+
+_LOOP_GONE = {"CancelledError", "RunFinishedError", "Cancelled", "NoEventLoopError"}
 
 
 def running_backend() -> str:
@@ -50,11 +53,14 @@ class LoopHandle:
         except RuntimeError as exc:  # asyncio: loop closed; trio: RunFinishedError
             raise LoopClosed(str(exc)) from exc
 
-    def run(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
+    def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: object) -> T:
         """Run ``await fn(*args)`` on the loop, blocking this (worker) thread for the result."""
         try:
             return anyio.from_thread.run(fn, *args, token=self._token)
-        except RuntimeError as exc:
-            if "finished" in str(exc).lower() or "closed" in str(exc).lower():
-                raise LoopClosed(str(exc)) from exc
+        except BaseException as exc:
+            # the loop stopped, or cancelled the call while shutting down
+            if type(exc).__name__ in _LOOP_GONE or (
+                isinstance(exc, RuntimeError) and "closed" in str(exc).lower()
+            ):
+                raise LoopClosed(f"{type(exc).__name__}: {exc}") from exc
             raise

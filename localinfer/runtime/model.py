@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,7 @@ class ServedModel:
         definition: ModelDefinition,
         *,
         loop: LoopHandle,
-        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
     ):
         if definition.worker_count < 1:
             raise ValueError("a model needs at least one worker")
@@ -138,8 +138,11 @@ class ServedModel:
         with anyio.move_on_after(drain_timeout_s) as scope:
             await self._all_stopped.wait()
         if scope.cancelled_caught:
-            logger.warning("model %s: workers still busy after %.0f s; leaving them",
-                           self.name, drain_timeout_s)
+            logger.warning(
+                "model %s: workers still busy after %.0f s; leaving them",
+                self.name,
+                drain_timeout_s,
+            )
 
     async def wait_changed(self) -> None:
         """Wait for the next worker state change (used by readiness waits)."""
@@ -186,8 +189,7 @@ class ServedModel:
         if not self.can_serve:
             errors = "; ".join(sorted({w.error for w in self.workers if w.error}))
             raise ModelNotReady(
-                f"model {self.name!r} cannot serve: "
-                + (errors or "it is shutting down")
+                f"model {self.name!r} cannot serve: " + (errors or "it is shutting down")
             )
         job = Job(
             payload,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from localinfer.errors import ConfigurationError, ModelNotFound
 from localinfer.runtime.loop import LoopHandle
@@ -27,7 +28,20 @@ class ModelRegistry:
         self._loop = LoopHandle.current()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        self._spawn_send, spawn_receive = anyio.create_memory_object_stream[
+            Callable[[], Coroutine[Any, Any, None]]
+        ](1024)
+        self._task_group.start_soon(self._supervise, spawn_receive)
         return self
+
+    async def _supervise(
+        self, requests: MemoryObjectReceiveStream[Callable[[], Coroutine[Any, Any, None]]]
+    ) -> None:
+        """Start background work asked for from plain loop callbacks (which cannot start tasks)."""
+        assert self._task_group is not None
+        async with requests:
+            async for fn in requests:
+                self._task_group.start_soon(fn)
 
     async def __aexit__(
         self,
@@ -45,9 +59,12 @@ class ModelRegistry:
             self._task_group = None
         return result
 
-    def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
-        if self._task_group is not None:
-            self._task_group.start_soon(fn)
+    def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``fn`` as a task; callable from worker-state callbacks on the loop."""
+        try:
+            self._spawn_send.send_nowait(fn)
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # shutting down, or a restart storm: the supervisor has enough to do
 
     def add(self, definition: ModelDefinition) -> ServedModel:
         """Start serving a model: its workers start loading at once."""

@@ -48,9 +48,7 @@ class ModelStats:
             self.cancelled += 1
         self.chunks += job.chunks
         if job.outcome == "ok" and job.latency_ms is not None:
-            self.recent.append(
-                (time.monotonic(), job.latency_ms, job.queue_ms or 0.0, job.chunks)
-            )
+            self.recent.append((time.monotonic(), job.latency_ms, job.queue_ms or 0.0, job.chunks))
 
     def throughput(self, now: float | None = None) -> tuple[float, float]:
         """(requests/s, chunks/s) over the last minute."""

@@ -70,12 +70,11 @@ def wrap_handler(obj: Any, *, max_batch_size: int, stream: bool) -> Handler:
 
 def _kind(sample: Any) -> str:
     """'handler', 'litapi', 'infer' or 'unknown' (a factory, known only once called)."""
-    probe = sample if not inspect.isclass(sample) else sample
-    if inspect.isclass(probe) and issubclass(probe, Handler) or isinstance(probe, Handler):
+    if (inspect.isclass(sample) and issubclass(sample, Handler)) or isinstance(sample, Handler):
         return "handler"
-    if is_litapi(probe):
+    if is_litapi(sample):
         return "litapi"
-    if callable(getattr(probe, "infer", None)):
+    if callable(getattr(sample, "infer", None)):
         return "infer"
     return "unknown"
 
@@ -135,9 +134,7 @@ def user_code_definition(
     def create(index: int, device: str) -> Handler:
         if instances is not None:
             obj = instances[index]
-        elif factory:
-            obj = instantiate(target, device)
-        elif inspect.isclass(target):
+        elif factory or inspect.isclass(target):
             obj = instantiate(target, device)
         else:  # one instance: the first worker gets it, the others a copy
             obj = target if index == 0 else copy.deepcopy(target)

@@ -100,8 +100,9 @@ class DeviceWorker:
             handler = self._create_handler(self.index, self.device)
             handler.load(self.device)
         except BaseException as exc:
-            logger.exception("model %s worker %d failed to load on %s", self.model, self.index,
-                             self.device)
+            logger.exception(
+                "model %s worker %d failed to load on %s", self.model, self.index, self.device
+            )
             self._report(WorkerState.FAILED, exc)
             return
         self._report(WorkerState.READY)
@@ -110,8 +111,10 @@ class DeviceWorker:
         slots = threading.BoundedSemaphore(in_flight) if in_flight > 1 else None
         try:
             while True:
-                size = self._max_batch_size if slots is None else _take_slots(
-                    slots, self._max_batch_size
+                size = (
+                    self._max_batch_size
+                    if slots is None
+                    else _take_slots(slots, self._max_batch_size)
                 )
                 try:
                     batch = self._loop.run(self._queue.next_batch, size, self._batch_window_s)

@@ -19,7 +19,9 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         except ValueError:
             raise InvalidRequest("invalid Content-Length header") from None
         if declared_bytes > max_bytes:
-            raise RequestTooLarge(f"request body of {declared_bytes} bytes exceeds the limit of {max_bytes} bytes")
+            raise RequestTooLarge(
+                f"request body of {declared_bytes} bytes exceeds the limit of {max_bytes} bytes"
+            )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -22,7 +22,9 @@ def to_jsonable(value: Any) -> Any:
     try:
         return to_jsonable_python(value, fallback=_fallback)
     except Exception as exc:
-        raise HandlerFailed(f"the model returned a value that cannot be sent as JSON: {exc}") from exc
+        raise HandlerFailed(
+            f"the model returned a value that cannot be sent as JSON: {exc}"
+        ) from exc
 
 
 def dumps(value: Any) -> bytes:

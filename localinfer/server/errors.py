@@ -37,7 +37,9 @@ def status_of(exc: e.LocalInferError) -> tuple[int, str]:
     return 500, "server_error"  # pragma: no cover - LocalInferError is last in STATUS
 
 
-def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, object]:
+def error_body(
+    message: str, kind: str, code: str | None, param: str | None = None
+) -> dict[str, object]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 

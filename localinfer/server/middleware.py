@@ -9,6 +9,7 @@ import time
 import uuid
 
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localinfer.errors import AuthenticationFailed
@@ -49,6 +50,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = status or 499  # nginx's "client closed request", for the log line only
         except Exception as exc:
             if status:  # headers already sent: nothing to do but drop the connection
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,7 +53,8 @@ def open_socket(host: str, port: int) -> socket.socket:
 
 def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
+    # hypercorn closes the descriptor it is given: hand it a duplicate, keep ours
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
     config.graceful_timeout = settings.drain_timeout_s
     config.keep_alive_timeout = 75
@@ -83,6 +85,8 @@ async def serve(
     sock = sock or open_socket(settings.host, settings.port)
     trigger = shutdown_trigger or _until_signal
     config = hypercorn_config(sock, settings)
+    host, port = sock.getsockname()[:2]
+    logger.info("listening on %s", BoundAddress(host, port).url)
     try:
         if running_backend() == "trio":
             from hypercorn.trio import serve as trio_serve

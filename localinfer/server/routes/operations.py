@@ -47,8 +47,13 @@ async def stats(request: Request) -> Response:
 
 
 def _model_card(model_name: str, task: str) -> dict[str, object]:
-    return {"id": model_name, "object": "model", "created": _STARTED, "owned_by": "localinfer",
-            "task": task}
+    return {
+        "id": model_name,
+        "object": "model",
+        "created": _STARTED,
+        "owned_by": "localinfer",
+        "task": task,
+    }
 
 
 async def list_models(request: Request) -> Response:

@@ -1,0 +1,126 @@
+"""``localinfer serve`` as a person runs it: a real process, signals, exit codes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def localinfer(
+    *args: str, env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "localinfer", *args],
+        cwd=ROOT,
+        env={**os.environ, "LOCALINFER_CONFIG": "/nonexistent.toml", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+@contextmanager
+def served(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    process = localinfer("serve", "--port", "0", "--device", "cpu", *args, env=env)
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 60
+        url = None
+        lines = []
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"listening on (http://\S+)", line)
+            url = match.group(1) if match else None
+        assert url, "".join(lines)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while client.get("/ready", headers={"X-API-Key": "k"}).status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_help_is_fast_and_lists_serve() -> None:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "localinfer", "--help"], capture_output=True, text=True, check=True
+    )
+    assert time.perf_counter() - started < 3  # no torch, no server stack at import
+    assert "serve" in out.stdout
+    heavy = "{'torch', 'transformers', 'starlette', 'hypercorn'}"
+    code = (
+        "import sys, localinfer.cli.main; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert imported.stdout.strip() == "[]"
+
+
+def test_serve_user_class_with_two_workers_and_stop_on_sigint() -> None:
+    with served("tests.models:Echo", "--workers", "2") as (url, process):
+        r = httpx.post(f"{url}/v1/infer/echo", json={"args": ["hi"]})
+        assert r.json()["text"] == "hi"
+        workers = httpx.get(f"{url}/health").json()["models"]["echo"]["workers"]
+        assert [w["state"] for w in workers] == ["ready", "ready"]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(15) == 0
+
+
+def test_serve_factory_form() -> None:
+    with served("tests.models:make_echo", "--factory", "--name", "made") as (url, _):
+        assert httpx.post(f"{url}/v1/infer/made", json={"args": ["x"]}).json()["text"] == "x"
+
+
+def test_serve_without_targets_serves_the_demo() -> None:
+    with served() as (url, _):
+        names = [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]]
+        assert names == ["echo", "countdown", "tone", "squares"]
+        r = httpx.post(f"{url}/v1/infer/echo", json={"args": ["demo"], "kwargs": {"upper": True}})
+        assert r.json() == {"text": "DEMO"}
+        assert httpx.post(f"{url}/v1/infer/squares", json={"input": 3}).json() == {"output": 9.0}
+
+
+def test_api_key_from_environment() -> None:
+    with served("tests.models:Echo", env={"LOCALINFER_API_KEY": "k"}) as (url, _):
+        assert httpx.post(f"{url}/v1/infer/echo", json={"args": ["x"]}).status_code == 401
+        r = httpx.post(f"{url}/v1/infer/echo", json={"args": ["x"]}, headers={"X-API-Key": "k"})
+        assert r.status_code == 200
+
+
+def test_non_loopback_bind_without_key_refuses_to_start() -> None:
+    process = localinfer("serve", "tests.models:Echo", "--host", "0.0.0.0")
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in out and "--api-key" in out
+
+
+def test_bad_target_is_a_clear_error() -> None:
+    process = localinfer("serve", "tests.models:Nope")
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "has no attribute 'Nope'" in out

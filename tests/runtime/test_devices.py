@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from localinfer.errors import ConfigurationError
+from localinfer.runtime import devices
+from localinfer.runtime.devices import resolve_devices
+
+
+def test_cpu_and_lists() -> None:
+    assert resolve_devices("cpu") == ["cpu"]
+    assert resolve_devices(["cpu", "cpu"]) == ["cpu"]
+    assert resolve_devices(" CPU ") == ["cpu"]
+
+
+def test_auto_without_gpu_is_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    assert resolve_devices("auto") == ["cpu"]
+
+
+def test_auto_and_cuda_with_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "_cuda_count", lambda: 2)
+    assert resolve_devices("auto") == ["cuda:0", "cuda:1"]
+    assert resolve_devices("cuda") == ["cuda:0", "cuda:1"]
+    assert resolve_devices("cuda:1,cpu") == ["cuda:1", "cpu"]
+    with pytest.raises(ConfigurationError, match="only 2 CUDA device"):
+        resolve_devices("cuda:2")
+
+
+def test_missing_or_unknown_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    with pytest.raises(ConfigurationError, match="no CUDA device"):
+        resolve_devices("cuda")
+    with pytest.raises(ConfigurationError, match="MPS is not available"):
+        resolve_devices("mps")
+    with pytest.raises(ConfigurationError, match="unknown device 'tpu'"):
+        resolve_devices("tpu")
+    with pytest.raises(ConfigurationError, match="no device"):
+        resolve_devices(",")

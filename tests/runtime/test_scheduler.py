@@ -1,0 +1,86 @@
+"""Micro-batching and the bounded queue."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from localinfer.errors import QueueFull
+from localinfer.runtime.job import Job
+from localinfer.runtime.scheduler import JobQueue, retry_after_seconds
+
+pytestmark = pytest.mark.anyio
+
+
+def job(payload: object) -> Job:
+    return Job(payload, model="m", request_id=str(payload))
+
+
+async def test_full_queue_refuses_at_once() -> None:
+    queue = JobQueue("m", max_size=2)
+    queue.submit(job(1))
+    queue.submit(job(2))
+    with pytest.raises(QueueFull, match="2 requests queued"):
+        queue.submit(job(3))
+    assert queue.depth == 2
+
+
+async def test_batch_fills_up_to_max_size_without_waiting() -> None:
+    queue = JobQueue("m", max_size=10)
+    for i in range(5):
+        queue.submit(job(i))
+    with anyio.fail_after(0.5):  # a full batch does not wait out the window
+        batch = await queue.next_batch(3, window_s=10)
+    assert [j.payload for j in batch] == [0, 1, 2]
+    batch = await queue.next_batch(3, window_s=0)
+    assert [j.payload for j in batch] == [3, 4]
+
+
+async def test_window_gathers_late_arrivals() -> None:
+    queue = JobQueue("m", max_size=10)
+    queue.submit(job("a"))
+
+    async def late() -> None:
+        await anyio.sleep(0.02)
+        queue.submit(job("b"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(late)
+        started = anyio.current_time()
+        batch = await queue.next_batch(8, window_s=0.2)
+        waited = anyio.current_time() - started
+    assert [j.payload for j in batch] == ["a", "b"]
+    assert 0.15 <= waited < 1.0  # waited out the window for more
+
+
+async def test_max_size_one_never_waits() -> None:
+    queue = JobQueue("m", max_size=10)
+    queue.submit(job("a"))
+    with anyio.fail_after(0.1):
+        assert [j.payload for j in await queue.next_batch(1, window_s=5)] == ["a"]
+
+
+async def test_cancelled_jobs_are_dropped_before_running() -> None:
+    queue = JobQueue("m", max_size=10)
+    jobs = [job(i) for i in range(4)]
+    for j in jobs:
+        queue.submit(j)
+    jobs[0].cancel("caller went away")
+    jobs[2].cancel("timeout")
+    batch = await queue.next_batch(8, window_s=0)
+    assert [j.payload for j in batch] == [1, 3]
+    assert queue.dropped == 2
+
+
+async def test_closed_queue_drains_then_returns_empty() -> None:
+    queue = JobQueue("m", max_size=10)
+    queue.submit(job("last"))
+    queue.close()
+    assert [j.payload for j in await queue.next_batch(4, 0)] == ["last"]
+    assert await queue.next_batch(4, 0) == []
+
+
+def test_retry_after_follows_throughput() -> None:
+    assert retry_after_seconds(100, 0.0) == 1.0
+    assert retry_after_seconds(100, 10.0) == 10.0
+    assert retry_after_seconds(1, 100.0) == 1.0
