@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import httpx
 
 from localinfer.config import Settings
@@ -57,3 +61,51 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
             if value:
                 return
             await anyio.sleep(interval)
+
+
+class ThreadedServer:
+    """A live server in a thread of its own (its own event loop), for synchronous clients."""
+
+    def __init__(self, definitions: Sequence[ModelDefinition], **setting_overrides: Any):
+        self._app = create_app(definitions, settings(**setting_overrides))
+        self._started = threading.Event()
+        self._stop: anyio.Event | None = None
+        self._token: Any = None
+        self._error: BaseException | None = None
+        self.url = ""
+        self._thread = threading.Thread(target=self._run, daemon=True, name="test-server")
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._stop = anyio.Event()
+            self._token = anyio.lowlevel.current_token()
+            async with serving(self._app, self._app.state.settings) as address:
+                self.url = address.url
+                self._started.set()
+                await self._stop.wait()
+
+        try:
+            anyio.run(main)
+        except BaseException as exc:  # surfaced by __enter__
+            self._error = exc
+            self._started.set()
+
+    def __enter__(self) -> ThreadedServer:
+        self._thread.start()
+        self._started.wait(60)
+        if self._error is not None:
+            raise self._error
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{self.url}/ready").status_code != 200:
+            health = httpx.get(f"{self.url}/health").json()["models"]
+            failed = [w["error"] for m in health.values() for w in m["workers"] if w["error"]]
+            if failed or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"models did not load: {failed or health}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            anyio.from_thread.run_sync(self._stop.set, token=self._token)
+        self._thread.join(30)

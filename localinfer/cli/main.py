@@ -22,6 +22,18 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="MODULE:ATTR",
         help="a class with infer(), a LitAPI-style class, an instance, or a factory",
     )
+    p.add_argument(
+        "--models",
+        metavar="A,B",
+        help="catalog aliases, cached Hugging Face repo ids, or local model paths",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        metavar="MODEL",
+        action="append",
+        default=[],
+        help="let this model run code from its repository (off by default)",
+    )
     p.add_argument("--name", help="model name for a single target (default: its name/class)")
     p.add_argument(
         "--factory",

@@ -67,6 +67,8 @@ class EmbeddingResult:
     #: one vector per input text, L2-normalised
     vectors: list[list[float]]
     prompt_tokens: int
+    #: tokens of each input text (they sum to ``prompt_tokens``)
+    text_tokens: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class Segment:
 @dataclass(frozen=True, slots=True)
 class TranscriptionResult:
     text: str
+    #: ISO 639-1 code ("en"); verbose_json spells it out ("english") as OpenAI does
     language: str
     duration: float
     segments: list[Segment] = field(default_factory=list)

@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 HandlerFactory = Callable[[int, str], "Handler"]
 
+#: Loads run one at a time, process-wide: transformers' ``from_pretrained`` patches global
+#: state while it builds a model (default dtype, ``tie_weights``, ``torch.linspace``), and
+#: two loads in parallel threads corrupt each other ("Cannot copy out of meta tensor").
+_LOAD_LOCK = threading.Lock()
+
 
 class WorkerState:
     LOADING = "loading"
@@ -97,8 +102,9 @@ class DeviceWorker:
     def _main(self) -> None:
         try:
             bind_thread_to_device(self.device)
-            handler = self._create_handler(self.index, self.device)
-            handler.load(self.device)
+            with _LOAD_LOCK:
+                handler = self._create_handler(self.index, self.device)
+                handler.load(self.device)
         except BaseException as exc:
             logger.exception(
                 "model %s worker %d failed to load on %s", self.model, self.index, self.device

@@ -16,8 +16,9 @@ from localinfer.errors import LocalInferError
 from localinfer.runtime.model import ModelDefinition
 from localinfer.runtime.registry import ModelRegistry
 from localinfer.server.errors import error_response
+from localinfer.server.metrics import routes as metrics_routes
 from localinfer.server.middleware import APIKeyMiddleware, RequestContextMiddleware
-from localinfer.server.routes import infer, operations
+from localinfer.server.routes import audio, embeddings, generation, infer, operations
 
 
 async def _handle_error(request: Request, exc: Exception) -> Response:
@@ -40,10 +41,18 @@ def create_app(definitions: Sequence[ModelDefinition], settings: Settings) -> St
         middleware.append(Middleware(APIKeyMiddleware, api_key=settings.api_key_value))
 
     app = Starlette(
-        routes=[*operations.routes, *infer.routes],
+        routes=[
+            *operations.routes,
+            *metrics_routes,
+            *generation.routes,
+            *embeddings.routes,
+            *audio.routes,
+            *infer.routes,
+        ],
         middleware=middleware,
         exception_handlers={LocalInferError: _handle_error, HTTPException: _handle_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.embedding_caches = {}
     return app

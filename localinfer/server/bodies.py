@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Message
 
 from localinfer.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 
@@ -49,3 +50,28 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidRequest("the request body is nested too deeply") from None
+
+
+def bounded(request: Request, max_bytes: int) -> Request:
+    """A view of ``request`` whose body reading stops with ``RequestTooLarge`` past ``max_bytes``.
+
+    For parsers that read the body themselves (multipart forms).
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestTooLarge(
+            f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes"
+        )
+    received = 0
+    receive = request.receive
+
+    async def counting_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        return message
+
+    return Request(request.scope, counting_receive)

@@ -369,3 +369,14 @@ async def test_serves_under_trio() -> None:
     async with running_server([define(models.Words)]) as client:
         r = await client.post("/v1/infer/words", json={"args": [2], "stream": True})
         assert sse_data(r.text) == ['"w0 "', '"w1 "', "[DONE]"]
+
+
+async def test_metrics_expose_counters_per_model() -> None:
+    async with running_server([define(models.Echo), define(models.Flaky)]) as client:
+        await client.post("/v1/infer/echo", json={"args": ["x"]})
+        await client.post("/v1/infer/flaky", json={"kwargs": {"fail": True}})
+        text = (await client.get("/metrics")).text
+    assert 'localinfer_requests_total{model="echo",outcome="ok"} 1.0' in text
+    assert 'localinfer_requests_total{model="flaky",outcome="failed"} 1.0' in text
+    assert 'localinfer_workers{model="echo",state="ready"} 1.0' in text
+    assert 'localinfer_latency_ms{model="echo",quantile="p50"}' in text

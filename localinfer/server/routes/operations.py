@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from localinfer.server import protocol as p
 from localinfer.server.state import registry_of
 
 _STARTED = int(time.time())
@@ -29,6 +30,7 @@ async def ready(request: Request) -> Response:
 
 async def stats(request: Request) -> Response:
     registry = registry_of(request)
+    caches = request.app.state.embedding_caches
     return JSONResponse(
         {
             "models": {
@@ -39,6 +41,7 @@ async def stats(request: Request) -> Response:
                     "workers": len(m.workers),
                     "busy_workers": sum(w.busy_since is not None for w in m.workers),
                     "restarts": m.restarts,
+                    **({"embedding_cache": caches[m.name].snapshot()} if m.name in caches else {}),
                 }
                 for m in registry
             }
@@ -46,24 +49,19 @@ async def stats(request: Request) -> Response:
     )
 
 
-def _model_card(model_name: str, task: str) -> dict[str, object]:
-    return {
-        "id": model_name,
-        "object": "model",
-        "created": _STARTED,
-        "owned_by": "localinfer",
-        "task": task,
-    }
+def _model_card(model_name: str, task: str) -> p.ModelCard:
+    return p.ModelCard(id=model_name, created=_STARTED, task=task)
 
 
 async def list_models(request: Request) -> Response:
-    data = [_model_card(m.name, m.definition.task) for m in registry_of(request)]
-    return JSONResponse({"object": "list", "data": data})
+    cards = [_model_card(m.name, m.definition.task) for m in registry_of(request)]
+    return JSONResponse(p.ModelList(data=cards).model_dump())
 
 
 async def get_model(request: Request) -> Response:
     model = registry_of(request).get(request.path_params["model"])
-    return JSONResponse({**_model_card(model.name, model.definition.task), **model.health()})
+    card = _model_card(model.name, model.definition.task).model_dump()
+    return JSONResponse({**card, **model.health()})
 
 
 routes = [

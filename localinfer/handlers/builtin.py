@@ -1,0 +1,98 @@
+"""The first-party plugin: registered through the same entry point as any other plugin."""
+
+from __future__ import annotations
+
+from localinfer.handlers.tasks import CHAT, EMBEDDINGS, TRANSCRIPTION
+from localinfer.hub.catalog import CatalogEntry
+from localinfer.plugins import HandlerSpec, Plugin
+
+CHAT_HANDLER = "transformers-chat"
+EMBEDDINGS_HANDLER = "transformers-embeddings"
+WHISPER_HANDLER = "transformers-whisper"
+
+_WEIGHTS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
+
+plugin = Plugin(
+    name="builtin",
+    handlers=[
+        HandlerSpec(
+            CHAT_HANDLER,
+            CHAT,
+            "localinfer.handlers.transformers_chat:TransformersChatHandler",
+            "causal language models with transformers (safetensors or GGUF)",
+        ),
+        HandlerSpec(
+            EMBEDDINGS_HANDLER,
+            EMBEDDINGS,
+            "localinfer.handlers.sentence_embeddings:SentenceEmbeddingHandler",
+            "sentence embeddings: mean or CLS pooling, normalised",
+        ),
+        HandlerSpec(
+            WHISPER_HANDLER,
+            TRANSCRIPTION,
+            "localinfer.handlers.transformers_whisper:WhisperHandler",
+            "Whisper speech recognition and translation",
+        ),
+    ],
+    catalog=[
+        CatalogEntry(
+            "whisper-tiny",
+            "openai/whisper-tiny",
+            TRANSCRIPTION,
+            WHISPER_HANDLER,
+            "Whisper tiny, multilingual (39M)",
+            files=_WEIGHTS,
+        ),
+        CatalogEntry(
+            "whisper-base",
+            "openai/whisper-base",
+            TRANSCRIPTION,
+            WHISPER_HANDLER,
+            "Whisper base, multilingual (74M)",
+            files=_WEIGHTS,
+        ),
+        CatalogEntry(
+            "bge-m3",
+            "BAAI/bge-m3",
+            EMBEDDINGS,
+            EMBEDDINGS_HANDLER,
+            "BGE-M3 dense embeddings, multilingual, 1024 dims (568M)",
+            files=_WEIGHTS,
+            options={"pooling": "cls"},
+        ),
+        CatalogEntry(
+            "bge-small",
+            "BAAI/bge-small-en-v1.5",
+            EMBEDDINGS,
+            EMBEDDINGS_HANDLER,
+            "BGE small English v1.5, 384 dims (33M)",
+            files=_WEIGHTS,
+            options={"pooling": "cls"},
+        ),
+        CatalogEntry(
+            "all-minilm",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            EMBEDDINGS,
+            EMBEDDINGS_HANDLER,
+            "all-MiniLM-L6-v2, English, 384 dims (22M)",
+            files=(*_WEIGHTS, "1_Pooling/*"),
+            options={"pooling": "mean"},
+        ),
+        CatalogEntry(
+            "qwen2.5-0.5b-instruct",
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            CHAT,
+            CHAT_HANDLER,
+            "Qwen2.5 0.5B instruct (494M)",
+            files=_WEIGHTS,
+        ),
+        CatalogEntry(
+            "smollm2-135m-instruct",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            CHAT,
+            CHAT_HANDLER,
+            "SmolLM2 135M instruct",
+            files=_WEIGHTS,
+        ),
+    ],
+)

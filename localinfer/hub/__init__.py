@@ -1,0 +1,1 @@
+"""Where models come from: the catalog, the Hugging Face cache, downloads, directories."""

@@ -1,0 +1,26 @@
+"""Catalog entries: a short alias for a model, what task it serves and with which handler."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """``alias`` → a Hugging Face repo (or a local path), its task, handler and defaults."""
+
+    alias: str
+    repo: str
+    task: str
+    handler: str
+    description: str = ""
+    revision: str | None = None
+    #: a single file inside the repo (a ``.gguf`` file, for instance)
+    filename: str | None = None
+    #: glob patterns of the files the handler needs (downloads fetch only these)
+    files: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: where the entry came from: "builtin", a plugin name, or "user"
+    origin: str = "builtin"

@@ -1,0 +1,186 @@
+"""From what a user typed (alias, repo id, local path) to a servable model definition."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from localinfer.errors import ConfigurationError, ModelNotFound
+from localinfer.handlers.base import ModelSource
+from localinfer.handlers.tasks import CHAT, EMBEDDINGS, TRANSCRIPTION
+from localinfer.hub.cache import cached_snapshot
+from localinfer.hub.catalog import CatalogEntry
+from localinfer.hub.model_ids import is_repo_id
+from localinfer.plugins import HandlerSpec, PluginSet
+from localinfer.runtime.model import ModelDefinition
+
+#: micro-batching defaults per task, when the handler class declares none
+_BATCHING = {EMBEDDINGS: (64, 5.0), TRANSCRIPTION: (8, 10.0), CHAT: (1, 0.0)}
+
+_ENCODER_TYPES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "mpnet",
+    "distilbert",
+    "nomic_bert",
+    "modernbert",
+    "electra",
+    "deberta-v2",
+    "e5",
+    "new",
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    task: str
+    handler: HandlerSpec
+    source: ModelSource
+    entry: CatalogEntry | None = None
+
+
+def detect_task(directory: Path) -> str:
+    """The task a local model directory serves, judged from its files."""
+    if any(directory.glob("*.gguf")):
+        return CHAT
+    if (directory / "modules.json").exists():
+        return EMBEDDINGS
+    config_path = directory / "config.json"
+    if not config_path.exists():
+        raise ConfigurationError(f"{directory} has no config.json: not a transformers model")
+    config = json.loads(config_path.read_text())
+    model_type = str(config.get("model_type", "")).lower()
+    architectures = [str(a) for a in config.get("architectures") or []]
+    if model_type == "whisper":
+        return TRANSCRIPTION
+    if any(
+        a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"))
+        for a in architectures
+    ):
+        return CHAT
+    if model_type in _ENCODER_TYPES or any(a.endswith("Model") for a in architectures):
+        return EMBEDDINGS
+    raise ConfigurationError(
+        f"cannot tell which task {directory} serves (model_type={model_type!r}, "
+        f"architectures={architectures}); name it in the catalog"
+    )
+
+
+def _local(path: Path, plugins: PluginSet, name: str) -> ResolvedModel:
+    filename = None
+    if path.is_file() and path.suffix == ".gguf":
+        path, filename = path.parent, path.name
+    elif path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        filename = ggufs[0].name if ggufs else None
+    task = CHAT if filename else detect_task(path)
+    return ResolvedModel(
+        name=name,
+        task=task,
+        handler=plugins.handler_for_task(task),
+        source=ModelSource(str(path), filename=filename),
+    )
+
+
+def resolve(
+    spec: str,
+    plugins: PluginSet,
+    *,
+    trust_remote_code: bool = False,
+    options: dict[str, Any] | None = None,
+) -> ResolvedModel:
+    """Resolve a catalog alias, a local directory / ``.gguf`` file, or a cached repo id."""
+    options = options or {}
+    entry = plugins.catalog.get(spec)
+    if entry is not None:
+        location = entry.repo
+        if not Path(location).exists():
+            snapshot = cached_snapshot(entry.repo, entry.revision)
+            if snapshot is None:
+                raise ModelNotFound(
+                    f"{spec!r} ({entry.repo}) is not in the local Hugging Face cache; "
+                    f"download it with `localinfer pull {spec}`"
+                )
+            location = str(snapshot)
+        return ResolvedModel(
+            name=spec,
+            task=entry.task,
+            handler=plugins.handler(entry.handler),
+            source=ModelSource(
+                location,
+                revision=entry.revision,
+                filename=entry.filename,
+                trust_remote_code=trust_remote_code,
+                options={**entry.options, **options},
+            ),
+            entry=entry,
+        )
+    path = Path(spec).expanduser()
+    if path.exists():
+        resolved = _local(path.resolve(), plugins, name=path.name or spec)
+        return replace(
+            resolved,
+            source=replace(resolved.source, trust_remote_code=trust_remote_code, options=options),
+        )
+    if is_repo_id(spec):
+        snapshot = cached_snapshot(spec)
+        if snapshot is None:
+            raise ModelNotFound(
+                f"{spec!r} is not in the local Hugging Face cache; "
+                f"download it with `localinfer pull {spec}`"
+            )
+        resolved = _local(snapshot, plugins, name=spec)
+        return replace(
+            resolved,
+            source=replace(resolved.source, trust_remote_code=trust_remote_code, options=options),
+        )
+    known = ", ".join(sorted(plugins.catalog))
+    raise ModelNotFound(
+        f"{spec!r} is neither a catalog alias ({known}), an existing path, "
+        "nor an 'org/name' repo id"
+    )
+
+
+def model_definition(
+    resolved: ResolvedModel,
+    *,
+    devices: Sequence[str] = ("cpu",),
+    workers_per_device: int = 1,
+    max_queue: int = 256,
+    stream_buffer: int = 1024,
+    max_batch_size: int | None = None,
+    batch_window_ms: float | None = None,
+) -> ModelDefinition:
+    """The runtime definition of a resolved model; its handler class is imported here."""
+    cls = resolved.handler.load_class()
+    default_size, default_window = _BATCHING.get(resolved.task, (1, 0.0))
+    source = resolved.source
+
+    def create(index: int, device: str) -> Any:
+        return cls(source)  # type: ignore[call-arg]
+
+    return ModelDefinition(
+        name=resolved.name,
+        create_handler=create,
+        task=resolved.task,
+        devices=tuple(devices),
+        workers_per_device=workers_per_device,
+        max_batch_size=max_batch_size or int(getattr(cls, "default_max_batch_size", default_size)),
+        batch_window_ms=(
+            batch_window_ms
+            if batch_window_ms is not None
+            else float(getattr(cls, "default_batch_window_ms", default_window))
+        ),
+        max_queue=max_queue,
+        stream_buffer=stream_buffer,
+        capabilities={
+            "task": resolved.task,
+            "model": resolved.name,
+            "handler": resolved.handler.name,
+        },
+    )

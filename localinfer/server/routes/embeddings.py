@@ -1,0 +1,97 @@
+"""``POST /v1/embeddings``: texts in, normalised vectors out (float lists or base64 float32).
+
+Each request becomes one job; the scheduler micro-batches concurrent requests into one
+forward pass. Repeated inputs are answered from a per-model LRU cache.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from localinfer.errors import HandlerFailed, InvalidRequest, RequestTooLarge
+from localinfer.handlers.tasks import EMBEDDINGS, EmbeddingRequest, EmbeddingResult
+from localinfer.server import protocol as p
+from localinfer.server.bodies import read_json
+from localinfer.server.embedding_cache import EmbeddingCache
+from localinfer.server.routes.common import model_for_task, run_to_result
+from localinfer.server.state import settings_of
+
+
+def cache_for(request: Request, model: str) -> EmbeddingCache:
+    caches: dict[str, EmbeddingCache] = request.app.state.embedding_caches
+    cache = caches.get(model)
+    if cache is None:
+        cache = caches[model] = EmbeddingCache(settings_of(request).embedding_cache_size)
+    return cache
+
+
+def encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return vector.tolist()  # type: ignore[no-any-return]
+
+
+async def embeddings(request: Request) -> Response:
+    settings = settings_of(request)
+    body = p.parse(p.EmbeddingRequest, await read_json(request, settings.max_body_bytes))
+    texts = body.texts
+    if not texts:
+        raise InvalidRequest("input must not be empty", param="input")
+    if len(texts) > settings.max_embedding_inputs:
+        raise RequestTooLarge(
+            f"{len(texts)} inputs; at most {settings.max_embedding_inputs} per request",
+            param="input",
+        )
+    for index, text in enumerate(texts):
+        if not text:
+            raise InvalidRequest(f"input[{index}] is an empty string", param="input")
+        if len(text) > settings.max_input_chars:
+            raise RequestTooLarge(
+                f"input[{index}] is {len(text)} characters; at most "
+                f"{settings.max_input_chars} are accepted",
+                param="input",
+            )
+    model = model_for_task(request, body.model, EMBEDDINGS)
+    cache = cache_for(request, model.name)
+
+    vectors: list[np.ndarray | None] = [None] * len(texts)
+    tokens = [0] * len(texts)
+    missing: dict[str, list[int]] = {}
+    for index, text in enumerate(texts):
+        hit = cache.get(text, body.dimensions)
+        if hit is None:
+            missing.setdefault(text, []).append(index)
+        else:
+            vectors[index], tokens[index] = hit
+    if missing:
+        unique = list(missing)
+        _, result = await run_to_result(
+            request, model, EmbeddingRequest(texts=tuple(unique), dimensions=body.dimensions)
+        )
+        assert isinstance(result, EmbeddingResult)
+        computed = np.asarray(result.vectors, dtype=np.float32)
+        per_text = result.text_tokens
+        if len(per_text) != len(unique):
+            raise HandlerFailed("the embeddings handler did not report tokens per text")
+        for text, vector, count in zip(unique, computed, per_text, strict=True):
+            cache.put(text, body.dimensions, vector, count)
+            for index in missing[text]:
+                vectors[index], tokens[index] = vector, count
+    prompt_tokens = sum(tokens)
+    reply = p.EmbeddingList(
+        data=[
+            p.Embedding(index=i, embedding=encode(v, body.encoding_format))  # type: ignore[arg-type]
+            for i, v in enumerate(vectors)
+        ],
+        model=body.model,
+        usage=p.Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
+    )
+    return Response(reply.model_dump_json(), media_type="application/json")
+
+
+routes = [Route("/v1/embeddings", embeddings, methods=["POST"])]
