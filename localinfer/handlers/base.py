@@ -75,6 +75,8 @@ class Handler:
     #: 1: ``process`` answers every item before it returns. N > 1: ``process`` may return
     #: at once and finish items later from the handler's own threads (a continuous-batching
     #: engine); the worker then keeps up to N items in flight and feeds new ones as slots free.
+    #: Such a handler must end every item it is given, cancelled ones included: an item
+    #: never finished or failed keeps its slot.
     max_in_flight: int = 1
 
     def load(self, device: str) -> None:

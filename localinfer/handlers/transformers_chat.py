@@ -317,6 +317,7 @@ class _Generation:
         return self.finish_reason is not None
 
     def start(self) -> None:
+        """Generation begins now: ``prefill_ms`` counts from here, tokenization excluded."""
         self._started = time.perf_counter()
 
     def on_token(self, token_id: int) -> bool:

@@ -134,6 +134,29 @@ class Job:
         if self._on_finished is not None:
             self._on_finished(self)
 
+    async def next_event(self) -> Chunk | Done:
+        """The next chunk or the final :class:`Done`; raise the job's error on failure.
+
+        Cancel-safe: a wait interrupted by a timeout or cancel scope loses nothing, and
+        the next call picks up where it left off.
+        """
+        try:
+            event = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            # closed without a terminal event: the job was cancelled on our side
+            raise HandlerFailed(
+                f"job ended without a result ({self.cancel_reason or 'closed'})"
+            ) from None
+        if isinstance(event, Failure):
+            raise event.error
+        return event
+
+    def release(self, reason: str = "caller went away") -> None:
+        """The reader is done with the job: cancel it if it is still running."""
+        if self.outcome is None:
+            self.cancel(reason)
+        self._receive.close()
+
     async def events(self) -> AsyncGenerator[Chunk | Done, None]:
         """Yield chunks, then the final :class:`Done`; raise the job's error on failure.
 
@@ -141,19 +164,13 @@ class Job:
         cancels the job.
         """
         try:
-            async with self._receive:
-                async for event in self._receive:
-                    if isinstance(event, Failure):
-                        raise event.error
-                    yield event
-                    if isinstance(event, Done):
-                        return
-            # stream closed without a terminal event: the job was cancelled on our side
-            raise HandlerFailed(f"job ended without a result ({self.cancel_reason or 'closed'})")
+            while True:
+                event = await self.next_event()
+                yield event
+                if isinstance(event, Done):
+                    return
         finally:
-            if self.outcome is None:
-                self.cancel("caller went away")
-            self._receive.close()
+            self.release()
 
     # -- timing, in milliseconds ---------------------------------------------------------
 

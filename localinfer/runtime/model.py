@@ -39,6 +39,8 @@ class ModelDefinition:
     stream_buffer: int = 1024
     #: loop-side validation/normalisation of a payload before it is queued (fast, no I/O)
     prepare: Callable[[Any], Any] | None = None
+    #: jobs a one-at-a-time worker may take from the queue in one trip (its fair share)
+    prefetch: int = 16
     #: content type of binary (bytes) streams
     media_type: str = "application/octet-stream"
     capabilities: Mapping[str, str] = field(default_factory=dict)
@@ -94,6 +96,8 @@ class ServedModel:
             max_batch_size=d.max_batch_size,
             batch_window_s=d.batch_window_ms / 1e3,
             loop=self._loop,
+            prefetch=d.prefetch,
+            peers=d.worker_count,
             on_state=self._on_worker_state,
             generation=generation,
         )

@@ -45,10 +45,15 @@ class JobQueue:
         """No more jobs: workers drain what is queued, then get an empty batch and stop."""
         self._send.close()
 
-    async def next_batch(self, max_size: int, window_s: float) -> list[Job]:
+    async def next_batch(
+        self, max_size: int, window_s: float, *, prefetch: int = 1, workers: int = 1
+    ) -> list[Job]:
         """Wait for a live job, then gather up to ``max_size`` within ``window_s``.
 
-        Returns an empty list once the queue is closed and drained.
+        With ``max_size == 1`` (a handler that serves one job at a time), jobs already
+        waiting are taken too — at most ``prefetch`` and a fair share (``depth / workers``)
+        — so that under load one trip between loop and worker thread serves many jobs
+        instead of one. Returns an empty list once the queue is closed and drained.
         """
         batch: list[Job] = []
         while not batch:
@@ -58,6 +63,13 @@ class JobQueue:
                 return []
             self._take(job, batch)
         if max_size <= 1:
+            extra = min(prefetch - 1, self.depth // max(workers, 1))
+            while extra > 0:
+                try:
+                    self._take(self._receive.receive_nowait(), batch)
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                extra -= 1
             return batch
         deadline = anyio.current_time() + max(window_s, 0.0)
         while len(batch) < max_size:

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from localinfer.errors import WorkerCrashed
@@ -39,7 +40,8 @@ def bind_thread_to_device(device: str) -> None:
     if device.startswith("cuda"):
         import torch
 
-        torch.cuda.set_device(torch.device(device))
+        index = torch.device(device).index
+        torch.cuda.set_device(0 if index is None else index)
 
 
 def _take_slots(slots: threading.BoundedSemaphore, most: int) -> int:
@@ -69,6 +71,8 @@ class DeviceWorker:
         max_batch_size: int,
         batch_window_s: float,
         loop: LoopHandle,
+        prefetch: int = 1,
+        peers: int = 1,
         on_state: Callable[[DeviceWorker, str, BaseException | None], None],
         generation: int = 0,
     ):
@@ -84,6 +88,8 @@ class DeviceWorker:
         self._queue = queue
         self._max_batch_size = max_batch_size
         self._batch_window_s = batch_window_s
+        self._prefetch = prefetch
+        self._peers = peers
         self._loop = loop
         self._on_state = on_state
         self.thread = threading.Thread(
@@ -123,7 +129,15 @@ class DeviceWorker:
                     else _take_slots(slots, self._max_batch_size)
                 )
                 try:
-                    batch = self._loop.run(self._queue.next_batch, size, self._batch_window_s)
+                    batch = self._loop.run(
+                        partial(
+                            self._queue.next_batch,
+                            size,
+                            self._batch_window_s,
+                            prefetch=self._prefetch if slots is None else 1,
+                            workers=self._peers,
+                        )
+                    )
                 except LoopClosed:
                     break
                 if slots is not None:
@@ -131,7 +145,11 @@ class DeviceWorker:
                         slots.release()
                 if not batch:
                     break
-                self._serve(handler, batch, slots)
+                if self._max_batch_size == 1 and slots is None:
+                    for job in batch:  # prefetched: served one at a time, in order
+                        self._serve(handler, [job], None)
+                else:
+                    self._serve(handler, batch, slots)
             if slots is not None:  # let items still generating finish before closing
                 for _ in range(in_flight):
                     slots.acquire()

@@ -28,4 +28,8 @@ def to_jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(to_jsonable(value), ensure_ascii=False, separators=(",", ":")).encode()
+    try:  # plain JSON data (the common case) needs no conversion pass
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = json.dumps(to_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    return text.encode()

@@ -301,6 +301,11 @@ class EmbeddingList(BaseModel):
 # -- audio -----------------------------------------------------------------------------------
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+Granularity = Literal["word", "segment"]
+
+
+def _segments_only() -> list[Granularity]:
+    return ["segment"]
 
 
 class TranscriptionForm(Request):
@@ -311,9 +316,7 @@ class TranscriptionForm(Request):
     prompt: str | None = Field(None, max_length=10_000)
     response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
-    timestamp_granularities: list[Literal["word", "segment"]] = Field(
-        default_factory=lambda: ["segment"]
-    )
+    timestamp_granularities: list[Granularity] = Field(default_factory=_segments_only)
 
 
 class Transcription(BaseModel):

@@ -21,7 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from localinfer.errors import InvalidRequest  # noqa: E402
+from localinfer.errors import ConfigurationError, InvalidRequest  # noqa: E402
 from localinfer.handlers.base import ModelSource, WorkItem  # noqa: E402
 from localinfer.handlers.tasks import GenerationRequest, GenerationResult  # noqa: E402
 from localinfer.handlers.transformers_chat import TransformersChatHandler  # noqa: E402
@@ -371,6 +371,31 @@ def test_continuous_batching_unseeded_sampling_streams(cb_handler: TransformersC
         result = item.wait().result
         assert result is not None and result.completion_tokens == 10
         assert item.text == result.text
+
+
+def test_continuous_batching_with_eager_attention(tiny_llama_dir: Path) -> None:
+    """The manager switches eager models to paged attention; seeded requests still match."""
+    sequential = load(tiny_llama_dir, continuous_batching=False, attn_implementation="eager")
+    batched = load(
+        tiny_llama_dir, continuous_batching=True, max_in_flight=4, attn_implementation="eager"
+    )
+    try:
+        seeded = GenerationRequest(messages=MESSAGES, max_new_tokens=12, temperature=0.8, seed=3)
+        for request in (seeded, greedy(12), seeded):
+            want, got = run(sequential, request).result, run(batched, request).result
+            assert want is not None and got is not None and got.text == want.text
+    finally:
+        sequential.close()
+        batched.close()
+
+
+def test_continuous_batching_that_cannot_start_fails_the_load(tiny_llama_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match="page_size"):
+        load(
+            tiny_llama_dir,
+            continuous_batching=True,
+            continuous_batching_config={"page_size": 2},
+        )
 
 
 # -- through the runtime ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ async def test_json_result_with_args_and_kwargs() -> None:
 async def test_request_id_is_generated_or_echoed() -> None:
     async with running_server([define(models.Echo)]) as client:
         r = await client.post("/v1/infer/echo", json={"args": ["x"]})
-        assert len(r.headers["x-request-id"]) == 32
+        assert len(r.headers["x-request-id"]) == 32  # 16 random hex + 16 counter hex
         r = await client.post(
             "/v1/infer/echo", json={"args": ["x"]}, headers={"x-request-id": "my-trace-42"}
         )

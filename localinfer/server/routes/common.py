@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 
 from localinfer.errors import InvalidRequest, ModelNotFound
 from localinfer.runtime.job import Done, Job
 from localinfer.runtime.model import ServedModel
-from localinfer.server.job_io import JobReader, until_disconnect
+from localinfer.server.job_io import JobReader
 from localinfer.server.state import registry_of, settings_of
 
 
@@ -31,8 +30,7 @@ def model_for_task(request: Request, name: str, task: str) -> ServedModel:
 
 
 def reader_for(request: Request, job: Job) -> JobReader:
-    timeout = settings_of(request).request_timeout_s
-    return JobReader(job, anyio.current_time() + timeout, timeout)
+    return JobReader(job, settings_of(request).request_timeout_s)
 
 
 async def run_to_result(request: Request, model: ServedModel, payload: Any) -> tuple[Job, Any]:
@@ -40,10 +38,9 @@ async def run_to_result(request: Request, model: ServedModel, payload: Any) -> t
     job = model.submit(payload, request_id=str(request.scope["state"]["request_id"]))
     reader = reader_for(request, job)
 
-    async def final() -> Any:
-        async for event in reader.rest():
-            if isinstance(event, Done):
-                return event.value
-        return None  # pragma: no cover - rest() always ends with Done
+    async def final() -> Any:  # restartable: see until_disconnect
+        while not isinstance(event := await reader.next(), Done):
+            pass
+        return event.value
 
-    return job, await until_disconnect(request, final)
+    return job, await reader.guarded(request, final)

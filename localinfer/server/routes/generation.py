@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,7 +19,7 @@ from localinfer.handlers.tasks import CHAT, GenerationRequest, GenerationResult
 from localinfer.runtime.job import Chunk, Done, Job
 from localinfer.server import protocol as p
 from localinfer.server.bodies import read_json
-from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event, until_disconnect
+from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
 from localinfer.server.routes.common import model_for_task, reader_for
 from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
 from localinfer.server.state import request_id_of, settings_of
@@ -64,7 +65,7 @@ def usage(result: GenerationResult) -> p.Usage:
     )
 
 
-def _sse(model: p.BaseModel) -> bytes:
+def _sse(model: BaseModel) -> bytes:
     return b"data: " + model.model_dump_json(exclude_none=False).encode() + b"\n\n"
 
 
@@ -72,9 +73,9 @@ async def _stream(
     first: Chunk | Done,
     reader: JobReader,
     job: Job,
-    on_delta: Callable[[str], p.BaseModel],
-    on_finish: Callable[[GenerationResult], list[p.BaseModel]],
-    opening: p.BaseModel | None,
+    on_delta: Callable[[str], BaseModel],
+    on_finish: Callable[[GenerationResult], list[BaseModel]],
+    opening: BaseModel | None,
 ) -> AsyncIterator[bytes]:
     try:
         if opening is not None:
@@ -101,7 +102,7 @@ async def _start(
     model = model_for_task(request, model_name, CHAT)
     job = model.submit(payload, request_id=request_id_of(request))
     reader = reader_for(request, job)
-    first = await until_disconnect(request, reader.next)
+    first = await reader.guarded(request, reader.next)
     return job, reader, first
 
 
@@ -113,7 +114,7 @@ async def _collect(request: Request, reader: JobReader, first: Chunk | Done) -> 
         result: GenerationResult = event.value
         return result
 
-    return await until_disconnect(request, rest)
+    return await reader.guarded(request, rest)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -153,12 +154,21 @@ async def chat_completions(request: Request) -> Response:
             ).model_dump()
         )
 
-    def chunk(choices: list[p.ChunkChoice], **extra: object) -> p.ChatCompletionChunk:
+    def chunk(
+        choices: list[p.ChunkChoice],
+        usage: p.Usage | None = None,
+        performance: p.Performance | None = None,
+    ) -> p.ChatCompletionChunk:
         return p.ChatCompletionChunk(
-            id=reply_id, created=created, model=body.model, choices=choices, **extra
-        )  # type: ignore[arg-type]
+            id=reply_id,
+            created=created,
+            model=body.model,
+            choices=choices,
+            usage=usage,
+            performance=performance,
+        )
 
-    def on_finish(result: GenerationResult) -> list[p.BaseModel]:
+    def on_finish(result: GenerationResult) -> list[BaseModel]:
         last = chunk(
             [p.ChunkChoice(delta=p.Delta(), finish_reason=result.finish_reason)],
             performance=performance(job, result),
@@ -198,14 +208,20 @@ async def completions(request: Request) -> Response:
     job, reader, first = await _start(request, body.model, payload)
     reply_id, created = p.new_id("cmpl"), p.now()
 
-    def reply(text: str, finish: p.FinishReason | None, **extra: object) -> p.Completion:
+    def reply(
+        text: str,
+        finish: p.FinishReason | None,
+        usage: p.Usage | None = None,
+        performance: p.Performance | None = None,
+    ) -> p.Completion:
         return p.Completion(
             id=reply_id,
             created=created,
             model=body.model,
             choices=[p.CompletionChoice(text=text, finish_reason=finish)],
-            **extra,
-        )  # type: ignore[arg-type]
+            usage=usage,
+            performance=performance,
+        )
 
     if not body.stream:
         result = await _collect(request, reader, first)
@@ -218,7 +234,7 @@ async def completions(request: Request) -> Response:
             ).model_dump()
         )
 
-    def on_finish(result: GenerationResult) -> list[p.BaseModel]:
+    def on_finish(result: GenerationResult) -> list[BaseModel]:
         last = reply("", result.finish_reason, performance=performance(job, result))
         if not body.include_usage:
             return [last]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +20,7 @@ from localinfer.runtime.job import Chunk, Done, Job
 from localinfer.runtime.model import ServedModel
 from localinfer.server.bodies import read_json
 from localinfer.server.encoding import dumps
-from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event, until_disconnect
+from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
 from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
 from localinfer.server.state import registry_of, request_id_of, settings_of
 
@@ -81,9 +80,8 @@ async def infer(request: Request) -> Response:
     prepare = model.definition.prepare
     payload = prepare(body) if prepare is not None else body
     job = model.submit(payload, request_id=request_id_of(request))
-    timeout = settings.request_timeout_s
-    reader = JobReader(job, anyio.current_time() + timeout, timeout)
-    first = await until_disconnect(request, reader.next)
+    reader = JobReader(job, settings.request_timeout_s)
+    first = await reader.guarded(request, reader.next)
     if isinstance(first, Done):
         return value_response(first.value, model, job)
 
@@ -93,15 +91,17 @@ async def infer(request: Request) -> Response:
             job, bytes_body(first, reader), media_type=model.definition.media_type
         )
     if wants_stream is False:
+        chunks = [first.value]
 
-        async def collect() -> list[Any]:
-            chunks = [first.value]
-            async for event in reader.rest():
-                if isinstance(event, Chunk):
-                    chunks.append(event.value)
+        async def collect() -> list[Any]:  # restartable: chunks live outside
+            while not isinstance(event := await reader.next(), Done):
+                chunks.append(event.value)
             return chunks
 
-        return value_response(joined(await until_disconnect(request, collect)), model, job)
+        try:
+            return value_response(joined(await reader.guarded(request, collect)), model, job)
+        finally:
+            await reader.aclose()
     return JobStreamingResponse(
         job,
         sse_body(first, reader),
