@@ -10,10 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["LightServer", "__version__"]
+__all__ = ["Client", "Engine", "LightServer", "Server", "SyncClient", "__version__"]
 
 if TYPE_CHECKING:
+    from localinfer.client import Client, SyncClient
+    from localinfer.engine import Engine
+    from localinfer.server.embedded import Server
     from localinfer.server.light import LightServer
+
+#: public names and the module each is imported from on first use
+_LAZY = {
+    "Client": "localinfer.client",
+    "SyncClient": "localinfer.client",
+    "Engine": "localinfer.engine",
+    "Server": "localinfer.server.embedded",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from localinfer.server.light import LightServer
 
         return LightServer
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'localinfer' has no attribute {name!r}")

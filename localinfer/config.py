@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest audio upload")
     max_audio_seconds: float = Field(3600.0, gt=0, description="longest audio accepted (413)")
     embedding_cache_size: int = Field(1024, ge=0, description="LRU entries per model (0: off)")
+    offline: bool = Field(False, description="never download (HF_HUB_OFFLINE=1 does the same)")
+    keep_alive_s: float | None = Field(
+        None, gt=0, description="unload a model idle this long; its next request reloads it"
+    )
+    load_on_demand: bool = Field(
+        False, description="a request naming a cached catalog model that is not loaded loads it"
+    )
     loop: Literal["asyncio", "trio"] = Field("asyncio", description="event loop implementation")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -67,6 +67,58 @@ class QueueFull(LocalInferError):
         self.retry_after_s = retry_after_s
 
 
+class NoCapabilityMatch(ModelNotFound):
+    """No served model advertises the capabilities a request selected by."""
+
+    code = "no_capability_match"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        known: dict[str, dict[str, str]] | None = None,
+        **kwargs: str | None,
+    ):
+        super().__init__(message, **kwargs)
+        #: every served model's capabilities, so the caller can see what it could ask for
+        self.known = known or {}
+
+
+class ModelNotDownloaded(ModelNotFound):
+    """A catalog model or repo id that is not in the local Hugging Face cache (yet)."""
+
+    code = "model_not_downloaded"
+
+    def __init__(self, message: str, *, model: str, **kwargs: str | None):
+        super().__init__(message, **kwargs)
+        #: what the user named (alias or repo id): ``localinfer pull <model>`` fetches it
+        self.model = model
+
+
+class DownloadNotFound(LocalInferError):
+    """No download is known under that id."""
+
+    code = "download_not_found"
+
+
+class DownloadFailed(LocalInferError):
+    """The Hub could not be reached, refused the repo, or a file could not be written."""
+
+    code = "download_failed"
+
+
+class DownloadCancelled(LocalInferError):
+    """A download stopped because someone cancelled it."""
+
+    code = "download_cancelled"
+
+
+class OfflineModeEnabled(LocalInferError):
+    """A download was asked for while downloads are off (``--offline``, ``HF_HUB_OFFLINE``)."""
+
+    code = "offline"
+
+
 class ModelNotReady(LocalInferError):
     """The model exists but has no worker able to serve (loading, or every load failed)."""
 
@@ -97,6 +149,12 @@ class WorkerCrashed(HandlerFailed):
     code = "worker_crashed"
 
 
+class WouldDeadlock(LocalInferError):
+    """A handler called a model whose every worker is waiting, directly or not, on the caller."""
+
+    code = "would_deadlock"
+
+
 class SlowConsumer(LocalInferError):
     """The reader of a stream fell too far behind and was cut off."""
 
@@ -107,3 +165,9 @@ class ConfigurationError(LocalInferError):
     """Settings that cannot work (an unknown device, a non-loopback bind without a key)."""
 
     code = "configuration_error"
+
+
+class IncompatiblePlugin(ConfigurationError):
+    """A plugin was written for a plugin API version this localinfer does not provide."""
+
+    code = "incompatible_plugin"

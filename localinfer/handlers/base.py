@@ -2,11 +2,14 @@
 
 A handler lives in one worker thread. It is created and loaded there, on its device,
 then given batches of :class:`WorkItem` s. It is plain synchronous Python: it gets no
-event loop and needs none.
+event loop and needs none. To use another served model (transcribe, then summarise) it
+calls through :attr:`Handler.context` — user code that is not a handler, through
+:func:`current_context` — never through HTTP.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -61,6 +64,58 @@ class WorkItem(Protocol):
         ...
 
 
+class HandlerContext(Protocol):
+    """What a handler can reach beyond its own model: the other served models.
+
+    Calls block the calling thread (a worker thread may block: another model's worker
+    does the work) and raise the callee's error (``ModelNotFound``, ``HandlerFailed``,
+    ``RequestTimeout``, ``WouldDeadlock`` for a call that could never be served).
+    """
+
+    @property
+    def model(self) -> str:
+        """The name of the model this context belongs to."""
+        ...
+
+    def call(self, model: str, payload: Any, *, timeout_s: float | None = None) -> Any:
+        """Run ``payload`` on ``model`` and return its result (a stream's items joined)."""
+        ...
+
+    def stream(self, model: str, payload: Any, *, timeout_s: float | None = None) -> Iterator[Any]:
+        """Run ``payload`` on ``model`` and yield the items it streams."""
+        ...
+
+
+class _Detached:
+    """The context of a handler outside the runtime (a unit test): every call says so."""
+
+    model = ""
+
+    def call(self, model: str, payload: Any, *, timeout_s: float | None = None) -> Any:
+        raise RuntimeError("this handler is not served by localinfer: it cannot call models")
+
+    def stream(self, model: str, payload: Any, *, timeout_s: float | None = None) -> Iterator[Any]:
+        raise RuntimeError("this handler is not served by localinfer: it cannot call models")
+
+
+DETACHED: HandlerContext = _Detached()
+_thread_context = threading.local()
+
+
+def bind_context(handler: Handler | None, context: HandlerContext) -> None:
+    """Give ``handler`` (and the calling worker thread) its context. Runtime use only."""
+    _thread_context.value = context
+    if handler is not None:
+        handler.context = context
+
+
+def current_context() -> HandlerContext:
+    """The context of the model whose worker thread is running: for user code (``infer``,
+    LitAPI hooks) that has no ``self.context``. Outside a worker thread, a detached one."""
+    context: HandlerContext = getattr(_thread_context, "value", DETACHED)
+    return context
+
+
 class Handler:
     """Base class for model code.
 
@@ -78,6 +133,8 @@ class Handler:
     #: Such a handler must end every item it is given, cancelled ones included: an item
     #: never finished or failed keeps its slot.
     max_in_flight: int = 1
+    #: the other served models, set by the runtime before :meth:`load`
+    context: HandlerContext = DETACHED
 
     def load(self, device: str) -> None:
         """Load weights onto ``device``. Called once, inside the worker thread."""

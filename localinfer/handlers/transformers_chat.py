@@ -78,6 +78,9 @@ class TransformersChatHandler(Handler):
     - ``continuous_batching_config``: keyword arguments for transformers'
       ``ContinuousBatchingConfig`` (``num_blocks``, ``max_batch_tokens``, ``page_size``, ...).
     - ``context_length``: override the context limit read from the model and tokenizer.
+    - ``gguf_cache``: for a ``.gguf`` source, dequantise once and load the cached dense copy
+      (default ``True``, see :mod:`localinfer.handlers.gguf_cache`); ``False`` has
+      transformers read the ``.gguf`` itself at every load.
     """
 
     task = CHAT
@@ -110,22 +113,28 @@ class TransformersChatHandler(Handler):
         self.device = device
         if device.startswith("cuda") and not options.get("cudnn_attention", False):
             _avoid_cudnn_attention()
+        dtype = _resolve_dtype(options.get("dtype"), device)
+        location, revision, gguf_file = source.location, source.revision, None
+        if source.filename and source.filename.endswith(".gguf"):
+            if options.get("gguf_cache", True):
+                location, revision = _dense_copy_of_gguf(source, dtype), None
+            else:
+                gguf_file = source.filename
         common: dict[str, Any] = {
-            "revision": source.revision,
+            "revision": revision,
             "trust_remote_code": source.trust_remote_code,
             # a repo id is read from the local cache only: downloading is the hub layer's job
-            "local_files_only": not Path(source.location).is_dir(),
+            "local_files_only": not Path(location).is_dir(),
         }
-        if source.filename and source.filename.endswith(".gguf"):
-            common["gguf_file"] = source.filename
-        self.tokenizer = AutoTokenizer.from_pretrained(source.location, **common)
-        dtype = _resolve_dtype(options.get("dtype"), device)
+        if gguf_file:
+            common["gguf_file"] = gguf_file
+        self.tokenizer = AutoTokenizer.from_pretrained(location, **common)
         if options.get("attn_implementation"):
             common["attn_implementation"] = options["attn_implementation"]
         # loading straight onto the device needs accelerate; without it, load then move
         direct = is_accelerate_available()
         model = AutoModelForCausalLM.from_pretrained(
-            source.location, dtype=dtype, device_map=device if direct else None, **common
+            location, dtype=dtype, device_map=device if direct else None, **common
         )
         if not direct:
             model.to(device)  # type: ignore[arg-type]  # (transformers' wrapper mistypes it)
@@ -787,6 +796,15 @@ def _size_cache(
 
 
 # -- model facts -------------------------------------------------------------------------------
+
+
+def _dense_copy_of_gguf(source: ModelSource, dtype: Any) -> str:
+    """The cached dense checkpoint of the source's ``.gguf`` file (converted on first use)."""
+    from localinfer.handlers.gguf_cache import dense_checkpoint, locate_gguf
+
+    assert source.filename is not None
+    gguf = locate_gguf(source.location, source.filename, source.revision)
+    return str(dense_checkpoint(gguf, dtype))
 
 
 def _resolve_dtype(option: object, device: str) -> Any:

@@ -24,3 +24,8 @@ class CatalogEntry:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: where the entry came from: "builtin", a plugin name, or "user"
     origin: str = "builtin"
+    #: let the model run code from its repo; honoured only in the user's own catalog
+    trust_remote_code: bool = False
+    #: a copy shipped inside a Python package (``"import_name/path/inside"``, a directory
+    #: or a ``.gguf`` file), preferred to ``repo`` whenever that package is installed
+    packaged: str | None = None

@@ -27,3 +27,17 @@ def check_model_id(name: str) -> str:
         "Hugging Face repo id",
         param="model",
     )
+
+
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+
+def check_revision(revision: str) -> str:
+    """``revision`` if it is a branch, tag or commit name: huggingface-hub stores it as a
+    file under the cache's ``refs/``, so it must never climb out (no ``..``, no ``/x``)."""
+    if _REVISION.match(revision) and ".." not in revision.split("/"):
+        return revision
+    raise InvalidRequest(
+        f"{revision[:200]!r} is not a valid revision: use a branch, tag or commit hash",
+        param="revision",
+    )

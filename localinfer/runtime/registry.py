@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -10,7 +10,13 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from localinfer.errors import ConfigurationError, ModelNotFound
+from localinfer.errors import (
+    ConfigurationError,
+    InvalidRequest,
+    ModelNotFound,
+    NoCapabilityMatch,
+)
+from localinfer.runtime.context import DEFAULT_CALL_TIMEOUT_S, CallContext, CallGraph
 from localinfer.runtime.loop import LoopHandle
 from localinfer.runtime.model import ModelDefinition, ServedModel
 
@@ -18,11 +24,19 @@ from localinfer.runtime.model import ModelDefinition, ServedModel
 class ModelRegistry:
     """Models by name. Use as ``async with ModelRegistry() as registry:`` on the loop."""
 
-    def __init__(self, *, drain_timeout_s: float = 30.0):
+    def __init__(
+        self, *, drain_timeout_s: float = 30.0, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    ):
         self._models: dict[str, ServedModel] = {}
         self._task_group: TaskGroup | None = None
         self._loop: LoopHandle | None = None
         self.drain_timeout_s = drain_timeout_s
+        self.call_timeout_s = call_timeout_s
+        #: handler → model calls in progress, to refuse those that would deadlock
+        self.calls = CallGraph()
+        #: for a request naming a model that is not loaded: its definition, to load it
+        #: now, or None (see :meth:`acquire`; installed by the run-time lifecycle)
+        self.loader: Callable[[str], ModelDefinition | None] | None = None
 
     async def __aenter__(self) -> ModelRegistry:
         self._loop = LoopHandle.current()
@@ -72,7 +86,14 @@ class ModelRegistry:
             raise RuntimeError("ModelRegistry used outside 'async with'")
         if definition.name in self._models:
             raise ConfigurationError(f"a model named {definition.name!r} is already served")
-        model = ServedModel(definition, loop=self._loop, spawn=self._spawn)
+        context = CallContext(
+            definition.name,
+            lookup=self.get,
+            graph=self.calls,
+            loop=self._loop,
+            default_timeout_s=self.call_timeout_s,
+        )
+        model = ServedModel(definition, loop=self._loop, spawn=self._spawn, context=context)
         self._models[definition.name] = model
         model.start()
         return model
@@ -98,6 +119,49 @@ class ModelRegistry:
             raise ModelNotFound(
                 f"the model {name!r} does not exist; served models: {known}", param="model"
             ) from None
+
+    def acquire(self, name: str, task: str | None = None) -> ServedModel:
+        """The model to serve a request for ``name``, loading it if the loader knows it
+        (and, given a ``task``, only if it serves that task).
+
+        A model loaded here is returned at once, its workers still loading: the request
+        waits in its queue, so the load time shows in the request's ``queue_ms``.
+        """
+        model = self._models.get(name)
+        if model is not None:
+            return model
+        definition = self.loader(name) if self.loader is not None else None
+        if definition is None:
+            return self.get(name)
+        if task is not None and definition.task != task:
+            raise InvalidRequest(
+                f"the model {name!r} serves {definition.task}, not {task}", param="model"
+            )
+        return self.add(definition)
+
+    def select(self, wanted: Mapping[str, str]) -> ServedModel:
+        """The model whose capabilities include every ``key=value`` in ``wanted``.
+
+        Of several, one that can serve with the shortest queue (then by name).
+        """
+        matches = [
+            m
+            for m in self._models.values()
+            if all(m.capabilities.get(k) == v for k, v in wanted.items())
+        ]
+        if not matches:
+            asked = ",".join(f"{k}={v}" for k, v in wanted.items())
+            known = {m.name: m.capabilities for m in self._models.values()}
+            listing = "; ".join(
+                f"{name}: " + ",".join(f"{k}={v}" for k, v in caps.items())
+                for name, caps in sorted(known.items())
+            )
+            raise NoCapabilityMatch(
+                f"no served model offers {asked}; served: {listing or 'none'}",
+                param="capability",
+                known=known,
+            )
+        return min(matches, key=lambda m: (not m.can_serve, m.queue.depth, m.name))
 
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(list(self._models.values()))

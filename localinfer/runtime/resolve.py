@@ -8,12 +8,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from localinfer.errors import ConfigurationError, ModelNotFound
+from localinfer.errors import ConfigurationError, ModelNotDownloaded, ModelNotFound
 from localinfer.handlers.base import ModelSource
 from localinfer.handlers.tasks import CHAT, EMBEDDINGS, TRANSCRIPTION
 from localinfer.hub.cache import cached_snapshot
 from localinfer.hub.catalog import CatalogEntry
 from localinfer.hub.model_ids import is_repo_id
+from localinfer.hub.packaged import packaged_path
+from localinfer.hub.selection import entry_patterns
+from localinfer.hub.user_catalog import USER_ORIGIN
 from localinfer.plugins import HandlerSpec, PluginSet
 from localinfer.runtime.model import ModelDefinition
 
@@ -93,19 +96,31 @@ def resolve(
     *,
     trust_remote_code: bool = False,
     options: dict[str, Any] | None = None,
+    allow_paths: bool = True,
 ) -> ResolvedModel:
-    """Resolve a catalog alias, a local directory / ``.gguf`` file, or a cached repo id."""
+    """Resolve a catalog alias, a local directory / ``.gguf`` file, or a cached repo id.
+
+    A model that is not downloaded raises :class:`ModelNotDownloaded`. Names that come
+    from requests rather than the command line pass ``allow_paths=False``.
+    """
     options = options or {}
     entry = plugins.catalog.get(spec)
     if entry is not None:
-        location = entry.repo
-        if not Path(location).exists():
-            snapshot = cached_snapshot(entry.repo, entry.revision)
+        # the user's own catalog may turn remote code on for a model; a plugin's may not
+        trust_remote_code = trust_remote_code or (
+            entry.trust_remote_code and entry.origin == USER_ORIGIN
+        )
+        location, revision, filename = entry.repo, entry.revision, entry.filename
+        packaged = packaged_path(entry.packaged) if entry.packaged else None
+        if packaged is not None:  # shipped in an installed package: no download, no cache
+            location, revision, filename = str(packaged), None, None
+            if packaged.is_file():
+                location, filename = str(packaged.parent), packaged.name
+        elif not Path(location).exists():
+            patterns = entry_patterns(entry.files, entry.filename)
+            snapshot = cached_snapshot(entry.repo, entry.revision, patterns)
             if snapshot is None:
-                raise ModelNotFound(
-                    f"{spec!r} ({entry.repo}) is not in the local Hugging Face cache; "
-                    f"download it with `localinfer pull {spec}`"
-                )
+                raise _not_downloaded(spec, f"{spec!r} ({entry.repo})")
             location = str(snapshot)
         return ResolvedModel(
             name=spec,
@@ -113,15 +128,15 @@ def resolve(
             handler=plugins.handler(entry.handler),
             source=ModelSource(
                 location,
-                revision=entry.revision,
-                filename=entry.filename,
+                revision=revision,
+                filename=filename,
                 trust_remote_code=trust_remote_code,
                 options={**entry.options, **options},
             ),
             entry=entry,
         )
     path = Path(spec).expanduser()
-    if path.exists():
+    if allow_paths and path.exists():
         resolved = _local(path.resolve(), plugins, name=path.name or spec)
         return replace(
             resolved,
@@ -130,10 +145,7 @@ def resolve(
     if is_repo_id(spec):
         snapshot = cached_snapshot(spec)
         if snapshot is None:
-            raise ModelNotFound(
-                f"{spec!r} is not in the local Hugging Face cache; "
-                f"download it with `localinfer pull {spec}`"
-            )
+            raise _not_downloaded(spec, repr(spec))
         resolved = _local(snapshot, plugins, name=spec)
         return replace(
             resolved,
@@ -143,6 +155,15 @@ def resolve(
     raise ModelNotFound(
         f"{spec!r} is neither a catalog alias ({known}), an existing path, "
         "nor an 'org/name' repo id"
+    )
+
+
+def _not_downloaded(spec: str, what: str) -> ModelNotDownloaded:
+    return ModelNotDownloaded(
+        f"{what} is not in the local Hugging Face cache; "
+        f"download it with `localinfer pull {spec}`",
+        model=spec,
+        param="model",
     )
 
 
@@ -179,6 +200,7 @@ def model_definition(
         max_queue=max_queue,
         stream_buffer=stream_buffer,
         capabilities={
+            **resolved.handler.capabilities,
             "task": resolved.task,
             "model": resolved.name,
             "handler": resolved.handler.name,

@@ -3,7 +3,8 @@
 Requests enter with ``send_nowait`` (a full queue answers at once, never waits);
 workers take batches by running :meth:`JobQueue.next_batch` on the loop: wait for one
 job, then gather more for up to ``window_s`` or until ``max_size``. Cancelled jobs are
-dropped here, before any worker spends time on them.
+dropped here, before any worker spends time on them. A :class:`StopSignal` ends one
+worker's wait for work (scaling down) without touching the queue or losing a job.
 """
 
 from __future__ import annotations
@@ -11,9 +12,42 @@ from __future__ import annotations
 import math
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from localinfer.errors import ModelNotReady, QueueFull
 from localinfer.runtime.job import Job
+
+
+class StopSignal:
+    """Tells one worker to stop taking jobs. Loop-side only.
+
+    While the worker waits for its first job, :meth:`trigger` cancels that wait (an
+    idle wait holds no job, so nothing is lost); later, the flag makes the worker's next
+    :meth:`JobQueue.next_batch` return an empty batch, so it exits as at shutdown.
+    """
+
+    __slots__ = ("_waiting", "triggered")
+
+    def __init__(self) -> None:
+        self.triggered = False
+        self._waiting: anyio.CancelScope | None = None
+
+    def trigger(self) -> None:
+        self.triggered = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def receive(self, stream: MemoryObjectReceiveStream[Job]) -> Job | None:
+        """The next job, or ``None`` once triggered."""
+        if self.triggered:
+            return None
+        with anyio.CancelScope() as scope:
+            self._waiting = scope
+            try:
+                return await stream.receive()
+            finally:
+                self._waiting = None
+        return None
 
 
 class JobQueue:
@@ -46,19 +80,31 @@ class JobQueue:
         self._send.close()
 
     async def next_batch(
-        self, max_size: int, window_s: float, *, prefetch: int = 1, workers: int = 1
+        self,
+        max_size: int,
+        window_s: float,
+        *,
+        prefetch: int = 1,
+        workers: int = 1,
+        stop: StopSignal | None = None,
     ) -> list[Job]:
         """Wait for a live job, then gather up to ``max_size`` within ``window_s``.
 
         With ``max_size == 1`` (a handler that serves one job at a time), jobs already
         waiting are taken too — at most ``prefetch`` and a fair share (``depth / workers``)
         — so that under load one trip between loop and worker thread serves many jobs
-        instead of one. Returns an empty list once the queue is closed and drained.
+        instead of one. Returns an empty list once the queue is closed and drained, or
+        once ``stop`` is triggered.
         """
         batch: list[Job] = []
         while not batch:
             try:
-                job = await self._receive.receive()
+                if stop is None:
+                    job = await self._receive.receive()
+                elif (maybe := await stop.receive(self._receive)) is None:
+                    return []
+                else:
+                    job = maybe
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return []
             self._take(job, batch)

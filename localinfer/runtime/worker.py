@@ -10,12 +10,13 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from localinfer.errors import WorkerCrashed
+from localinfer.handlers.base import bind_context
 from localinfer.runtime.job import Job, JobHandle
 from localinfer.runtime.loop import LoopClosed, LoopHandle
-from localinfer.runtime.scheduler import JobQueue
+from localinfer.runtime.scheduler import JobQueue, StopSignal
 
 if TYPE_CHECKING:
-    from localinfer.handlers.base import Handler
+    from localinfer.handlers.base import Handler, HandlerContext
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class DeviceWorker:
         peers: int = 1,
         on_state: Callable[[DeviceWorker, str, BaseException | None], None],
         generation: int = 0,
+        context: HandlerContext | None = None,
     ):
         self.model = model
         self.index = index
@@ -89,15 +91,23 @@ class DeviceWorker:
         self._max_batch_size = max_batch_size
         self._batch_window_s = batch_window_s
         self._prefetch = prefetch
-        self._peers = peers
+        #: workers sharing the queue (the fair share of prefetching); updated when scaling
+        self.peers = peers
         self._loop = loop
         self._on_state = on_state
+        self._context = context
+        #: triggered (on the loop) to retire this worker: it finishes what it holds and stops
+        self.stop = StopSignal()
         self.thread = threading.Thread(
             target=self._main, name=f"localinfer:{model}:{index}.{generation}", daemon=True
         )
 
     def start(self) -> None:
         self.thread.start()
+
+    @property
+    def retiring(self) -> bool:
+        return self.stop.triggered
 
     def _report(self, state: str, error: BaseException | None = None) -> None:
         try:
@@ -108,8 +118,12 @@ class DeviceWorker:
     def _main(self) -> None:
         try:
             bind_thread_to_device(self.device)
+            if self._context is not None:
+                bind_context(None, self._context)  # for user code, before it is even built
             with _LOAD_LOCK:
                 handler = self._create_handler(self.index, self.device)
+                if self._context is not None:
+                    bind_context(handler, self._context)
                 handler.load(self.device)
         except BaseException as exc:
             logger.exception(
@@ -135,7 +149,8 @@ class DeviceWorker:
                             size,
                             self._batch_window_s,
                             prefetch=self._prefetch if slots is None else 1,
-                            workers=self._peers,
+                            workers=self.peers,
+                            stop=self.stop,
                         )
                     )
                 except LoopClosed:

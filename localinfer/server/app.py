@@ -18,7 +18,16 @@ from localinfer.runtime.registry import ModelRegistry
 from localinfer.server.errors import error_response
 from localinfer.server.metrics import routes as metrics_routes
 from localinfer.server.middleware import APIKeyMiddleware, RequestContextMiddleware
-from localinfer.server.routes import audio, embeddings, generation, infer, operations
+from localinfer.server.routes import (
+    audio,
+    embeddings,
+    generation,
+    infer,
+    kserve,
+    management,
+    operations,
+    workers,
+)
 
 
 async def _handle_error(request: Request, exc: Exception) -> Response:
@@ -30,11 +39,16 @@ def create_app(definitions: Sequence[ModelDefinition], settings: Settings) -> St
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with ModelRegistry(drain_timeout_s=settings.drain_timeout_s) as registry:
+        async with ModelRegistry(
+            # a handler's call to another model gets the deadline a request would
+            drain_timeout_s=settings.drain_timeout_s,
+            call_timeout_s=settings.request_timeout_s,
+        ) as registry:
             for definition in definitions:
                 registry.add(definition)
             app.state.registry = registry
-            yield
+            async with management.management_state(app, registry, settings):
+                yield
 
     middleware = [Middleware(RequestContextMiddleware)]
     if settings.api_key_value:
@@ -42,12 +56,15 @@ def create_app(definitions: Sequence[ModelDefinition], settings: Settings) -> St
 
     app = Starlette(
         routes=[
+            *workers.routes,  # before operations' GET /v1/models/{model:path}
+            *management.routes,
             *operations.routes,
             *metrics_routes,
             *generation.routes,
             *embeddings.routes,
             *audio.routes,
             *infer.routes,
+            *kserve.routes,
         ],
         middleware=middleware,
         exception_handlers={LocalInferError: _handle_error, HTTPException: _handle_error},

@@ -1,4 +1,4 @@
-"""The one place where errors become HTTP: status code + OpenAI error body."""
+"""The one place where errors become HTTP: status code + OpenAI (or KServe v2) error body."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ STATUS: list[tuple[type[e.LocalInferError], int, str]] = [
     (e.InvalidRequest, 400, "invalid_request_error"),
     (e.AuthenticationFailed, 401, "authentication_error"),
     (e.ModelNotFound, 404, "invalid_request_error"),
+    (e.DownloadNotFound, 404, "invalid_request_error"),
+    (e.OfflineModeEnabled, 503, "service_unavailable"),
+    (e.DownloadFailed, 502, "server_error"),
     (e.QueueFull, 429, "rate_limit_error"),
     (e.ModelNotReady, 503, "service_unavailable"),
     (e.ResourceExhausted, 503, "service_unavailable"),
@@ -51,6 +54,8 @@ def error_response(exc: BaseException) -> JSONResponse:
         body = error_body(exc.message, kind, exc.code, exc.param)
         if isinstance(exc, e.QueueFull):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        if isinstance(exc, e.NoCapabilityMatch):
+            body["error"]["known_capabilities"] = exc.known  # type: ignore[index]
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         kind = "invalid_request_error" if status < 500 else "server_error"
@@ -61,3 +66,17 @@ def error_response(exc: BaseException) -> JSONResponse:
         status = 500
         body = error_body("internal server error", "server_error", "internal_error")
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def kserve_error_response(exc: BaseException) -> JSONResponse:
+    """The same statuses in the KServe v2 shape, ``{"error": "..."}``."""
+    response = error_response(exc)
+    if isinstance(exc, e.LocalInferError):
+        message = exc.message
+    elif isinstance(exc, HTTPException):
+        message = str(exc.detail)
+    else:
+        message = "internal server error"
+    retry = response.headers.get("retry-after")
+    headers = {"Retry-After": retry} if retry else None
+    return JSONResponse({"error": message}, status_code=response.status_code, headers=headers)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,12 +34,12 @@ def localinfer(
 
 @contextmanager
 def served(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, ready_within_s: float = 60
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     process = localinfer("serve", "--port", "0", "--device", "cpu", *args, env=env)
     try:
         assert process.stdout is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_within_s
         url = None
         lines = []
         while url is None and time.monotonic() < deadline:
@@ -96,13 +97,41 @@ def test_serve_factory_form() -> None:
         assert httpx.post(f"{url}/v1/infer/made", json={"args": ["x"]}).json()["text"] == "x"
 
 
-def test_serve_without_targets_serves_the_demo() -> None:
-    with served() as (url, _):
+def test_serve_examples_serves_the_toy_models() -> None:
+    with served("--examples") as (url, _):
         names = [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]]
         assert names == ["echo", "countdown", "tone", "squares"]
         r = httpx.post(f"{url}/v1/infer/echo", json={"args": ["demo"], "kwargs": {"upper": True}})
         assert r.json() == {"text": "DEMO"}
         assert httpx.post(f"{url}/v1/infer/squares", json={"input": 3}).json() == {"output": 9.0}
+
+
+@pytest.mark.real_model
+def test_serve_without_targets_serves_the_packaged_real_models() -> None:
+    """The README's first command: every installed packaged model, offline, by its alias."""
+    from localinfer.hub.packaged import installed_packaged
+    from localinfer.plugins import discover
+
+    expected = {entry.alias for entry in installed_packaged(discover().catalog.values())}
+    if not expected:
+        pytest.skip("no packaged model is installed: run `bash scripts/install.sh`")
+    # a cold start converts SmolLM2's GGUF (~20 s on two cores) while the others load
+    offline = {"HF_HUB_OFFLINE": "1"}
+    with served(env=offline, ready_within_s=240) as (url, _):
+        models = {m["id"]: m["task"] for m in httpx.get(f"{url}/v1/models").json()["data"]}
+        assert set(models) == expected
+        if "all-minilm" in models:
+            r = httpx.post(f"{url}/v1/embeddings", json={"model": "all-minilm", "input": "hi"})
+            assert len(r.json()["data"][0]["embedding"]) == 384
+        if "smollm2-135m-instruct" in models:
+            body = {
+                "model": "smollm2-135m-instruct",
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "temperature": 0,
+                "max_tokens": 16,
+            }
+            r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+            assert "Paris" in r.json()["choices"][0]["message"]["content"]
 
 
 def test_api_key_from_environment() -> None:

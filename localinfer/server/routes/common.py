@@ -1,4 +1,10 @@
-"""What the OpenAI routes share: picking the model for a task, reading a job to its result."""
+"""What the OpenAI routes share: picking the model for a task, reading a job to its result.
+
+A request names its model, or selects one by capability: ``X-Capability: lang=en,size=s``,
+one ``X-Cap-<key>: value`` header per key (anyserve's form), or a ``model`` field that is
+itself a selector (``"model": "lang=en"``). The route's task is implied. With a selector,
+a plain ``model`` name is ignored (OpenAI clients must send one).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,58 @@ from typing import Any
 
 from starlette.requests import Request
 
-from localinfer.errors import InvalidRequest, ModelNotFound
+from localinfer.errors import InvalidRequest, ModelNotDownloaded, ModelNotFound
 from localinfer.runtime.job import Done, Job
 from localinfer.runtime.model import ServedModel
 from localinfer.server.job_io import JobReader
 from localinfer.server.state import registry_of, settings_of
 
+CAPABILITY_HEADER = "x-capability"
+CAPABILITY_HEADER_PREFIX = "x-cap-"
+
+
+def parse_capabilities(text: str) -> dict[str, str]:
+    """``"task=chat, lang=en"`` → ``{"task": "chat", "lang": "en"}``."""
+    wanted: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not (sep and key and value):
+            raise InvalidRequest(
+                f"capability {part.strip()!r} is not of the form key=value", param="capability"
+            )
+        wanted[key] = value
+    return wanted
+
+
+def requested_capabilities(request: Request, name: str = "") -> dict[str, str] | None:
+    """The capability selector of ``request`` (headers, or a ``model`` that is one)."""
+    wanted: dict[str, str] = {}
+    for key, value in request.headers.items():
+        if key == CAPABILITY_HEADER:
+            wanted.update(parse_capabilities(value))
+        elif key.startswith(CAPABILITY_HEADER_PREFIX) and value.strip():
+            wanted[key[len(CAPABILITY_HEADER_PREFIX) :]] = value.strip()
+    if "=" in name:
+        wanted.update(parse_capabilities(name))
+    return wanted or None
+
 
 def model_for_task(request: Request, name: str, task: str) -> ServedModel:
-    """The served model ``name``; a model of another task is the caller's mistake (400)."""
+    """The served model ``name`` (or the one the request selects by capability); a model of
+    another task is the caller's mistake (400)."""
     registry = registry_of(request)
+    wanted = requested_capabilities(request, name)
+    if wanted is not None:
+        if wanted.setdefault("task", task) != task:
+            raise InvalidRequest(
+                f"this route serves {task}; the request selects task={wanted['task']}",
+                param="capability",
+            )
+        return registry.select(wanted)
     try:
-        model = registry.get(name)
+        model = registry.acquire(name, task)  # loads an unloaded model, if allowed
+    except ModelNotDownloaded:
+        raise  # its message says how to download it
     except ModelNotFound:
         candidates = [m.name for m in registry if m.definition.task == task]
         hint = f"; {task} models served: {', '.join(candidates)}" if candidates else ""

@@ -75,7 +75,7 @@ async def bytes_body(first: Chunk, reader: JobReader) -> AsyncIterator[bytes]:
 
 async def infer(request: Request) -> Response:
     registry, settings = registry_of(request), settings_of(request)
-    model = registry.get(request.path_params["model"])
+    model = registry.acquire(request.path_params["model"])  # may load it
     body = await read_json(request, settings.max_body_bytes)
     prepare = model.definition.prepare
     payload = prepare(body) if prepare is not None else body

@@ -1,0 +1,59 @@
+"""The limit: bare starlette on hypercorn answering the no-op route with the same JSON.
+
+No middleware, no queue, no worker thread: whatever localinfer costs above this is
+the price of its bridge and its request handling.
+Run: ``python -m bench.bare --port 8000``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bench.serving import server_arguments
+
+
+async def infer(request: Request) -> Response:
+    body = json.loads(await request.body())
+    return Response(
+        json.dumps(body["args"][0], separators=(",", ":")).encode(),
+        media_type="application/json",
+    )
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/v1/infer/{model}", infer, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )
+
+
+def hypercorn_config(port: int) -> Config:
+    """The same hypercorn settings localinfer uses (no access log, long keep-alive)."""
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.keep_alive_timeout = 75
+    return config
+
+
+def main() -> None:
+    args = server_arguments(__doc__)  # --model and --workers are accepted and ignored
+    asyncio.run(serve(create_app(), hypercorn_config(args.port)))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""What every benchmark shares: CPU pinning, repeats, medians, tables and result files.
+
+The machine is small and shared, so each point is repeated and reported as a median,
+and every ratio is taken against a baseline measured in the same repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPUs the servers and the load clients run on (``None``: not pinned)."""
+
+    server: str | None
+    client: str | None
+
+    def server_prefix(self) -> list[str]:
+        return ["taskset", "-c", self.server] if self.server else []
+
+    def client_prefix(self) -> list[str]:
+        return ["taskset", "-c", self.client] if self.client else []
+
+    def pin_this_process_to_client(self) -> None:
+        """The orchestrator (and its /health probe) stays off the server's core."""
+        if self.client and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {int(c) for c in self.client.split(",")})
+
+
+def default_pinning() -> Pinning:
+    """Server on CPU 0, clients on the rest, when there are at least two CPUs and taskset."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2 or not _has("taskset"):
+        return Pinning(None, None)
+    return Pinning(str(cpus[0]), ",".join(str(c) for c in cpus[1:]))
+
+
+def _has(program: str) -> bool:
+    from shutil import which
+
+    return which(program) is not None
+
+
+def rotated(items: Sequence[str], by: int) -> list[str]:
+    """``items`` rotated by ``by``: each repeat starts with a different server, so drift on
+    a shared machine is spread over all of them instead of always hitting the last."""
+    by %= max(len(items), 1)
+    return [*items[by:], *items[:by]]
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (loopback only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100) of unsorted values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def machine() -> dict[str, Any]:
+    """Enough to tell two result files' machines apart."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions: dict[str, str] = {}
+    for dist in ("localinfer", "starlette", "hypercorn", "anyio", "litserve", "uvicorn", "torch"):
+        try:
+            from importlib.metadata import version
+
+            versions[dist] = version(dist)
+        except Exception:
+            versions[dist] = "-"
+    return {
+        "git": _git_state(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "wrk": _wrk_version(),
+        "versions": versions,
+    }
+
+
+def _git_state() -> str:
+    """``<short commit>`` plus ``+dirty`` when the measured tree had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "-"
+    return (head or "-") + ("+dirty" if dirty.strip() else "")
+
+
+def _wrk_version() -> str:
+    try:
+        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "-"
+    return (out.stdout or out.stderr).split("[")[0].strip()
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """``bench/results/<name>-<utc time>.json`` plus ``<name>-latest.json``; returns the former."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    text = json.dumps(data, indent=2, sort_keys=False)
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(text)
+    (RESULTS_DIR / f"{name}-latest.json").write_text(text)
+    return path
+
+
+def read_latest(name: str) -> dict[str, Any] | None:
+    path = RESULTS_DIR / f"{name}-latest.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub table; also what the scripts print, so the console and docs agree."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout stays the tables."""
+    print(message, file=sys.stderr, flush=True)

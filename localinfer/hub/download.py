@@ -1,0 +1,284 @@
+"""Downloads into the standard Hugging Face cache, through huggingface-hub.
+
+A download is planned first (the repo's commit and file list, one listing call), so
+only the files a handler needs are fetched and the total size is known up front.
+``snapshot_download`` then fetches them into the shared cache (models fetched by other
+tools are reused, ``HF_HOME`` is honoured) and records the file list that
+:func:`localinfer.hub.cache.cached_snapshot` checks completeness against.
+
+Resuming: a dropped connection is resumed in place with a ``Range`` request by
+huggingface-hub; a download stopped half-way (cancelled, killed) keeps every finished
+file, and the next pull fetches only the rest.
+
+Everything here blocks: call it from a thread (the server does), or through
+:func:`pull`, which keeps Ctrl-C (or a notebook's interrupt) working while it waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from localinfer.errors import (
+    DownloadFailed,
+    InvalidRequest,
+    LocalInferError,
+    ModelNotFound,
+    OfflineModeEnabled,
+)
+from localinfer.hub.catalog import CatalogEntry
+from localinfer.hub.dirs import hf_cache_dir, hf_endpoint, offline_mode
+from localinfer.hub.model_ids import check_revision, is_repo_id
+from localinfer.hub.progress import ProgressCallback, ProgressTracker, TqdmDisplay
+from localinfer.hub.selection import entry_patterns, exact_patterns, select_files
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DownloadTarget:
+    """What to fetch for a name a user typed: a repo, a revision, the files' patterns."""
+
+    name: str
+    repo_id: str
+    revision: str | None = None
+    #: glob patterns (empty: the default selection for a plain repo id)
+    patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    target: DownloadTarget
+    commit: str
+    #: selected file -> size in bytes
+    files: Mapping[str, int]
+    #: selected files already in the cache
+    cached: frozenset[str]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.files.values())
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(self.files[path] for path in self.cached)
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    name: str
+    repo_id: str
+    path: Path
+    files: tuple[str, ...]
+    total_bytes: int
+    fetched_bytes: int
+    elapsed_s: float
+
+
+def download_target(
+    spec: str, catalog: Mapping[str, CatalogEntry], *, revision: str | None = None
+) -> DownloadTarget:
+    """The download for a catalog alias or an ``org/name`` repo id (never a path)."""
+    if revision is not None:
+        check_revision(revision)
+    entry = catalog.get(spec)
+    if entry is not None:
+        if not is_repo_id(entry.repo):
+            raise InvalidRequest(
+                f"{spec!r} is served from {entry.repo}, not from the Hub: nothing to download",
+                param="model",
+            )
+        return DownloadTarget(
+            name=spec,
+            repo_id=entry.repo,
+            revision=revision or entry.revision,
+            patterns=entry_patterns(entry.files, entry.filename),
+        )
+    if is_repo_id(spec):
+        return DownloadTarget(name=spec, repo_id=spec, revision=revision)
+    known = ", ".join(sorted(catalog)) or "none"
+    raise ModelNotFound(
+        f"{spec[:200]!r} is neither a catalog alias ({known}) nor an 'org/name' repo id",
+        param="model",
+    )
+
+
+def plan_download(target: DownloadTarget) -> DownloadPlan:
+    """Ask the Hub for the commit and file list; pick the files; see which are cached."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=hf_endpoint())
+    info = api.repo_info(target.repo_id, revision=target.revision)
+    if not info.sha:
+        raise DownloadFailed(f"the Hub gave no commit for {target.repo_id}")
+    sizes = {
+        item.path: int(item.size)
+        for item in api.list_repo_tree(target.repo_id, revision=info.sha, recursive=True)
+        if isinstance(item, RepoFile)
+    }
+    chosen = select_files(list(sizes), target.patterns)
+    if not chosen:
+        raise DownloadFailed(
+            f"no file of {target.repo_id} matches {', '.join(target.patterns) or 'the defaults'}"
+        )
+    cache_dir = hf_cache_dir()
+    cached = frozenset(
+        path
+        for path in chosen
+        if isinstance(
+            try_to_load_from_cache(target.repo_id, path, cache_dir=cache_dir, revision=info.sha),
+            str,
+        )
+    )
+    return DownloadPlan(target, info.sha, {path: sizes[path] for path in chosen}, cached)
+
+
+def download_model(
+    target: DownloadTarget,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    offline: bool = False,
+    max_workers: int = 4,
+) -> DownloadResult:
+    """Fetch ``target`` into the cache, reporting progress; blocks the calling thread.
+
+    Raises :class:`~localinfer.errors.DownloadCancelled` soon after ``cancel`` is set
+    (at the next chunk any file receives).
+    """
+    if offline_mode(offline):
+        raise OfflineModeEnabled(
+            f"cannot download {target.name}: downloads are off (--offline or HF_HUB_OFFLINE=1)"
+        )
+    from huggingface_hub import snapshot_download
+
+    started = time.monotonic()
+    with _as_localinfer_errors(target):
+        plan = plan_download(target)
+        tracker = ProgressTracker(
+            target.repo_id,
+            total_bytes=plan.total_bytes,
+            files_total=len(plan.files),
+            cached_bytes=plan.cached_bytes,
+            callback=on_progress,
+            cancel=cancel,
+        )
+        tracker.start()
+        path = snapshot_download(
+            target.repo_id,
+            revision=target.revision,
+            cache_dir=hf_cache_dir(),
+            endpoint=hf_endpoint(),
+            allow_patterns=exact_patterns(plan.files),
+            tqdm_class=tracker.bar_class(),
+            max_workers=max_workers,
+        )
+    tracker.report(finished=True)
+    elapsed = time.monotonic() - started
+    logger.info(
+        "downloaded %s (%s, %d files, %d bytes) in %.1f s",
+        target.name,
+        target.repo_id,
+        len(plan.files),
+        plan.total_bytes,
+        elapsed,
+    )
+    return DownloadResult(
+        name=target.name,
+        repo_id=target.repo_id,
+        path=Path(path),
+        files=tuple(plan.files),
+        total_bytes=plan.total_bytes,
+        fetched_bytes=plan.total_bytes - plan.cached_bytes,
+        elapsed_s=elapsed,
+    )
+
+
+@contextlib.contextmanager
+def _as_localinfer_errors(target: DownloadTarget) -> Iterator[None]:
+    """huggingface-hub's and httpx's exceptions, told in the project's hierarchy."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    where = f"{target.repo_id} ({hf_endpoint()})"
+    try:
+        yield
+    except LocalInferError:
+        raise
+    except RevisionNotFoundError as exc:
+        raise ModelNotFound(f"{where} has no revision {target.revision!r}", param="model") from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelNotFound(
+            f"{where} was not found; a private or gated repo needs a token "
+            "(`hf auth login` or HF_TOKEN)",
+            param="model",
+        ) from exc
+    except Exception as exc:
+        raise DownloadFailed(f"downloading {where} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def pull(
+    spec: str,
+    *,
+    catalog: Mapping[str, CatalogEntry] | None = None,
+    revision: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    offline: bool = False,
+) -> DownloadResult:
+    """Download a catalog model or repo into the HF cache, from Python or a notebook.
+
+    Shows a tqdm.auto bar unless ``on_progress`` is given. Interrupting (Ctrl-C, a
+    notebook's stop button) cancels the download instead of waiting for it.
+    """
+    if catalog is None:
+        from localinfer.plugins import discover  # the merged catalog, when none is given
+
+        catalog = discover().catalog
+    target = download_target(spec, catalog, revision=revision)
+    display = None
+    if on_progress is None:
+        display = on_progress = TqdmDisplay(target.name)
+    try:
+        return run_cancellable(
+            lambda cancel: download_model(
+                target, on_progress=on_progress, cancel=cancel, offline=offline
+            )
+        )
+    finally:
+        if display is not None:
+            display.close()
+
+
+def run_cancellable(work: Callable[[threading.Event], T]) -> T:
+    """Run ``work(cancel)`` in a thread; a KeyboardInterrupt here sets ``cancel`` and waits
+    for the thread to notice, so no download is left running behind the prompt."""
+    cancel = threading.Event()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            outcome.append(work(cancel))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=main, name="localinfer:download", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        cancel.set()
+        thread.join(30)
+        raise
+    if failure:
+        raise failure[0]
+    return outcome[0]

@@ -1,0 +1,176 @@
+"""KServe v2 (open inference protocol) tensors over JSON: typed, shape-checked, to numpy and back.
+
+A request tensor is ``{"name", "shape", "datatype", "data"}`` with ``data`` flat or nested
+in row-major order; its length must be the product of the shape, and every element must
+fit the datatype (an ``INT8`` of 300, a ``BOOL`` of 1, a number in ``BYTES`` are refused).
+``BYTES`` elements are JSON strings. The binary-data extension is not supported.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from localinfer.errors import HandlerFailed, InvalidRequest
+
+#: datatype → numpy dtype (``BYTES`` stays a list of str)
+DATATYPES: dict[str, Any] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": object,
+}
+_MAX_ELEMENTS = 64 * 1024 * 1024
+
+
+class InputTensor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=256)
+    shape: list[int] = Field(max_length=32)
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any
+
+    @field_validator("datatype")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unsupported datatype {value!r}; one of {', '.join(DATATYPES)}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _sizes(cls, value: list[int]) -> list[int]:
+        if any(d < 0 for d in value):
+            raise ValueError("dimensions must not be negative")
+        return value
+
+
+class RequestedOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    """The inference request JSON object."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(None, max_length=256)
+    parameters: dict[str, Any] | None = None
+    inputs: list[InputTensor] = Field(min_length=1, max_length=256)
+    outputs: list[RequestedOutput] | None = None
+
+
+def _flatten(data: Any, into: list[Any], depth: int = 0) -> None:
+    if depth > 32:
+        raise InvalidRequest("tensor data is nested deeper than 32 levels")
+    for item in data:
+        if isinstance(item, list):
+            _flatten(item, into, depth + 1)
+        else:
+            into.append(item)
+
+
+def _check_element(datatype: str, value: Any) -> bool:
+    if datatype == "BYTES":
+        return isinstance(value, str)
+    if datatype == "BOOL":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if datatype.startswith("FP"):
+        return isinstance(value, int | float)
+    if not isinstance(value, int):
+        return False
+    info = np.iinfo(DATATYPES[datatype])
+    return int(info.min) <= value <= int(info.max)
+
+
+def decode(tensor: InputTensor) -> np.ndarray:
+    """The tensor as a numpy array of its shape (``object`` of str for ``BYTES``)."""
+    expected = math.prod(tensor.shape)
+    if expected > _MAX_ELEMENTS:
+        raise InvalidRequest(f"input {tensor.name!r}: shape {tensor.shape} is too large")
+    flat: list[Any] = []
+    if isinstance(tensor.data, list):
+        _flatten(tensor.data, flat)
+    else:
+        flat.append(tensor.data)
+    if len(flat) != expected:
+        raise InvalidRequest(
+            f"input {tensor.name!r}: shape {tensor.shape} holds {expected} element(s), "
+            f"data has {len(flat)}",
+            param=tensor.name,
+        )
+    for index, value in enumerate(flat):
+        if not _check_element(tensor.datatype, value):
+            raise InvalidRequest(
+                f"input {tensor.name!r}: element {index} ({value!r:.40}) is not a valid "
+                f"{tensor.datatype}",
+                param=tensor.name,
+            )
+    array = np.empty(len(flat), dtype=DATATYPES[tensor.datatype])
+    array[:] = flat
+    return array.reshape(tensor.shape)
+
+
+def as_python(array: np.ndarray) -> Any:
+    """A decoded tensor as a handler's argument, the JSON-like value ``/v1/infer`` would pass:
+    a one-element tensor is its scalar, others are (nested) lists."""
+    if array.size == 1 and array.ndim <= 1:
+        return array.reshape(-1)[0].item() if array.dtype != object else array.reshape(-1)[0]
+    return array.tolist()
+
+
+def _datatype_of(array: np.ndarray) -> str:
+    if array.dtype == object or array.dtype.kind in "US":
+        return "BYTES"
+    for name, dtype in DATATYPES.items():
+        if dtype is not object and array.dtype == np.dtype(dtype):
+            return name
+    raise HandlerFailed(f"outputs of dtype {array.dtype} cannot be sent as a KServe tensor")
+
+
+def encode(name: str, value: Any) -> dict[str, Any]:
+    """One output tensor from a handler's value (a scalar, a list, an array)."""
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged lists
+        raise HandlerFailed(f"output {name!r} is not a rectangular tensor: {exc}") from exc
+    datatype = _datatype_of(array)
+    data = array.reshape(-1).tolist()
+    if datatype == "BYTES":
+        data = [v.decode() if isinstance(v, bytes) else v for v in data]
+        if not all(isinstance(v, str) for v in data):
+            raise HandlerFailed(f"output {name!r} mixes text with other values")
+    return {
+        "name": name,
+        "datatype": datatype,
+        "shape": list(array.shape) or [1],
+        "data": data,
+    }
+
+
+def encode_outputs(value: Any) -> list[dict[str, Any]]:
+    """A handler's result as output tensors: one per key of a dict, else one ``output``."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        return [encode(str(key), item) for key, item in value.items()]
+    return [encode("output", value)]
