@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# The suite never reads the machine's own settings or user catalog: set before any
+# discovery (plugins.discover() is cached per process) and inherited by subprocesses.
+_ISOLATED = tempfile.mkdtemp(prefix="localinfer-tests-")
+os.environ.setdefault("LOCALINFER_CATALOG", os.path.join(_ISOLATED, "catalog.toml"))
+os.environ.setdefault("LOCALINFER_CONFIG", os.path.join(_ISOLATED, "config.toml"))
 
 from tests.fixtures.hub_server import hf_home, hub, tiny_bert_repo
 from tests.fixtures.tiny_chat import tiny_llama_dir
