@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from types import TracebackType
 from typing import Literal, overload
 
@@ -96,7 +96,12 @@ class Engine:
         async with ModelRegistry(drain_timeout_s=self.settings.drain_timeout_s) as registry:
             for definition in self.definitions:
                 registry.add(definition)
-            await registry.wait_ready(self.ready_timeout_s)
+            try:
+                await registry.wait_ready(self.ready_timeout_s)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"the models did not load within {self.ready_timeout_s:g} s"
+                ) from None
             self._registry = registry
             try:
                 yield self
@@ -241,25 +246,15 @@ class Engine:
             job.release()
 
     async def _run(self, model: ServedModel, payload: object) -> tuple[Job, object, list[object]]:
-        """Submit ``payload``; its final value and any streamed chunks."""
+        """Submit ``payload``; its final value and any chunks streamed before it."""
         job = model.submit(payload)
         chunks: list[object] = []
-        try:
-            if self.request_timeout_s is None:
-                while not isinstance(event := await job.next_event(), Done):
-                    chunks.append(event.value)
-                return job, event.value, chunks
-            with anyio.fail_after(self.request_timeout_s):
-                while not isinstance(event := await job.next_event(), Done):
-                    chunks.append(event.value)
-                return job, event.value, chunks
-        except TimeoutError:
-            job.cancel("timeout")
-            raise RequestTimeout(
-                f"the call did not finish within {self.request_timeout_s:g} s and was cancelled"
-            ) from None
-        finally:
-            job.release()
+        async with aclosing(self._events(job)) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    return job, event.value, chunks
+                chunks.append(event.value)
+        raise AssertionError("a job's events end with Done")  # pragma: no cover
 
     # -- chat ----------------------------------------------------------------------------
 
@@ -340,15 +335,16 @@ class Engine:
         served = self._model(name, CHAT)
         first: float | None = None
         job = served.submit(request)
-        async for event in self._events(job):
-            if isinstance(event, Done):
-                assert isinstance(event.value, GenerationResult)
-                yield _chat_result(served.name, job, event.value, started, first)
-                return
-            if event.value:
-                if first is None:
-                    first = (time.perf_counter() - started) * 1e3
-                yield str(event.value)
+        async with aclosing(self._events(job)) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    assert isinstance(event.value, GenerationResult)
+                    yield _chat_result(served.name, job, event.value, started, first)
+                    return
+                if event.value:
+                    if first is None:
+                        first = (time.perf_counter() - started) * 1e3
+                    yield str(event.value)
 
     # -- embeddings and audio ------------------------------------------------------------
 
@@ -443,9 +439,10 @@ class Engine:
         self, name: str, payload: Callable[[ServedModel], object]
     ) -> AsyncGenerator[object, None]:
         served = self.registry.get(name)
-        async for event in self._events(served.submit(payload(served))):
-            if isinstance(event, Chunk) or event.value is not None:
-                yield event.value
+        async with aclosing(self._events(served.submit(payload(served)))) as events:
+            async for event in events:
+                if isinstance(event, Chunk) or event.value is not None:
+                    yield event.value
 
 
 def _infer_payload(

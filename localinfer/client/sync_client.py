@@ -5,6 +5,7 @@ Same methods, same results, same errors; it differs only in how it sends.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from types import TracebackType
@@ -47,8 +48,23 @@ class SyncClient:
             headers=core.auth_headers(self.api_key),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport,
+            event_hooks={"request": [self._refuse_to_deadlock]},
         )
         self._models: ModelList | None = None
+        #: the event loop serving ``base_url`` when that server runs in this process
+        #: (``Server.sync_client()``): blocking that loop's thread would wait forever
+        self.server_loop: object | None = None
+
+    def _refuse_to_deadlock(self, request: httpx.Request) -> None:
+        try:
+            running: object | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and running is self.server_loop:
+            raise RuntimeError(
+                "this SyncClient would block the event loop its server runs in and wait "
+                "forever: in a notebook or async code use server.client() and await it"
+            )
 
     def __repr__(self) -> str:
         return f"SyncClient({self.base_url!r})"

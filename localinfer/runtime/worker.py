@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,13 @@ class WorkerState:
     FAILED = "failed"  # the handler could not load
     DEAD = "dead"  # the thread died while serving; a new one is on its way
     STOPPED = "stopped"
+
+
+# OpenMP threads that spin while waiting steal the cores the event loop and the other
+# workers need: generation ran up to 30x slower on a busy 2-core machine. Set before
+# torch is first imported (handlers import it in their worker threads); a user's own
+# setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def bind_thread_to_device(device: str) -> None:

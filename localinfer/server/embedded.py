@@ -15,47 +15,24 @@ the server and frees the models (each handler is closed in its worker thread).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 from starlette.applications import Starlette
 
 from localinfer.config import Settings, load_settings
 from localinfer.inprocess import Background, Models, model_definitions, unwrap_group
 from localinfer.runtime.registry import ModelRegistry
 from localinfer.server.app import create_app
-from localinfer.server.runner import BoundAddress, check_bind_is_safe, open_socket, serve
+from localinfer.server.runner import BoundAddress, check_bind_is_safe, serving
 
 if TYPE_CHECKING:
     from localinfer.client import Client, SyncClient
-
-
-@asynccontextmanager
-async def _serving(app: Starlette, settings: Settings) -> AsyncIterator[BoundAddress]:
-    """Serve for the duration of the block; however the block ends, shut down gracefully.
-
-    An interrupted notebook cell cancels its task. Cancelled mid-request, hypercorn's
-    serve dies before the app's shutdown runs (leaving models loaded), so it runs in a
-    shielded scope and stops through its shutdown trigger instead: bounded by hypercorn's
-    graceful timeout and the registry's drain timeout.
-    """
-    sock = open_socket(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
-    stop = anyio.Event()
-
-    async def run() -> None:
-        with anyio.CancelScope(shield=True):
-            await serve(app, settings, sock=sock, shutdown_trigger=stop.wait)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        try:
-            yield BoundAddress(host, port)
-        finally:
-            stop.set()
 
 
 class Server:
@@ -86,6 +63,8 @@ class Server:
         self._app: Starlette | None = None
         self._context: AbstractAsyncContextManager[Server] | None = None
         self._background = Background(self._running)
+        self._clients: weakref.WeakSet[Client] = weakref.WeakSet()
+        self._loop: object | None = None  # the loop serving, once running
 
     def __repr__(self) -> str:
         where = self.address.url if self.address else "stopped"
@@ -106,22 +85,33 @@ class Server:
         return registry
 
     def client(self, *, timeout: float = 300.0) -> Client:
-        """An async client of this server (with its API key, if any)."""
+        """An async client of this server (with its API key, if any); closed when it stops."""
         from localinfer.client import Client
 
-        return Client(self.url, self.settings.api_key_value, timeout=timeout)
+        client = Client(self.url, self.settings.api_key_value, timeout=timeout)
+        self._clients.add(client)
+        return client
+
+    async def _close_clients(self) -> None:
+        clients, self._clients = list(self._clients), weakref.WeakSet()
+        for client in clients:
+            await client.aclose()
 
     def sync_client(self, *, timeout: float = 300.0) -> SyncClient:
-        """A blocking client: for other threads only (it would block this loop)."""
+        """A blocking client, for other threads: called on this loop's thread it raises
+        instead of blocking the loop that would answer it."""
         from localinfer.client import SyncClient
 
-        return SyncClient(self.url, self.settings.api_key_value, timeout=timeout)
+        client = SyncClient(self.url, self.settings.api_key_value, timeout=timeout)
+        client.server_loop = self._loop
+        return client
 
     # -- lifecycle -----------------------------------------------------------------------
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[Server]:
         app = create_app(self.definitions, self.settings)
+        self._loop = anyio.lowlevel.current_token().native_token
         lifespan_started = anyio.Event()
         inner = app.router.lifespan_context
 
@@ -134,11 +124,13 @@ class Server:
         app.router.lifespan_context = lifespan
         body_failed = False
         try:
-            async with _serving(app, self.settings) as address:
+            async with serving(app, self.settings) as address:
                 self._app = app
-                with anyio.fail_after(self.ready_timeout_s):
+                with anyio.move_on_after(self.ready_timeout_s) as waiting:
                     await lifespan_started.wait()
                     await app.state.registry.wait_ready()
+                if waiting.cancelled_caught:
+                    raise TimeoutError(f"the models did not load within {self.ready_timeout_s:g} s")
                 self.address = address
                 try:
                     yield self
@@ -147,6 +139,8 @@ class Server:
                     raise
                 finally:
                     self.address = None
+                    with anyio.CancelScope(shield=True):
+                        await self._close_clients()
         except BaseExceptionGroup as group:
             if body_failed:
                 raise

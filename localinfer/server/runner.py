@@ -109,12 +109,23 @@ async def _until_signal() -> None:
 
 @asynccontextmanager
 async def serving(app: Starlette, settings: Settings) -> AsyncIterator[BoundAddress]:
-    """Serve ``app`` in the current loop for the duration of the block (port 0: a free one)."""
+    """Serve ``app`` in the current loop for the duration of the block (port 0: a free one).
+
+    However the block ends, the server shuts down gracefully: cancelled mid-request
+    (an interrupted notebook cell), hypercorn's serve would die before the app's shutdown
+    ran and leave models loaded, so it runs shielded and stops through its shutdown
+    trigger, bounded by hypercorn's graceful timeout and the registry's drain timeout.
+    """
     sock = open_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     stop = anyio.Event()
+
+    async def run() -> None:
+        with anyio.CancelScope(shield=True):
+            await serve(app, settings, sock=sock, shutdown_trigger=stop.wait)
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: serve(app, settings, sock=sock, shutdown_trigger=stop.wait))
+        tg.start_soon(run)
         try:
             yield BoundAddress(host, port)
         finally:

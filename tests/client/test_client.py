@@ -179,6 +179,9 @@ async def test_errors_are_the_server_classes(client: Client) -> None:
         await client.infer("flaky", fail=True, kind="memory")
     with pytest.raises(e.InvalidRequest, match="none serves embeddings"):
         await client.embed("text")
+    with pytest.raises(e.ModelNotFound):  # a stream raises where its first delta would be
+        async for _ in client.chat("hi", model="nope", stream=True):
+            pass  # pragma: no cover
 
 
 async def test_queue_full_carries_retry_after(client: Client) -> None:

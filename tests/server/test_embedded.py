@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -59,9 +60,12 @@ async def test_block_serves_then_frees_the_models() -> None:
     async with localinfer.Server([Tracked], device="cpu") as server:
         url = server.url
         assert server.registry.ready and "tracked" in repr(server)
-        async with server.client() as client:
-            assert await client.infer("tracked", 2) == "w0 w1 "
+        client = server.client()
+        assert await client.infer("tracked", 2) == "w0 w1 "
+        with pytest.raises(RuntimeError, match="would block the event loop"):
+            server.sync_client().models()  # on the loop's own thread: refused, not hung
     await freed(url)
+    assert client._http.is_closed  # the clients it handed out are closed with it
     with pytest.raises(RuntimeError, match="not running"):
         server.url  # noqa: B018
 
@@ -111,6 +115,7 @@ def test_start_and_stop_from_separate_cells() -> None:
         await freed(url)
 
     asyncio.run(notebook())  # a plain asyncio loop: no nest_asyncio, no second loop
+    assert not {"nest_asyncio", "nest_asyncio2"} & set(sys.modules)
 
 
 def test_interrupting_start_gives_everything_back() -> None:
