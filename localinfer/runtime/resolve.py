@@ -160,8 +160,7 @@ def resolve(
 
 def _not_downloaded(spec: str, what: str) -> ModelNotDownloaded:
     return ModelNotDownloaded(
-        f"{what} is not in the local Hugging Face cache; "
-        f"download it with `localinfer pull {spec}`",
+        f"{what} is not in the local Hugging Face cache; download it with `localinfer pull {spec}`",
         model=spec,
         param="model",
     )

@@ -108,11 +108,14 @@ def test_serve_examples_serves_the_toy_models() -> None:
 
 @pytest.mark.real_model
 def test_serve_without_targets_serves_the_packaged_real_models() -> None:
-    """The README's first command: every installed packaged model, offline, by its alias."""
+    """The README's first command: the demo models that are installed, offline, by alias."""
+    from localinfer.cli.serve import DEMO_ALIASES
     from localinfer.hub.packaged import installed_packaged
     from localinfer.plugins import discover
 
-    expected = {entry.alias for entry in installed_packaged(discover().catalog.values())}
+    catalog = discover().catalog
+    demo = [catalog[alias] for alias in DEMO_ALIASES if alias in catalog]
+    expected = {entry.alias for entry in installed_packaged(demo)}
     if not expected:
         pytest.skip("no packaged model is installed: run `bash scripts/install.sh`")
     # a cold start converts SmolLM2's GGUF (~20 s on two cores) while the others load

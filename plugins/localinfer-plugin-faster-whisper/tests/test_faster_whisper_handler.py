@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from localinfer_faster_whisper import HANDLER, plugin
 
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import ModelSource
@@ -23,7 +22,10 @@ from localinfer.handlers.tasks import TranscriptionRequest, TranscriptionResult
 from localinfer.hub.packaged import packaged_path
 from localinfer.plugins import discover
 
+# collected from the repository root too, where the plugin may not be installed
+pytest.importorskip("localinfer_faster_whisper")
 pytest.importorskip("faster_whisper")
+from localinfer_faster_whisper import HANDLER, plugin
 from localinfer_faster_whisper.handler import FasterWhisperHandler
 
 pytestmark = pytest.mark.real_model
