@@ -58,7 +58,7 @@ class Options:
     #: a point during which other processes used more CPU than this is measured again
     max_foreign_cores: float = 0.15
     #: seconds this run may spend waiting for quiet moments and re-measuring
-    quiet_budget_s: float = 60.0
+    quiet_budget_s: float = 30.0
 
     @classmethod
     def quick(cls) -> Options:

@@ -313,6 +313,47 @@ def embed_server(url: str, clients: int, seconds: float) -> float:
     return asyncio.run(main())
 
 
+_WRK_EMBED = """
+counter = 0
+local topics = {"the weather", "a football match", "the stock market", "a new phone", "a recipe"}
+request = function()
+  counter = counter + 1
+  local body = '{"model": "MODEL", "input": "Sentence ' .. counter .. ' is a short remark about '
+    .. topics[(counter % 5) + 1] .. ' and what people think."}'
+  return wrk.format("POST", "/v1/embeddings", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def embed_server_wrk(url: str, clients: int, seconds: float) -> float:
+    """Like :func:`embed_server`, but the load comes from wrk (C, one thread): on two cores,
+    32 Python clients take CPU the server would otherwise have."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_EMBED.replace("MODEL", EMBED))
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{clients}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "60s",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    return float(out.split("Requests/sec:")[1].split()[0])
+
+
 def embed_in_process(handler: Any, batch: int, seconds: float) -> float:
     from localinfer.handlers.tasks import EmbeddingRequest
 
@@ -335,7 +376,10 @@ def bench_embeddings(reps: int, seconds: float) -> dict[str, Any]:
         paths: dict[str, Callable[[float], float]] = {
             "server, 32 concurrent clients": lambda t: embed_server(url, 32, t),
             "in-process, batches of 32": lambda t: embed_in_process(handler, 32, t),
+            "in-process, one at a time": lambda t: embed_in_process(handler, 1, t),
         }
+        if shutil.which("wrk"):
+            paths["server, 32 concurrent wrk connections"] = lambda t: embed_server_wrk(url, 32, t)
         for run in paths.values():
             run(1.0)  # warm-up
         runs: dict[str, list[float]] = {}

@@ -71,7 +71,7 @@ METHOD = """\
   included, minus the server's process group, the orchestrator and wrk): the
   `others' CPU` column, in cores. Each point first waits for a quiet moment (others
   under 0.15 cores for 0.5 s), and a point disturbed anyway is measured once more
-  (the quieter kept), both within a time budget per run (90 s bridge, 60 s loop).
+  (the quieter kept), both within a time budget per run (60 s bridge, 30 s loop, 15 s stream).
 - `/health` probe: a separate client on its own keep-alive connection, one request
   every 10 ms (paced, not back to back), timed from first byte sent to last byte read.
 """
@@ -95,7 +95,7 @@ def render_section() -> str:
         "```sh",
         "apt-get install -y wrk        # the load generator",
         "pip install -e '.[bench]'     # litserve, fastapi, uvicorn, torch for the peers",
-        "python -m bench               # all three, then rewrites this block (~8 min)",
+        "python -m bench               # all three, then rewrites this block (8-10 min)",
         "python -m bench.bridge_overhead   # or one at a time; --quick for a smoke run",
         "python -m bench.loop_blocking",
         "python -m bench.stream_cost",

@@ -59,7 +59,7 @@ def in_process(options: Options, pinning: Pinning) -> dict[str, Any]:
         "--items", str(options.items_in_process),
         "--seconds", str(options.round_trip_seconds),
     ]  # fmt: skip
-    QuietWindow(budget_s=10.0, max_cores=0.15).wait()
+    QuietWindow(budget_s=5.0, max_cores=0.15).wait()
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
                          timeout=600)  # fmt: skip
     result: dict[str, Any] = json.loads(out.stdout)
@@ -98,7 +98,7 @@ def fetch_stream(server: RunningServer, n: int, sse: bool) -> dict[str, Any]:
 
 def over_http(options: Options, pinning: Pinning) -> dict[str, Any]:
     n = options.items_http
-    quiet = QuietWindow(budget_s=20.0, max_cores=0.15)
+    quiet = QuietWindow(budget_s=10.0, max_cores=0.15)
     roomy = {"LOCALINFER_STREAM_BUFFER": str(n + 16)}
     cases = [
         ("localinfer", "json list", roomy, False),

@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(256, ge=1, description="queued requests per model before 429")
     request_timeout_s: float = Field(300.0, gt=0, description="deadline of one request (504)")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413)")
-    stream_buffer: int = Field(1024, ge=1, description="items a stream may run ahead of its reader")
+    stream_buffer: int = Field(
+        16_384, ge=1, description="items a stream may run ahead of its reader"
+    )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="grace period for in-flight work at exit"
     )

@@ -27,6 +27,12 @@ from localinfer.runtime.loop import LoopClosed, LoopHandle
 
 logger = logging.getLogger(__name__)
 
+#: Items a stream may run ahead of its reader before the reader is cut off. Generous on
+#: purpose: a worker holding the GIL for one 5 ms switch interval can queue ~1,400 items
+#: before the reading task gets a turn, so a smaller bound cuts off readers that are not
+#: slow at all. (Judging lag by time instead of count is the better fix; see the notes.)
+DEFAULT_STREAM_BUFFER = 16_384
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -61,7 +67,7 @@ class Job:
         *,
         model: str,
         request_id: str,
-        stream_buffer: int = 1024,
+        stream_buffer: int = DEFAULT_STREAM_BUFFER,
         on_finished: Callable[[Job], None] | None = None,
     ):
         self.payload = payload

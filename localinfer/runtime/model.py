@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from localinfer.errors import InvalidRequest, ModelNotReady, QueueFull
-from localinfer.runtime.job import Job
+from localinfer.runtime.job import DEFAULT_STREAM_BUFFER, Job
 from localinfer.runtime.loop import LoopHandle
 from localinfer.runtime.scheduler import JobQueue, retry_after_seconds
 from localinfer.runtime.stats import ModelStats
@@ -49,7 +49,7 @@ class ModelDefinition:
     batch_window_ms: float = 0.0
     max_queue: int = 256
     #: items a stream may run ahead of its reader before the reader is cut off
-    stream_buffer: int = 1024
+    stream_buffer: int = DEFAULT_STREAM_BUFFER
     #: loop-side validation/normalisation of a payload before it is queued (fast, no I/O)
     prepare: Callable[[Any], Any] | None = None
     #: jobs a one-at-a-time worker may take from the queue in one trip (its fair share)

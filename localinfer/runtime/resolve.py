@@ -18,10 +18,11 @@ from localinfer.hub.packaged import packaged_path
 from localinfer.hub.selection import entry_patterns
 from localinfer.hub.user_catalog import USER_ORIGIN
 from localinfer.plugins import HandlerSpec, PluginSet
+from localinfer.runtime.job import DEFAULT_STREAM_BUFFER
 from localinfer.runtime.model import ModelDefinition
 
 #: micro-batching defaults per task, when the handler class declares none
-_BATCHING = {EMBEDDINGS: (64, 5.0), TRANSCRIPTION: (8, 10.0), CHAT: (1, 0.0)}
+_BATCHING = {EMBEDDINGS: (64, 20.0), TRANSCRIPTION: (8, 10.0), CHAT: (1, 0.0)}
 
 _ENCODER_TYPES = {
     "bert",
@@ -172,7 +173,7 @@ def model_definition(
     devices: Sequence[str] = ("cpu",),
     workers_per_device: int = 1,
     max_queue: int = 256,
-    stream_buffer: int = 1024,
+    stream_buffer: int = DEFAULT_STREAM_BUFFER,
     max_batch_size: int | None = None,
     batch_window_ms: float | None = None,
 ) -> ModelDefinition:

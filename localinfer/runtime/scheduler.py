@@ -59,6 +59,7 @@ class JobQueue:
         self.model = model
         self.max_size = max_size
         self.dropped = 0
+        self._last_batch_size = 0  # of the previous micro-batch: is there company?
         self._send, self._receive = anyio.create_memory_object_stream[Job](max_size)
 
     @property
@@ -95,6 +96,10 @@ class JobQueue:
         — so that under load one trip between loop and worker thread serves many jobs
         instead of one. Returns an empty list once the queue is closed and drained, or
         once ``stop`` is triggered.
+
+        The window is only waited out when there is company: if nothing else is queued
+        and the previous batch was a single job too, a lone caller is served at once
+        instead of paying the window. Under load batches grow, and the window applies.
         """
         batch: list[Job] = []
         while not batch:
@@ -117,6 +122,9 @@ class JobQueue:
                     break
                 extra -= 1
             return batch
+        if self._last_batch_size <= 1 and self.depth == 0:
+            self._last_batch_size = len(batch)
+            return batch
         deadline = anyio.current_time() + max(window_s, 0.0)
         while len(batch) < max_size:
             try:
@@ -134,6 +142,7 @@ class JobQueue:
                     self._take(await self._receive.receive(), batch)
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     break
+        self._last_batch_size = len(batch)
         return batch
 
     def _take(self, job: Job, batch: list[Job]) -> None:

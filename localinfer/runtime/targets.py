@@ -32,6 +32,7 @@ from localinfer.handlers.user_code import (
     instantiate,
     parse_infer_request,
 )
+from localinfer.runtime.job import DEFAULT_STREAM_BUFFER
 from localinfer.runtime.model import ModelDefinition
 
 
@@ -98,7 +99,7 @@ def user_code_definition(
     max_batch_size: int | None = None,
     batch_timeout_s: float | None = None,
     max_queue: int = 256,
-    stream_buffer: int = 1024,
+    stream_buffer: int = DEFAULT_STREAM_BUFFER,
     media_type: str | None = None,
 ) -> ModelDefinition:
     """Describe how to serve ``target`` (see module doc for the accepted forms)."""

@@ -191,3 +191,11 @@ async def test_exit_drains_queued_jobs() -> None:
             await anyio.sleep(0.01)
             await registry.remove("sleepy")  # stop taking jobs, finish the queued ones
     assert finished == [0.05] * 3
+
+
+async def test_a_fast_stream_read_at_once_is_not_cut_off() -> None:
+    """A tight generator outruns the loop for a GIL slice; a reader keeping up must not lose."""
+    async with ModelRegistry() as registry:
+        model = registry.add(definition("count", Counter))
+        chunks, _ = await result(model.submit(300_000))  # cut off at 1,024 with the old bound
+    assert len(chunks) == 300_000 and chunks[-1] == 299_999

@@ -38,6 +38,9 @@ async def test_batch_fills_up_to_max_size_without_waiting() -> None:
 
 async def test_window_gathers_late_arrivals() -> None:
     queue = JobQueue("m", max_size=10)
+    queue.submit(job("first"))
+    queue.submit(job("second"))
+    assert len(await queue.next_batch(8, window_s=0)) == 2  # the server is busy
     queue.submit(job("a"))
 
     async def late() -> None:
@@ -78,6 +81,22 @@ async def test_closed_queue_drains_then_returns_empty() -> None:
     queue.close()
     assert [j.payload for j in await queue.next_batch(4, 0)] == ["last"]
     assert await queue.next_batch(4, 0) == []
+
+
+async def test_a_lone_caller_does_not_wait_out_the_window() -> None:
+    queue = JobQueue("m", max_size=10)
+    queue.submit(job("alone"))
+    started = anyio.current_time()
+    assert [j.payload for j in await queue.next_batch(8, window_s=5)] == ["alone"]
+    assert anyio.current_time() - started < 0.5
+    # once batches have company, the window is waited out for late arrivals
+    for name in ("x", "y"):
+        queue.submit(job(name))
+    assert len(await queue.next_batch(8, window_s=0)) == 2
+    queue.submit(job("z"))
+    with anyio.move_on_after(0.05) as waited:
+        await queue.next_batch(8, window_s=5)
+    assert waited.cancelled_caught
 
 
 def test_retry_after_follows_throughput() -> None:
