@@ -18,8 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
-from types import TracebackType
+from contextlib import aclosing, asynccontextmanager
 from typing import Literal, overload
 
 import anyio
@@ -53,14 +52,16 @@ from localinfer.handlers.tasks import (
     TranscriptionRequest,
     TranscriptionResult,
 )
-from localinfer.inprocess import Background, Models, model_definitions
+from localinfer.inprocess import InProcessService, Models, model_definitions
 from localinfer.runtime.job import Chunk, Done, Job
 from localinfer.runtime.model import ServedModel
 from localinfer.runtime.registry import ModelRegistry
 
 
-class Engine:
+class Engine(InProcessService):
     """Models served in this process, called directly: no server, no sockets."""
+
+    kind = "engine"
 
     def __init__(
         self,
@@ -82,8 +83,7 @@ class Engine:
         self.request_timeout_s = request_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self._registry: ModelRegistry | None = None
-        self._context: AbstractAsyncContextManager[Engine] | None = None
-        self._background = Background(self._running)
+        super().__init__()
 
     def __repr__(self) -> str:
         state = "running" if self._registry is not None else "stopped"
@@ -107,34 +107,6 @@ class Engine:
                 yield self
             finally:
                 self._registry = None
-
-    async def __aenter__(self) -> Engine:
-        if self._context is not None or self._background.running:
-            raise RuntimeError("the engine is already running")
-        context = self._running()
-        engine = await context.__aenter__()
-        self._context = context
-        return engine
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        context, self._context = self._context, None
-        assert context is not None
-        return await context.__aexit__(exc_type, exc, tb)
-
-    async def start(self) -> Engine:
-        """Run in a background task until :meth:`stop` (asyncio: Jupyter's loop)."""
-        if self._context is not None:
-            raise RuntimeError("the engine is already running")
-        await self._background.start()
-        return self
-
-    async def stop(self) -> None:
-        await self._background.stop()
 
     @property
     def registry(self) -> ModelRegistry:

@@ -15,7 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from typing import TypeAlias
+from types import TracebackType
+from typing import Any, Self, TypeAlias
 
 from localinfer.config import Settings
 from localinfer.errors import ConfigurationError
@@ -158,3 +159,49 @@ def unwrap_group(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+class InProcessService:
+    """The lifecycle ``Engine`` and ``Server`` share: ``async with`` for a block, or
+    :meth:`start` / :meth:`stop` to keep running across notebook cells.
+
+    Subclasses provide ``_running()``, the context manager that holds the service up.
+    """
+
+    #: what the service is called in messages ("engine", "server")
+    kind = "service"
+
+    def __init__(self) -> None:
+        self._context: AbstractAsyncContextManager[Any] | None = None
+        self._background = Background(self._running)
+
+    def _running(self) -> AbstractAsyncContextManager[Any]:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        if self._context is not None or self._background.running:
+            raise RuntimeError(f"the {self.kind} is already running")
+        context = self._running()
+        service: Self = await context.__aenter__()
+        self._context = context
+        return service
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        context, self._context = self._context, None
+        assert context is not None
+        return await context.__aexit__(exc_type, exc, tb)
+
+    async def start(self) -> Self:
+        """Run in a background task until :meth:`stop` (asyncio: Jupyter's loop)."""
+        if self._context is not None:
+            raise RuntimeError(f"the {self.kind} is already running")
+        await self._background.start()
+        return self
+
+    async def stop(self) -> None:
+        await self._background.stop()

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
@@ -26,7 +25,7 @@ import anyio.lowlevel
 from starlette.applications import Starlette
 
 from localinfer.config import Settings, load_settings
-from localinfer.inprocess import Background, Models, model_definitions, unwrap_group
+from localinfer.inprocess import InProcessService, Models, model_definitions, unwrap_group
 from localinfer.runtime.registry import ModelRegistry
 from localinfer.server.app import create_app
 from localinfer.server.runner import BoundAddress, check_bind_is_safe, serving
@@ -35,8 +34,10 @@ if TYPE_CHECKING:
     from localinfer.client import Client, SyncClient
 
 
-class Server:
+class Server(InProcessService):
     """An OpenAI-compatible server running in the caller's event loop."""
+
+    kind = "server"
 
     def __init__(
         self,
@@ -61,8 +62,7 @@ class Server:
         self.ready_timeout_s = ready_timeout_s
         self.address: BoundAddress | None = None
         self._app: Starlette | None = None
-        self._context: AbstractAsyncContextManager[Server] | None = None
-        self._background = Background(self._running)
+        super().__init__()
         self._clients: weakref.WeakSet[Client] = weakref.WeakSet()
         self._loop: object | None = None  # the loop serving, once running
 
@@ -147,31 +147,3 @@ class Server:
             raise unwrap_group(group) from None  # the server's own failure, not wrapped
         finally:
             self._app = None
-
-    async def __aenter__(self) -> Server:
-        if self._context is not None or self._background.running:
-            raise RuntimeError("the server is already running")
-        context = self._running()
-        server = await context.__aenter__()
-        self._context = context
-        return server
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        context, self._context = self._context, None
-        assert context is not None
-        return await context.__aexit__(exc_type, exc, tb)
-
-    async def start(self) -> Server:
-        """Serve in a background task until :meth:`stop` (asyncio: Jupyter's loop)."""
-        if self._context is not None:
-            raise RuntimeError("the server is already running")
-        await self._background.start()
-        return self
-
-    async def stop(self) -> None:
-        await self._background.stop()
