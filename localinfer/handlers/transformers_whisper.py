@@ -37,7 +37,6 @@ import numpy.typing as npt
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.audio import SAMPLE_RATE, resample
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
-from localinfer.handlers.subtitles import language_code
 from localinfer.handlers.tasks import (
     TRANSCRIPTION,
     Segment,
@@ -45,6 +44,7 @@ from localinfer.handlers.tasks import (
     TranscriptionResult,
     Word,
 )
+from localinfer.handlers.transcription import FALLBACK_TEMPERATURES, checked_request
 
 if TYPE_CHECKING:
     import torch
@@ -53,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 #: Whisper sees 30 s at a time
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
-#: OpenAI's fallback schedule, used when a request asks for temperature 0
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 #: languages written without spaces: every character sequence is a word of its own
 _UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 
@@ -424,28 +422,11 @@ class WhisperHandler(Handler):
 
     def _prepare(self, request: TranscriptionRequest, *, resample_audio: bool = True) -> _Prepared:
         """Validate a request (InvalidRequest says what is wrong) and bring its audio to 16 kHz."""
-        audio = np.asarray(request.audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise InvalidRequest("audio must be mono: one channel of samples", param="file")
-        if audio.size == 0:
-            raise InvalidRequest("the audio holds no samples", param="file")
-        if request.sample_rate <= 0:
-            raise InvalidRequest(f"invalid sample rate {request.sample_rate}", param="file")
-        if request.task not in ("transcribe", "translate"):
-            raise InvalidRequest(f"unknown task {request.task!r}", param="task")
-        if not self.multilingual and (request.task == "translate"):
-            raise InvalidRequest("this model is English-only: it cannot translate", param="model")
-        if request.temperature < 0:
-            raise InvalidRequest("temperature must be 0 or more", param="temperature")
-        language = None
-        if request.language:
-            language = language_code(request.language)
-            supported = self.languages if self.multilingual else {"en": 0}
-            if language is None or language not in supported:
-                raise InvalidRequest(
-                    f"language {request.language!r} is not supported by this model",
-                    param="language",
-                )
+        audio, language = checked_request(
+            request,
+            multilingual=self.multilingual,
+            languages=self.languages if self.multilingual else {"en"},
+        )
         prompt_ids = self._prompt_ids(request.prompt) if request.prompt else None
         if resample_audio and request.sample_rate != SAMPLE_RATE:
             audio = resample(audio, request.sample_rate, SAMPLE_RATE)

@@ -22,7 +22,6 @@ import numpy.typing as npt
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.audio import SAMPLE_RATE, resample
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
-from localinfer.handlers.subtitles import language_code
 from localinfer.handlers.tasks import (
     TRANSCRIPTION,
     Segment,
@@ -30,14 +29,12 @@ from localinfer.handlers.tasks import (
     TranscriptionResult,
     Word,
 )
+from localinfer.handlers.transcription import FALLBACK_TEMPERATURES, checked_request
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 logger = logging.getLogger(__name__)
-
-#: OpenAI's fallback schedule, used when a request asks for temperature 0
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class FasterWhisperHandler(Handler):
@@ -172,28 +169,10 @@ class FasterWhisperHandler(Handler):
             raise InvalidRequest(
                 f"{self.handler_name} takes a TranscriptionRequest, not {type(request).__name__}"
             )
-        audio = np.asarray(request.audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise InvalidRequest("audio must be mono: one channel of samples", param="file")
-        if audio.size == 0:
-            raise InvalidRequest("the audio holds no samples", param="file")
-        if request.sample_rate <= 0:
-            raise InvalidRequest(f"invalid sample rate {request.sample_rate}", param="file")
-        if request.task not in ("transcribe", "translate"):
-            raise InvalidRequest(f"unknown task {request.task!r}", param="task")
-        if request.task == "translate" and not self.multilingual:
-            raise InvalidRequest("this model is English-only: it cannot translate", param="model")
-        if request.temperature < 0:
-            raise InvalidRequest("temperature must be 0 or more", param="temperature")
-        language = None
-        if request.language:
-            language = language_code(request.language)
-            if language is None or language not in self.languages:
-                raise InvalidRequest(
-                    f"language {request.language!r} is not supported by this model",
-                    param="language",
-                )
-        elif not self.multilingual:
+        audio, language = checked_request(
+            request, multilingual=self.multilingual, languages=self.languages
+        )
+        if language is None and not self.multilingual:
             language = "en"  # nothing to detect
         if request.sample_rate != SAMPLE_RATE:
             audio = resample(audio, request.sample_rate, SAMPLE_RATE)
