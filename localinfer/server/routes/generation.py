@@ -48,6 +48,25 @@ def _check_size(request: Request, texts: list[str], messages: int = 0) -> None:
         )
 
 
+def _generation_request(
+    request: Request,
+    body: p.ChatCompletionRequest | p.CompletionRequest,
+    *,
+    messages: tuple[dict[str, str], ...] | None = None,
+    prompt: str | None = None,
+) -> GenerationRequest:
+    """The handler's request from the sampling fields chat and completions share."""
+    return GenerationRequest(
+        messages=messages,
+        prompt=prompt,
+        max_new_tokens=_budget(request, body.token_budget),
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop_sequences,
+        seed=body.seed,
+    )
+
+
 def performance(job: Job, result: GenerationResult) -> p.Performance:
     return p.Performance(
         queue_ms=round(job.queue_ms or 0.0, 3),
@@ -72,7 +91,6 @@ def _sse(model: BaseModel) -> bytes:
 async def _stream(
     first: Chunk | Done,
     reader: JobReader,
-    job: Job,
     on_delta: Callable[[str], BaseModel],
     on_finish: Callable[[GenerationResult], list[BaseModel]],
     opening: BaseModel | None,
@@ -123,15 +141,12 @@ async def chat_completions(request: Request) -> Response:
     )
     texts = [m.text() for m in body.messages]
     _check_size(request, texts, messages=len(body.messages))
-    payload = GenerationRequest(
+    payload = _generation_request(
+        request,
+        body,
         messages=tuple(
             {"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)
         ),
-        max_new_tokens=_budget(request, body.token_budget),
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stop_sequences,
-        seed=body.seed,
     )
     job, reader, first = await _start(request, body.model, payload)
     reply_id, created = p.new_id("chatcmpl"), p.now()
@@ -182,7 +197,6 @@ async def chat_completions(request: Request) -> Response:
         _stream(
             first,
             reader,
-            job,
             on_delta=lambda text: chunk([p.ChunkChoice(delta=p.Delta(content=text))]),
             on_finish=on_finish,
             opening=chunk([p.ChunkChoice(delta=p.Delta(role="assistant", content=""))]),
@@ -197,14 +211,7 @@ async def completions(request: Request) -> Response:
         p.CompletionRequest, await read_json(request, settings_of(request).max_body_bytes)
     )
     _check_size(request, [body.prompt_text])
-    payload = GenerationRequest(
-        prompt=body.prompt_text,
-        max_new_tokens=_budget(request, body.token_budget),
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stop_sequences,
-        seed=body.seed,
-    )
+    payload = _generation_request(request, body, prompt=body.prompt_text)
     job, reader, first = await _start(request, body.model, payload)
     reply_id, created = p.new_id("cmpl"), p.now()
 
@@ -255,7 +262,6 @@ async def completions(request: Request) -> Response:
         _stream(
             first,
             reader,
-            job,
             on_delta=lambda text: reply(text, None),
             on_finish=on_finish,
             opening=None,
