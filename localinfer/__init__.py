@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Engine", "LightServer", "Server", "SyncClient", "__version__"]
+__all__ = ["Client", "Engine", "LightServer", "Server", "SyncClient", "__version__", "pull"]
 
 if TYPE_CHECKING:
     from localinfer.client import Client, SyncClient
     from localinfer.engine import Engine
+    from localinfer.hub.download import DownloadResult
     from localinfer.server.embedded import Server
     from localinfer.server.light import LightServer
 
@@ -25,6 +26,15 @@ _LAZY = {
     "Engine": "localinfer.engine",
     "Server": "localinfer.server.embedded",
 }
+
+
+def pull(spec: str, **options: Any) -> DownloadResult:
+    """Download a model of the catalog (built-ins, plugins, your catalog.toml) or a repo id
+    into the Hugging Face cache, with a progress bar; see ``localinfer.hub.download.pull``."""
+    from localinfer.hub.download import pull as pull_into_cache
+    from localinfer.plugins import discover
+
+    return pull_into_cache(spec, catalog=discover().catalog, **options)
 
 
 def __getattr__(name: str) -> Any:

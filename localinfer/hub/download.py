@@ -228,20 +228,19 @@ def _as_localinfer_errors(target: DownloadTarget) -> Iterator[None]:
 def pull(
     spec: str,
     *,
-    catalog: Mapping[str, CatalogEntry] | None = None,
+    catalog: Mapping[str, CatalogEntry],
     revision: str | None = None,
     on_progress: ProgressCallback | None = None,
     offline: bool = False,
 ) -> DownloadResult:
     """Download a catalog model or repo into the HF cache, from Python or a notebook.
 
+    ``catalog`` is the merged one (built-ins, plugins, the user's file): pass
+    ``localinfer.plugins.discover().catalog``, or call ``localinfer.pull``, which does.
+
     Shows a tqdm.auto bar unless ``on_progress`` is given. Interrupting (Ctrl-C, a
     notebook's stop button) cancels the download instead of waiting for it.
     """
-    if catalog is None:
-        from localinfer.plugins import discover  # the merged catalog, when none is given
-
-        catalog = discover().catalog
     target = download_target(spec, catalog, revision=revision)
     display = None
     if on_progress is None:
