@@ -6,13 +6,15 @@ The config file is TOML at ``platformdirs.user_config_dir("localinfer")/config.t
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -36,6 +38,20 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
     api_key: SecretStr | None = Field(None, description="required as Bearer or X-API-Key if set")
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Host header names accepted besides loopback and the bind address ('*': any); "
+        "unset: none on a loopback bind, any elsewhere",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="browser origins allowed to call the API ('*': any)"
+    )
+    header_timeout_s: float = Field(
+        30.0, gt=0, description="request headers (and idle keep-alive) must arrive within this"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="a request body must arrive within this after reading starts (408)"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps, or a comma list")
     workers: int = Field(1, ge=1, le=64, description="worker threads per device per model")
     max_queue: int = Field(256, ge=1, description="queued requests per model before 429")
@@ -46,6 +62,12 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="grace period for in-flight work at exit"
+    )
+    hang_grace_s: float = Field(
+        30.0, gt=0, description="a worker in its handler this long after its request ended is hung"
+    )
+    max_abandoned_workers: int = Field(
+        1, ge=0, description="hung threads a model may leave behind and replace (0: never)"
     )
     default_max_tokens: int = Field(1024, ge=1, description="max_tokens when a request sets none")
     max_tokens_limit: int = Field(32768, ge=1, description="largest max_tokens accepted (400)")
@@ -75,6 +97,17 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file()))
+
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``"a,b"`` (a flag or an environment variable) or a JSON list, as a list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @property
     def api_key_value(self) -> str | None:

@@ -45,6 +45,24 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+class RequestBodyTimeout(InvalidRequest):
+    """The request body did not arrive within ``body_timeout_s`` (a slow or stalled sender)."""
+
+    code = "request_body_timeout"
+
+
+class HostNotAllowed(InvalidRequest):
+    """The ``Host`` header names no address this server answers to (DNS rebinding)."""
+
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(LocalInferError):
+    """A browser page of another origin tried a state-changing request (cross-site request)."""
+
+    code = "origin_not_allowed"
+
+
 class AuthenticationFailed(LocalInferError):
     """No API key, or the wrong one."""
 
@@ -123,6 +141,13 @@ class ModelNotReady(LocalInferError):
     """The model exists but has no worker able to serve (loading, or every load failed)."""
 
     code = "model_not_ready"
+
+
+class ShuttingDown(ModelNotReady):
+    """The server (or this model) is stopping: no new requests, and a request not finished
+    within the drain timeout is answered with this instead of being dropped."""
+
+    code = "shutting_down"
 
 
 class ResourceExhausted(LocalInferError):

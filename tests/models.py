@@ -161,3 +161,21 @@ class StreamingAPI:
 def make_echo() -> Echo:
     """A factory: called once per worker, inside the worker thread."""
     return Echo()
+
+
+class Mirror:
+    """Returns what it was called with: any JSON in, the same JSON out (for fuzzing)."""
+
+    name = "mirror"
+
+    def infer(self, *args: object, **kwargs: object) -> dict[str, object]:
+        return {"args": list(args), "kwargs": kwargs}
+
+
+class InputNames:
+    """Names the inputs it got, whatever they hold: never fails (for fuzzing KServe tensors)."""
+
+    name = "input-names"
+
+    def infer(self, **inputs: object) -> dict[str, list[str]]:
+        return {"names": sorted(inputs)}

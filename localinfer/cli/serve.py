@@ -83,6 +83,8 @@ def serve_command(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         api_key=args.api_key,
+        allowed_hosts=args.allowed_hosts,
+        cors_origins=args.cors_origins,
         device=args.device,
         workers=args.workers,
         request_timeout_s=args.request_timeout_s,

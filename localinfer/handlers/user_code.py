@@ -52,7 +52,32 @@ def parse_infer_request(body: Any, signature: inspect.Signature | None) -> Infer
     return request
 
 
+class MethodSignature(inspect.Signature):
+    """A method's signature without its receiver, which it still names: ``self`` sent as a
+    keyword to ``infer(self, **kwargs)`` binds here but fails the call."""
+
+    __slots__ = ("receiver",)
+
+    def __init__(self, signature: inspect.Signature, receiver: str):
+        super().__init__(
+            list(signature.parameters.values()),
+            return_annotation=signature.return_annotation,
+        )
+        self.receiver = receiver
+
+    def replace(self, **changes: Any) -> MethodSignature:
+        plain = inspect.Signature(
+            list(self.parameters.values()), return_annotation=self.return_annotation
+        )
+        return MethodSignature(plain.replace(**changes), self.receiver)
+
+
 def bind_arguments(signature: inspect.Signature, request: InferRequest) -> None:
+    receiver = getattr(signature, "receiver", None)
+    if receiver is not None and receiver in request.kwargs:
+        raise InvalidArguments(
+            f"{receiver!r} is not an argument of infer{signature}", param=receiver
+        )
     try:
         signature.bind(*request.args, **request.kwargs)
     except TypeError as exc:
@@ -68,9 +93,18 @@ def infer_signature(target: Any) -> inspect.Signature | None:
         signature = inspect.signature(infer)
     except (TypeError, ValueError):
         return None
-    if inspect.isclass(target):  # unbound function: drop self
-        params = list(signature.parameters.values())[1:]
-        signature = signature.replace(parameters=params)
+    function = getattr(infer, "__func__", infer)  # a bound method's function
+    if inspect.isclass(target) and not isinstance(
+        inspect.getattr_static(target, "infer", None), staticmethod | classmethod
+    ):  # unbound function: drop self
+        receiver, *params = signature.parameters.values()
+        return MethodSignature(signature.replace(parameters=params), receiver.name)
+    if inspect.ismethod(infer):
+        try:
+            receiver_name = next(iter(inspect.signature(function).parameters))
+        except (TypeError, ValueError, StopIteration):
+            return signature
+        return MethodSignature(signature, receiver_name)
     return signature
 
 

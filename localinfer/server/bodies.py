@@ -1,36 +1,103 @@
-"""Reading request bodies within bounds: the limit is enforced while reading, never after."""
+"""Reading request bodies within bounds: the limit is enforced while reading, never after.
+
+Both bounds hold while the body arrives: its size (``max_body_bytes``, 413 as soon as it
+is known to be exceeded, from ``Content-Length`` before a byte is read) and its time
+(``body_timeout_s`` from the first read to the last byte, 408): a sender that trickles
+a byte at a time cannot hold a request open for longer than that.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from starlette.requests import Request
-from starlette.types import Message
+import anyio
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message, Receive
 
-from localinfer.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from localinfer.errors import (
+    InvalidRequest,
+    RequestBodyTimeout,
+    RequestTooLarge,
+    UnsupportedMediaType,
+)
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, or ``RequestTooLarge`` as soon as it is known to exceed ``max_bytes``."""
+def _body_timeout_s(request: Request) -> float:
+    app = request.scope.get("app")
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    timeout: float = getattr(settings, "body_timeout_s", 60.0)
+    return timeout
+
+
+def _check_declared_length(request: Request, max_bytes: int) -> None:
     declared = request.headers.get("content-length")
-    if declared is not None:
+    if declared is None:
+        return
+    try:
+        declared_bytes = int(declared)
+    except ValueError:
+        raise InvalidRequest("invalid Content-Length header") from None
+    if declared_bytes > max_bytes:
+        raise RequestTooLarge(
+            f"request body of {declared_bytes} bytes exceeds the limit of {max_bytes} bytes"
+        )
+
+
+def guarded_receive(request: Request, max_bytes: int, timeout_s: float) -> Receive:
+    """``request.receive`` that raises ``RequestTooLarge`` past ``max_bytes`` and
+    ``RequestBodyTimeout`` once ``timeout_s`` have passed since its first call."""
+    receive = request.receive
+    received = 0
+    deadline: float | None = None
+
+    async def guarded() -> Message:
+        nonlocal received, deadline
+        now = anyio.current_time()
+        if deadline is None:
+            deadline = now + timeout_s
         try:
-            declared_bytes = int(declared)
-        except ValueError:
-            raise InvalidRequest("invalid Content-Length header") from None
-        if declared_bytes > max_bytes:
-            raise RequestTooLarge(
-                f"request body of {declared_bytes} bytes exceeds the limit of {max_bytes} bytes"
-            )
+            with anyio.fail_after(max(deadline - now, 0.0)):
+                message = await receive()
+        except TimeoutError:
+            raise RequestBodyTimeout(
+                f"the request body did not arrive within {timeout_s:g} s "
+                f"({received} bytes received)"
+            ) from None
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        return message
+
+    return guarded
+
+
+async def read_body(request: Request, max_bytes: int, *, timeout_s: float | None = None) -> bytes:
+    """The body, or ``RequestTooLarge`` / ``RequestBodyTimeout`` as soon as it is known."""
+    _check_declared_length(request, max_bytes)
+    timeout = _body_timeout_s(request) if timeout_s is None else timeout_s
+    # one deadline for the whole body (a cancel scope per message costs 7 us each)
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    with anyio.move_on_after(timeout):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    raise RequestBodyTimeout(
+        f"the request body did not arrive within {timeout:g} s ({size} bytes received)"
+    )
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -39,39 +106,62 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     media = content_type.split(";")[0].strip().lower()
     if media and media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(f"expected Content-Type application/json, got {media!r}")
-    raw = await read_body(request, max_bytes)
+    return parse_json(await read_body(request, max_bytes))
+
+
+def _no_constants(name: str) -> Any:
+    raise InvalidRequest(f"the request body is not valid JSON: {name} is not a JSON number")
+
+
+#: a ``\\uD800``-``\\uDFFF`` escape: only then can a decoded string hold a lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: UTF-8, no ``NaN``/``Infinity``, no lone surrogates, bounded nesting."""
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise InvalidRequest("the request body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidRequest("the request body is nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts (4300)
+        raise InvalidRequest("the request body holds a number with too many digits") from None
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
+        raise InvalidRequest(
+            "the request body is not valid JSON text: a string holds an unpaired UTF-16 "
+            "surrogate escape"
+        )
+    return value
 
 
-def bounded(request: Request, max_bytes: int) -> Request:
-    """A view of ``request`` whose body reading stops with ``RequestTooLarge`` past ``max_bytes``.
+def bounded(request: Request, max_bytes: int, *, timeout_s: float | None = None) -> Request:
+    """A view of ``request`` whose body reading stops with ``RequestTooLarge`` past
+    ``max_bytes`` and ``RequestBodyTimeout`` past the body timeout.
 
     For parsers that read the body themselves (multipart forms).
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise RequestTooLarge(
-            f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes"
-        )
-    received = 0
-    receive = request.receive
-
-    async def counting_receive() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > max_bytes:
-                raise RequestTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
-        return message
-
-    return Request(request.scope, counting_receive)
+    _check_declared_length(request, max_bytes)
+    timeout = _body_timeout_s(request) if timeout_s is None else timeout_s
+    return Request(request.scope, guarded_receive(request, max_bytes, timeout))

@@ -16,9 +16,12 @@ logger = logging.getLogger(__name__)
 STATUS: list[tuple[type[e.LocalInferError], int, str]] = [
     (e.InvalidArguments, 422, "invalid_request_error"),
     (e.RequestTooLarge, 413, "invalid_request_error"),
+    (e.RequestBodyTimeout, 408, "invalid_request_error"),
+    (e.HostNotAllowed, 400, "invalid_request_error"),
     (e.UnsupportedMediaType, 415, "invalid_request_error"),
     (e.InvalidRequest, 400, "invalid_request_error"),
     (e.AuthenticationFailed, 401, "authentication_error"),
+    (e.OriginNotAllowed, 403, "permission_error"),
     (e.ModelNotFound, 404, "invalid_request_error"),
     (e.DownloadNotFound, 404, "invalid_request_error"),
     (e.OfflineModeEnabled, 503, "service_unavailable"),
@@ -80,3 +83,10 @@ def kserve_error_response(exc: BaseException) -> JSONResponse:
     retry = response.headers.get("retry-after")
     headers = {"Retry-After": retry} if retry else None
     return JSONResponse({"error": message}, status_code=response.status_code, headers=headers)
+
+
+def error_response_for(path: str, exc: BaseException) -> JSONResponse:
+    """The error in the shape of the protocol ``path`` belongs to: KServe's under ``/v2``."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return kserve_error_response(exc)
+    return error_response(exc)

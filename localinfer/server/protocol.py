@@ -21,10 +21,14 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="ignore", str_max_length=10_000_000)
 
 
-def parse(model: type[Request], body: Any) -> Any:
-    """Validate ``body`` into ``model``; the first problem becomes a 400 naming the field."""
+def parse(model: type[Request], body: Any, *, strict: bool = True) -> Any:
+    """Validate ``body`` into ``model``; the first problem becomes a 400 naming the field.
+
+    JSON bodies are validated strictly, as the schemas in ``/openapi.json`` say: ``0`` is
+    not ``false``, ``"1"`` and ``1.5`` are not integers. Form fields (all text) are not.
+    """
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, strict=strict)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -99,6 +103,15 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content if isinstance(part, TextPart))
 
 
+#: below this a temperature scales logits to infinities (NaN probabilities): greedy instead
+MIN_TEMPERATURE = 1e-4
+
+
+def sampling_temperature(temperature: float) -> float:
+    """The temperature a handler gets: a positive one too small to sample with is 0 (greedy)."""
+    return 0.0 if temperature < MIN_TEMPERATURE else temperature
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -110,7 +123,7 @@ class GenerationParams(Request):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)  # what a generator takes: int64
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -264,9 +277,12 @@ class Completion(BaseModel):
 # -- embeddings ------------------------------------------------------------------------------
 
 
+NonEmptyText = Annotated[str, Field(min_length=1)]
+
+
 class EmbeddingRequest(Request):
     model: str = Field(min_length=1, max_length=512)
-    input: str | list[str]
+    input: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
@@ -278,6 +294,10 @@ class EmbeddingRequest(Request):
             raise ValueError(
                 "input must be a string or a list of strings (token arrays are not supported)"
             )
+        if value == [] or value == "":
+            raise ValueError("input must not be empty")
+        if isinstance(value, list) and "" in value:
+            raise ValueError(f"input[{value.index('')}] is an empty string")
         return value
 
     @property
@@ -337,3 +357,19 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the OpenAI-style routes answer (``localinfer.server.errors``)."""
+
+    error: ErrorDetail

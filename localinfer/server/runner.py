@@ -51,14 +51,24 @@ def open_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: seconds hypercorn keeps connections open past the drain deadline, for the last replies
+DRAIN_REPLY_MARGIN_S = 1.0
+
+
 def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
     config = Config()
     # hypercorn closes the descriptor it is given: hand it a duplicate, keep ours
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
-    config.graceful_timeout = settings.drain_timeout_s
-    config.keep_alive_timeout = 75
-    config.h11_max_incomplete_size = 64 * 1024
+    # the registry's drain answers what is left at drain_timeout_s; the margin lets those
+    # 503s reach their clients before hypercorn cancels whatever is still open
+    config.graceful_timeout = settings.drain_timeout_s + DRAIN_REPLY_MARGIN_S
+    # hypercorn's idle timer runs from a connection's start (and from the end of each
+    # answer) until a request's headers are complete: it is the header timeout, and the
+    # keep-alive timeout. ``read_timeout`` stays unset: it would cut a long streamed
+    # answer whose client sends nothing meanwhile. Slow bodies: bodies.py (408).
+    config.keep_alive_timeout = settings.header_timeout_s
+    config.h11_max_incomplete_size = 64 * 1024  # headers larger than this: 400
     return config
 
 
@@ -83,7 +93,7 @@ async def serve(
     """Serve until ``shutdown_trigger`` returns (default: SIGINT/SIGTERM)."""
     check_bind_is_safe(settings)
     sock = sock or open_socket(settings.host, settings.port)
-    trigger = shutdown_trigger or _until_signal
+    trigger = _then_drain(app, sock, shutdown_trigger or _until_signal)
     config = hypercorn_config(sock, settings)
     host, port = sock.getsockname()[:2]
     logger.info("listening on %s", BoundAddress(host, port).url)
@@ -98,6 +108,29 @@ async def serve(
             await asyncio_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
     finally:
         sock.close()
+
+
+def _then_drain(
+    app: Starlette, sock: socket.socket, trigger: Callable[[], Awaitable[None]]
+) -> Callable[[], Awaitable[None]]:
+    """``trigger``, then the start of a graceful drain.
+
+    New connections are refused at once (hypercorn closes its own duplicate of the
+    listening socket right after; the kernel stops accepting when both are closed). The
+    models stop taking jobs: requests still arriving on open connections get 503, queued
+    and running ones finish within ``drain_timeout_s`` or are answered 503 then.
+    Meanwhile hypercorn waits for open connections (its graceful timeout), then the
+    lifespan shutdown stops the workers.
+    """
+
+    async def trigger_then_drain() -> None:
+        await trigger()
+        sock.close()
+        registry = getattr(app.state, "registry", None)
+        if registry is not None:
+            registry.begin_drain()
+
+    return trigger_then_drain
 
 
 async def _until_signal() -> None:

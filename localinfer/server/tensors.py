@@ -94,8 +94,10 @@ def _check_element(datatype: str, value: Any) -> bool:
         return isinstance(value, bool)
     if isinstance(value, bool):
         return False
-    if datatype.startswith("FP"):
-        return isinstance(value, int | float)
+    if datatype.startswith("FP"):  # and finite in it: 1e10 is no FP16 (it would be inf)
+        return isinstance(value, int | float) and abs(value) <= float(
+            np.finfo(DATATYPES[datatype]).max
+        )
     if not isinstance(value, int):
         return False
     info = np.iinfo(DATATYPES[datatype])

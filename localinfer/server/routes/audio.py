@@ -82,7 +82,7 @@ def render(result: TranscriptionResult, form: p.TranscriptionForm, task: str) ->
 
 async def _transcribe(request: Request, task: str) -> Response:
     data, fields = await _read_form(request)
-    form = p.parse(p.TranscriptionForm, fields)
+    form = p.parse(p.TranscriptionForm, fields, strict=False)  # form fields are all text
     if task == "translate" and form.language:
         raise InvalidRequest(
             "translations are always into English; omit 'language'", param="language"

@@ -60,7 +60,7 @@ def _generation_request(
         messages=messages,
         prompt=prompt,
         max_new_tokens=_budget(request, body.token_budget),
-        temperature=body.temperature,
+        temperature=p.sampling_temperature(body.temperature),
         top_p=body.top_p,
         stop=body.stop_sequences,
         seed=body.seed,

@@ -48,7 +48,8 @@ from localinfer.runtime.job import Done
 from localinfer.runtime.model import ServedModel
 from localinfer.server.bodies import read_json
 from localinfer.server.errors import kserve_error_response
-from localinfer.server.job_io import JobReader
+from localinfer.server.protocol import sampling_temperature
+from localinfer.server.routes.common import reader_for
 from localinfer.server.state import registry_of, request_id_of, settings_of
 from localinfer.server.tensors import (
     InferenceRequest,
@@ -174,7 +175,7 @@ async def model_metadata(request: Request) -> Response:
 async def _result(request: Request, model: ServedModel, payload: Any) -> Any:
     """Run one job to its result; a stream's items are joined."""
     job = model.submit(payload, request_id=request_id_of(request))
-    reader = JobReader(job, settings_of(request).request_timeout_s)
+    reader = reader_for(request, job)
     chunks: list[Any] = []
 
     async def collect() -> Any:  # restartable: chunks live outside
@@ -239,8 +240,15 @@ async def _chat(request: Request, model: ServedModel, body: InferenceRequest) ->
             f"max_tokens must be between 1 and {settings.max_tokens_limit}", param="max_tokens"
         )
     temperature = _parameter(body, "temperature", float, 1.0)
+    if not 0.0 <= temperature <= 2.0:
+        raise InvalidRequest("temperature must be between 0 and 2", param="temperature")
+    temperature = sampling_temperature(temperature)
     top_p = _parameter(body, "top_p", float, 1.0)
+    if not 0.0 < top_p <= 1.0:
+        raise InvalidRequest("top_p must be above 0 and at most 1", param="top_p")
     seed = _parameter(body, "seed", int)
+    if seed is not None and not -(2**63) <= seed < 2**63:
+        raise InvalidRequest("seed must fit in 64 bits", param="seed")
     results: list[GenerationResult] = []
     for text in texts:  # one job each, one after another: each result is read as it streams
         payload = GenerationRequest(
