@@ -93,7 +93,11 @@ class Engine(InProcessService):
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[Engine]:
-        async with ModelRegistry(drain_timeout_s=self.settings.drain_timeout_s) as registry:
+        async with ModelRegistry(
+            drain_timeout_s=self.settings.drain_timeout_s,
+            hang_grace_s=self.settings.hang_grace_s,
+            max_abandoned_workers=self.settings.max_abandoned_workers,
+        ) as registry:
             for definition in self.definitions:
                 registry.add(definition)
             try:

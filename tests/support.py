@@ -66,8 +66,15 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
 class ThreadedServer:
     """A live server in a thread of its own (its own event loop), for synchronous clients."""
 
-    def __init__(self, definitions: Sequence[ModelDefinition], **setting_overrides: Any):
+    def __init__(
+        self,
+        definitions: Sequence[ModelDefinition],
+        *,
+        headers: dict[str, str] | None = None,
+        **setting_overrides: Any,
+    ):
         self._app = create_app(definitions, settings(**setting_overrides))
+        self._headers = headers  # sent while waiting for readiness (an API key)
         self._started = threading.Event()
         self._stop: anyio.Event | None = None
         self._token: Any = None
@@ -96,8 +103,8 @@ class ThreadedServer:
         if self._error is not None:
             raise self._error
         deadline = time.monotonic() + 120
-        while httpx.get(f"{self.url}/ready").status_code != 200:
-            health = httpx.get(f"{self.url}/health").json()["models"]
+        while httpx.get(f"{self.url}/ready", headers=self._headers).status_code != 200:
+            health = httpx.get(f"{self.url}/health", headers=self._headers).json()["models"]
             failed = [w["error"] for m in health.values() for w in m["workers"] if w["error"]]
             if failed or time.monotonic() > deadline:
                 self.__exit__()

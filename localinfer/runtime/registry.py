@@ -15,23 +15,39 @@ from localinfer.errors import (
     InvalidRequest,
     ModelNotFound,
     NoCapabilityMatch,
+    ShuttingDown,
 )
 from localinfer.runtime.context import DEFAULT_CALL_TIMEOUT_S, CallContext, CallGraph
 from localinfer.runtime.loop import LoopHandle
-from localinfer.runtime.model import ModelDefinition, ServedModel
+from localinfer.runtime.model import (
+    DEFAULT_HANG_GRACE_S,
+    DEFAULT_MAX_ABANDONED,
+    ModelDefinition,
+    ServedModel,
+)
 
 
 class ModelRegistry:
     """Models by name. Use as ``async with ModelRegistry() as registry:`` on the loop."""
 
     def __init__(
-        self, *, drain_timeout_s: float = 30.0, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+        self,
+        *,
+        drain_timeout_s: float = 30.0,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        hang_grace_s: float = DEFAULT_HANG_GRACE_S,
+        max_abandoned_workers: int = DEFAULT_MAX_ABANDONED,
     ):
         self._models: dict[str, ServedModel] = {}
         self._task_group: TaskGroup | None = None
         self._loop: LoopHandle | None = None
         self.drain_timeout_s = drain_timeout_s
         self.call_timeout_s = call_timeout_s
+        #: a worker still in its handler this long after its requests ended is replaced
+        self.hang_grace_s = hang_grace_s
+        #: per model, how many such stuck threads may be left behind
+        self.max_abandoned_workers = max_abandoned_workers
+        self.draining = False
         #: handler → model calls in progress, to refuse those that would deadlock
         self.calls = CallGraph()
         #: for a request naming a model that is not loaded: its definition, to load it
@@ -84,6 +100,8 @@ class ModelRegistry:
         """Start serving a model: its workers start loading at once."""
         if self._loop is None:
             raise RuntimeError("ModelRegistry used outside 'async with'")
+        if self.draining:
+            raise ShuttingDown(f"cannot load {definition.name!r}: the server is shutting down")
         if definition.name in self._models:
             raise ConfigurationError(f"a model named {definition.name!r} is already served")
         context = CallContext(
@@ -93,7 +111,14 @@ class ModelRegistry:
             loop=self._loop,
             default_timeout_s=self.call_timeout_s,
         )
-        model = ServedModel(definition, loop=self._loop, spawn=self._spawn, context=context)
+        model = ServedModel(
+            definition,
+            loop=self._loop,
+            spawn=self._spawn,
+            context=context,
+            hang_grace_s=self.hang_grace_s,
+            max_abandoned=self.max_abandoned_workers,
+        )
         self._models[definition.name] = model
         model.start()
         return model
@@ -104,7 +129,16 @@ class ModelRegistry:
         del self._models[name]
         await model.stop(self.drain_timeout_s)
 
+    def begin_drain(self) -> None:
+        """Shutdown begins: every model stops taking jobs and finishes those it has within
+        ``drain_timeout_s``; past that, those still unanswered get a 503. Returns at once."""
+        self.draining = True
+        for model in self._models.values():
+            model.begin_drain(self.drain_timeout_s)
+
     async def stop_all(self) -> None:
+        """Drain every model (within what is left of the drain, if it has begun) and stop it."""
+        self.draining = True
         models = list(self._models.values())
         self._models.clear()
         async with anyio.create_task_group() as tg:

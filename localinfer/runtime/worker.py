@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -35,6 +36,12 @@ class WorkerState:
     FAILED = "failed"  # the handler could not load
     DEAD = "dead"  # the thread died while serving; a new one is on its way
     STOPPED = "stopped"
+    #: stuck in the handler past the grace period after every request it holds ended;
+    #: left in place (no replacement allowed): it serves again if it ever returns
+    HUNG = "hung"
+    #: hung and given up on: a replacement took its place; if its thread ever returns
+    #: from the handler, it exits without taking another job
+    ABANDONED = "abandoned"
 
 
 # OpenMP threads that spin while waiting steal the cores the event loop and the other
@@ -94,6 +101,19 @@ class DeviceWorker:
         self.error: str | None = None
         self.batches = 0
         self.busy_since: float | None = None
+        #: since when (``time.monotonic``) the loop has judged this worker hung, if it has
+        self.hung_since: float | None = None
+        #: set on the loop once the worker is given up on (hung): the thread takes no
+        #: further job, and the jobs it had not started were handed back
+        self.abandoned = False
+        #: ticks of the model's watchdog that found the thread gone without a report
+        self.silent_checks = 0
+        # Jobs taken from the queue and not started yet (filled on the loop, taken by the
+        # thread one batch at a time), and the jobs in the handler right now. The lock
+        # makes "the thread starts a job" and "the loop takes the rest back" exclusive.
+        self._lock = threading.Lock()
+        self._pending: deque[Job] = deque()
+        self._current: list[Job] = []
         self._create_handler = create_handler
         self._queue = queue
         self._max_batch_size = max_batch_size
@@ -144,35 +164,31 @@ class DeviceWorker:
         in_flight = max(1, int(getattr(handler, "max_in_flight", 1)))
         slots = threading.BoundedSemaphore(in_flight) if in_flight > 1 else None
         try:
-            while True:
+            while not self.abandoned:
                 size = (
                     self._max_batch_size
                     if slots is None
                     else _take_slots(slots, self._max_batch_size)
                 )
                 try:
-                    batch = self._loop.run(
-                        partial(
-                            self._queue.next_batch,
-                            size,
-                            self._batch_window_s,
-                            prefetch=self._prefetch if slots is None else 1,
-                            workers=self.peers,
-                            stop=self.stop,
-                        )
+                    taken = self._loop.run(
+                        partial(self._take, size, prefetch=self._prefetch if slots is None else 1)
                     )
                 except LoopClosed:
                     break
                 if slots is not None:
-                    for _ in range(size - len(batch)):
+                    for _ in range(size - taken):
                         slots.release()
-                if not batch:
+                if not taken:
                     break
                 if self._max_batch_size == 1 and slots is None:
-                    for job in batch:  # prefetched: served one at a time, in order
-                        self._serve(handler, [job], None)
-                else:
+                    while batch := self._claim(1):  # prefetched: served one at a time, in order
+                        self._serve(handler, batch, None)
+                elif batch := self._claim(taken):
                     self._serve(handler, batch, slots)
+                elif slots is not None:  # taken back by the loop meanwhile
+                    for _ in range(taken):
+                        slots.release()
             if slots is not None:  # let items still generating finish before closing
                 for _ in range(in_flight):
                     slots.acquire()
@@ -187,12 +203,64 @@ class DeviceWorker:
             del handler
         self._report(exit_state, exit_error)
 
+    # -- taking jobs ---------------------------------------------------------------------
+
+    async def _take(self, size: int, *, prefetch: int) -> int:
+        """On the loop: wait for a batch, keep it as this worker's pending jobs; its size."""
+        batch = await self._queue.next_batch(
+            size, self._batch_window_s, prefetch=prefetch, workers=self.peers, stop=self.stop
+        )
+        self._pending.extend(batch)
+        return len(batch)
+
+    def _claim(self, most: int) -> list[Job]:
+        """In the thread: start up to ``most`` pending jobs (none once abandoned)."""
+        with self._lock:
+            if self.abandoned or not self._pending:
+                return []
+            batch = [self._pending.popleft() for _ in range(min(most, len(self._pending)))]
+            self._current = batch
+            self.busy_since = time.monotonic()
+            return batch
+
+    def take_back(self, *, abandon: bool = False) -> list[Job]:
+        """On the loop: the jobs this worker took but has not started, no longer its own.
+
+        With ``abandon`` the thread also takes no further job: if it ever returns from
+        the handler it exits (after closing its handler).
+        """
+        with self._lock:
+            if abandon:
+                self.abandoned = True
+            jobs = list(self._pending)
+            self._pending.clear()
+        if abandon:
+            self.stop.trigger()
+        return jobs
+
+    def running_jobs(self) -> list[Job]:
+        """On the loop: the jobs the thread is running in the handler right now."""
+        return list(self._current)
+
+    def stuck_for(self, now: float) -> float | None:
+        """On the loop: seconds (``time.perf_counter``) the thread has stayed in the handler
+        since every job it runs there ended (cancelled, timed out, answered), or ``None``
+        while it is idle or a job it runs is still live."""
+        current = self._current
+        if not current or self.busy_since is None:
+            return None
+        ended = [job.finished_at for job in current if job.outcome is not None]
+        if len(ended) < len(current) or None in ended:
+            return None
+        return now - max(t for t in ended if t is not None)
+
+    # -- serving --------------------------------------------------------------------------
+
     def _serve(
         self, handler: Handler, batch: list[Job], slots: threading.BoundedSemaphore | None
     ) -> None:
         release = None if slots is None else slots.release
         items = [JobHandle(job, self._loop, on_done=release) for job in batch]
-        self.busy_since = time.monotonic()
         self.batches += 1
         try:
             handler.process(items)
@@ -209,6 +277,7 @@ class DeviceWorker:
             raise
         finally:
             self.busy_since = None
+            self._current = []
         if slots is not None:
             return  # items finish later, from the handler's own threads
         for item in items:
