@@ -2,8 +2,9 @@
 
 The request coroutine owns the job and reads its result stream; the worker thread
 sees it through a :class:`JobHandle`, which pushes events onto the loop without
-waiting. Each job's stream is bounded: a reader that falls behind is cut off, so a
-slow client can never stall a worker.
+waiting. A reader that stops reading is cut off, so a slow client can never stall a
+worker: judged by time (nothing read for ``stall_s`` while items pile up), with the
+stream's buffer as a hard cap on memory.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from localinfer.runtime.loop import LoopClosed, LoopHandle
 
 logger = logging.getLogger(__name__)
 
-#: Items a stream may run ahead of its reader before the reader is cut off. Generous on
-#: purpose: a worker holding the GIL for one 5 ms switch interval can queue ~1,400 items
-#: before the reading task gets a turn, so a smaller bound cuts off readers that are not
-#: slow at all. (Judging lag by time instead of count is the better fix; see the notes.)
+#: Items a stream may hold for its reader at most (a cap on memory, not the test of a slow
+#: reader). Generous on purpose: a worker holding the GIL for one 5 ms switch interval can
+#: queue ~1,400 items before the reading task gets a turn.
 DEFAULT_STREAM_BUFFER = 16_384
+#: A reader that has read nothing for this long while items pile up is cut off.
+DEFAULT_STREAM_STALL_S = 30.0
+#: Below this many buffered items nobody is judged slow (the clock is not even read).
+_STALL_CHECK_ITEMS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class Job:
         model: str,
         request_id: str,
         stream_buffer: int = DEFAULT_STREAM_BUFFER,
+        stall_s: float = DEFAULT_STREAM_STALL_S,
         on_finished: Callable[[Job], None] | None = None,
     ):
         self.payload = payload
@@ -82,7 +87,12 @@ class Job:
         self.finished_at: float | None = None
         self.chunks = 0
         self._ended = False
+        self._settled: anyio.Event | None = None
         self._buffer = stream_buffer
+        self._stall_s = stall_s
+        self._check_from = min(stream_buffer, _STALL_CHECK_ITEMS)
+        #: when the reader last took an event (or the job was created)
+        self._last_read = time.monotonic()
         self._on_finished = on_finished
         # two extra slots so a terminal event always fits behind a full buffer
         send, receive = anyio.create_memory_object_stream[Event](stream_buffer + 2)
@@ -99,28 +109,50 @@ class Job:
         self.cancel_reason = reason
         self._settle("cancelled")
 
+    def abort(self, error: LocalInferError) -> None:
+        """End the job from the loop's side (deadline, disconnect): it is cancelled and its
+        reader gets ``error`` as the next event, after anything already delivered."""
+        if self.outcome is not None:
+            return
+        self.cancel(error.message)
+        if not self._ended:
+            self._push(Failure(error))
+            self._close()
+
+    async def settled(self) -> None:
+        """Wait until the job has an outcome (finished, failed or cancelled)."""
+        if self.outcome is None:
+            if self._settled is None:
+                self._settled = anyio.Event()
+            await self._settled.wait()
+
     def deliver(self, event: Event) -> None:
         """Put an event from the worker onto the result stream (runs on the loop)."""
         if self._ended:
             return
         if isinstance(event, Chunk):
-            if self._send.statistics().current_buffer_used >= self._buffer:
-                self.cancel("slow consumer")
-                self._push(
-                    Failure(
-                        SlowConsumer(
-                            f"the reader fell more than {self._buffer} items behind and was cut off"
-                        )
+            behind = self._send.statistics().current_buffer_used
+            if behind >= self._check_from:
+                if behind >= self._buffer:
+                    self._cut_off(f"the reader fell more than {self._buffer} items behind")
+                    return
+                stalled = time.monotonic() - self._last_read
+                if stalled > self._stall_s:
+                    self._cut_off(
+                        f"the reader read nothing for {stalled:.1f} s while {behind} items waited"
                     )
-                )
-                self._close()
-                return
+                    return
             self.chunks += 1
             self._push(event)
             return
         self._push(event)
         self._close()
         self._settle("ok" if isinstance(event, Done) else "failed")
+
+    def _cut_off(self, why: str) -> None:
+        self.cancel("slow consumer")
+        self._push(Failure(SlowConsumer(f"{why} and was cut off")))
+        self._close()
 
     def _close(self) -> None:
         self._ended = True
@@ -137,6 +169,8 @@ class Job:
             return
         self.outcome = outcome
         self.finished_at = time.perf_counter()
+        if self._settled is not None:
+            self._settled.set()
         if self._on_finished is not None:
             self._on_finished(self)
 
@@ -147,7 +181,11 @@ class Job:
         the next call picks up where it left off.
         """
         try:
-            event = await self._receive.receive()
+            try:  # no checkpoint when an event is waiting: a stream's items come in runs
+                event = self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                event = await self._receive.receive()
+            self._last_read = time.monotonic()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             # closed without a terminal event: the job was cancelled on our side
             raise HandlerFailed(

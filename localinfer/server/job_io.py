@@ -1,18 +1,25 @@
 """Waiting on a job from a request: deadline, client disconnect, and streaming bodies.
 
-A non-streaming request waits on its job's result stream while watching the
-connection: if the client goes away the job is cancelled (a queued job is then
-dropped before it runs). A streaming response cancels its job when starlette stops
-it on disconnect. A deadline cancels the job and answers 504.
+A request waits on its job's result stream with a plain ``await``: no cancel scope per
+wait. Deadlines and disconnects reach the reader as events in that stream instead,
+raised by :class:`JobWatch`, one task per server that looks at each job once, shortly
+after it was submitted. Most jobs are finished by then and cost nothing more; a job
+still running gets a follower task that ends it at its deadline (504) and, while a
+request waits for a whole result, watches the connection (a disconnect cancels the
+job, so a queued one is dropped before it runs). A streaming response cancels its job
+when starlette stops it on disconnect.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -22,105 +29,179 @@ from localinfer.runtime.job import Chunk, Done, Job
 
 T = TypeVar("T")
 
-
-#: how long a request waits before it also watches its connection: most jobs finish
-#: sooner, and a watcher (a task) costs about a third of a no-op request's CPU time
+#: how long after submission a job is looked at: most finish sooner, and following one
+#: (a task, a cancel scope) costs about a tenth of a no-op request's CPU time
 WATCH_AFTER_S = 0.05
+#: the watch wakes at most this often (a check may come up to this much late)
+TICK_S = 0.01
 
 
-class _StartWatching(Exception):
-    """The job is taking long enough that the connection should be watched too."""
+class ClientGone(LocalInferError):
+    """The client went away while its request waited (never reaches the client)."""
+
+    code = "client_disconnected"
+
+
+class Watched:
+    """One job under watch: its deadline and the connection of the request waiting on it."""
+
+    __slots__ = ("check_at", "deadline", "job", "request", "task_group", "timeout_s", "watcher")
+
+    def __init__(self, job: Job, timeout_s: float, now: float):
+        self.job = job
+        self.timeout_s = timeout_s
+        self.deadline = now + timeout_s
+        self.check_at = now + WATCH_AFTER_S
+        #: the request waiting for a whole result, whose connection is to be watched
+        self.request: Request | None = None
+        #: the follower's task group, once the job is followed
+        self.task_group: TaskGroup | None = None
+        self.watcher: anyio.CancelScope | None = None
+
+    def watch(self, request: Request) -> None:
+        self.request = request
+        if self.task_group is not None and self.watcher is None:
+            self.task_group.start_soon(self._watch_connection, request)
+
+    def unwatch(self) -> None:
+        self.request = None
+        if self.watcher is not None:
+            self.watcher.cancel()
+            self.watcher = None
+
+    async def _watch_connection(self, request: Request) -> None:
+        if self.request is not request:  # unwatched before this task got to run
+            return
+        with anyio.CancelScope() as scope:
+            self.watcher = scope
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    self.job.abort(ClientGone("the client disconnected"))
+                    return
+
+
+class JobWatch:
+    """Deadlines and disconnect watching for every job a request waits on.
+
+    Use as ``async with JobWatch() as watch:`` on the loop for the server's lifetime.
+    Jobs are checked in submission order (all share one delay, so a deque is a queue
+    sorted by due time), in sweeps at most ``TICK_S`` apart.
+    """
+
+    def __init__(self) -> None:
+        self._due: deque[Watched] = deque()
+        self._task_group: TaskGroup | None = None
+        self._wakeup: anyio.Event | None = None
+        #: jobs followed now: still running after ``WATCH_AFTER_S``
+        self.following = 0
+
+    async def __aenter__(self) -> JobWatch:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._sweep)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        try:
+            return await self._task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._task_group = None
+
+    def add(self, job: Job, timeout_s: float) -> Watched:
+        watched = Watched(job, timeout_s, time.monotonic())
+        self._due.append(watched)
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+        return watched
+
+    async def _sweep(self) -> None:
+        due = self._due
+        while True:
+            if not due:
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+                continue
+            await anyio.sleep(max(due[0].check_at - time.monotonic(), TICK_S))
+            now = time.monotonic()
+            while due and due[0].check_at <= now:
+                watched = due.popleft()
+                if watched.job.outcome is None:
+                    assert self._task_group is not None
+                    self._task_group.start_soon(self._follow, watched)
+
+    async def _follow(self, watched: Watched) -> None:
+        job = watched.job
+        self.following += 1
+        try:
+            await self._follow_until_settled(watched)
+        finally:
+            self.following -= 1
+        if job.outcome is None:
+            job.abort(
+                RequestTimeout(
+                    f"the request did not finish within {watched.timeout_s:g} s and was cancelled"
+                )
+            )
+
+    @staticmethod
+    async def _follow_until_settled(watched: Watched) -> None:
+        async with anyio.create_task_group() as tg:
+            watched.task_group = tg
+            if watched.request is not None:
+                watched.watch(watched.request)
+            with anyio.move_on_after(watched.deadline - time.monotonic()):
+                await watched.job.settled()
+            watched.task_group = None
+            tg.cancel_scope.cancel()
 
 
 class JobReader:
-    """Reads one job's events against an absolute deadline (``anyio.current_time()`` based).
+    """Reads one job's events; its deadline and disconnects arrive as errors in the stream."""
 
-    Each wait uses a single cancel scope: its limit is the request deadline or, during
-    the first ``WATCH_AFTER_S`` of a :meth:`guarded` wait, the moment to start watching
-    the connection, whichever comes first.
-    """
-
-    def __init__(self, job: Job, timeout_s: float):
+    def __init__(self, job: Job, timeout_s: float, watch: JobWatch):
         self.job = job
         self.timeout_s = timeout_s
-        # perf_counter, not the loop's clock: cheaper to read, and only differences are used
-        self.deadline = time.perf_counter() + timeout_s
-        self._watch_at = float("inf")
+        self._watched = watch.add(job, timeout_s)
 
     async def next(self) -> Chunk | Done:
-        """The next event before the deadline (cancel-safe, like :meth:`Job.next_event`)."""
-        limit = min(self.deadline, self._watch_at)
-        with anyio.move_on_after(max(limit - time.perf_counter(), 0)):
-            return await self.job.next_event()
-        if self._watch_at < self.deadline:
-            raise _StartWatching
-        self.job.cancel("timeout")
-        raise RequestTimeout(
-            f"the request did not finish within {self.timeout_s:g} s and was cancelled"
-        )
+        """The next event (cancel-safe, like :meth:`Job.next_event`)."""
+        return await self.job.next_event()
 
     async def rest(self) -> AsyncIterator[Chunk | Done]:
         """The remaining events, up to and including :class:`Done`."""
         while True:
-            event = await self.next()
+            event = await self.job.next_event()
             yield event
             if isinstance(event, Done):
                 return
 
     async def guarded(self, request: Request, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` (which reads through :meth:`next`) and cancel the job if the client
-        disconnects or the wait fails.
-
-        ``work`` must be restartable where it left off: it runs alone for up to
-        ``WATCH_AFTER_S``, then, if unfinished, again alongside a watcher of the connection.
-        Call only once the request body has been read.
+        """Run ``work`` (which reads through :meth:`next`) while watching the connection:
+        a disconnect cancels the job and raises ``ClientDisconnect``; any failure of the
+        wait releases the job. Call only once the request body has been read.
         """
+        self._watched.watch(request)
         try:
-            self._watch_at = time.perf_counter() + WATCH_AFTER_S
-            try:
-                return await work()
-            except _StartWatching:
-                pass
-            finally:
-                self._watch_at = float("inf")
-            return await until_disconnect(request, work)
+            return await work()
+        except ClientGone:
+            raise ClientDisconnect() from None
         except BaseException:
             self.job.release("client disconnected or the request failed")
             raise
+        finally:
+            self._watched.unwatch()
 
     async def aclose(self) -> None:
         self.job.release()
-
-
-async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
-    """Run ``work()``; if the client disconnects first, cancel it and raise ``ClientDisconnect``."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-    disconnected = False
-
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            nonlocal disconnected
-            while True:
-                message = await request.receive()
-                if message["type"] == "http.disconnect":
-                    disconnected = True
-                    tg.cancel_scope.cancel()
-                    return
-
-        tg.start_soon(watch)
-        try:
-            outcome.append(await work())
-        except Exception as exc:
-            failure.append(exc)
-        finally:
-            tg.cancel_scope.cancel()
-    if failure:
-        raise failure[0]
-    if disconnected or not outcome:
-        raise ClientDisconnect()
-    return outcome[0]
 
 
 class JobStreamingResponse(StreamingResponse):

@@ -199,3 +199,21 @@ async def test_a_fast_stream_read_at_once_is_not_cut_off() -> None:
         model = registry.add(definition("count", Counter))
         chunks, _ = await result(model.submit(300_000))  # cut off at 1,024 with the old bound
     assert len(chunks) == 300_000 and chunks[-1] == 299_999
+
+
+async def test_a_reader_is_judged_slow_by_time_not_by_count() -> None:
+    """Items piling up are fine while the reader reads; a reader that stops is cut off."""
+    job = Job(None, model="m", request_id="r", stream_buffer=100_000, stall_s=0.2)
+    for i in range(2_000):  # far more than a GIL slice's worth, nobody reading yet
+        job.deliver(Chunk(i))
+    assert await job.next_event() == Chunk(0)  # a reader that reads is never cut off
+    for i in range(2_000, 4_000):
+        job.deliver(Chunk(i))
+    assert not job.cancelled
+    await anyio.sleep(0.3)  # the reader stalls past stall_s while items wait
+    job.deliver(Chunk("late"))
+    assert job.cancelled and job.cancel_reason == "slow consumer"
+    for _ in range(3_999):  # what was delivered before the cut-off is still readable
+        await job.next_event()
+    with pytest.raises(SlowConsumer, match=r"read nothing for 0\.\d s while 3999 items waited"):
+        await job.next_event()

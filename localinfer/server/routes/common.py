@@ -76,7 +76,8 @@ def model_for_task(request: Request, name: str, task: str) -> ServedModel:
 
 
 def reader_for(request: Request, job: Job) -> JobReader:
-    return JobReader(job, settings_of(request).request_timeout_s)
+    """The reader of ``job`` for ``request``: the server's deadline, watched by the server."""
+    return JobReader(job, settings_of(request).request_timeout_s, request.app.state.job_watch)
 
 
 async def run_to_result(request: Request, model: ServedModel, payload: Any) -> tuple[Job, Any]:

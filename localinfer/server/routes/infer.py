@@ -21,6 +21,7 @@ from localinfer.runtime.model import ServedModel
 from localinfer.server.bodies import read_json
 from localinfer.server.encoding import dumps
 from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
+from localinfer.server.routes.common import reader_for
 from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
 from localinfer.server.state import registry_of, request_id_of, settings_of
 
@@ -80,7 +81,7 @@ async def infer(request: Request) -> Response:
     prepare = model.definition.prepare
     payload = prepare(body) if prepare is not None else body
     job = model.submit(payload, request_id=request_id_of(request))
-    reader = JobReader(job, settings.request_timeout_s)
+    reader = reader_for(request, job)
     first = await reader.guarded(request, reader.next)
     if isinstance(first, Done):
         return value_response(first.value, model, job)

@@ -1,0 +1,72 @@
+"""The job watch: deadlines and disconnects reach readers as events, fast jobs cost nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anyio
+import pytest
+
+from localinfer.errors import RequestTimeout
+from localinfer.runtime.job import Chunk, Done, Job
+from localinfer.server.job_io import WATCH_AFTER_S, JobReader, JobWatch
+from tests import models
+from tests.support import define, running_server, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_job_done_before_the_check_is_never_followed() -> None:
+    async with JobWatch() as watch:
+        job = Job("x", model="m", request_id="r")
+        reader = JobReader(job, 5.0, watch)
+        job.deliver(Done(1))
+        assert await reader.next() == Done(1)
+        await anyio.sleep(WATCH_AFTER_S * 3)
+        assert watch.following == 0
+
+
+async def test_a_slow_job_is_followed_until_it_settles() -> None:
+    async with JobWatch() as watch:
+        job = Job("x", model="m", request_id="r")
+        reader = JobReader(job, 5.0, watch)
+        await wait_until(lambda: watch.following == 1, timeout=2)
+        job.deliver(Chunk("a"))
+        job.deliver(Done(None))
+        assert await reader.next() == Chunk("a")
+        assert await reader.next() == Done(None)
+        await wait_until(lambda: watch.following == 0, timeout=2)
+
+
+async def test_the_deadline_arrives_as_an_error_after_what_was_delivered() -> None:
+    async with JobWatch() as watch:
+        job = Job("x", model="m", request_id="r")
+        reader = JobReader(job, 0.2, watch)
+        job.deliver(Chunk("early"))
+        started = time.perf_counter()
+        assert await reader.next() == Chunk("early")
+        with pytest.raises(RequestTimeout, match=r"0\.2 s"):
+            await reader.next()
+        assert 0.15 < time.perf_counter() - started < 1.0
+        assert job.cancelled and job.outcome == "cancelled"
+        job.deliver(Chunk("late"))  # the worker's late items go nowhere
+        assert watch.following == 0
+
+
+async def test_a_stream_past_its_deadline_ends_with_an_error_event_and_frees_the_worker() -> None:
+    async with running_server([define(models.Words)], request_timeout_s=0.4) as client:
+        body = {"kwargs": {"n": 1000, "delay_s": 0.05}, "stream": True}
+        async with client.stream("POST", "/v1/infer/words", json=body) as r:
+            events = [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+        assert len(events) >= 2, "items streamed before the deadline"
+        error = json.loads(events[-1])["error"]
+        assert error["type"] == "timeout_error" and "0.4 s" in error["message"]
+
+        async def freed() -> bool:
+            stats = (await client.get("/v1/stats")).json()["models"]["words"]
+            return stats["busy_workers"] == 0 and stats["in_flight"] == 0
+
+        await wait_until(freed, timeout=3)
+        r = await client.post("/v1/infer/words", json={"args": [2], "stream": False})
+        assert r.json() == "w0 w1 "
