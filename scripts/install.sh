@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything localinfer and its tests need, on a fresh machine.
-#   - ffmpeg (audio decoding) and espeak-ng (speech for the tests) from the system packages,
+#   - ffmpeg (audio decoding), espeak-ng (speech for the tests) and tmux (the TUI checked in
+#     a real terminal) from the system packages,
 #     when running as root and they are missing; otherwise a note and the tests that need
 #     them skip;
 #   - localinfer with its test extras, torch pinned to the CPU wheel (a later CUDA build
@@ -17,14 +18,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in ffmpeg espeak-ng; do
+for tool in ffmpeg espeak-ng tmux; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "note: ${missing[*]} not found; install them for the audio tests (they skip without)" >&2
+        echo "note: ${missing[*]} not found; install them for the audio and terminal tests (they skip without)" >&2
     fi
 fi
 

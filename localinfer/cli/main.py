@@ -57,6 +57,17 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--api-key", help="require this key (also LOCALINFER_API_KEY)")
     p.add_argument(
+        "--allowed-hosts",
+        metavar="A,B",
+        help="Host header names accepted besides loopback and the bind address ('*': any); "
+        "default: none on 127.0.0.1, any on another address",
+    )
+    p.add_argument(
+        "--cors-origins",
+        metavar="A,B",
+        help="web page origins allowed to call the API from a browser (default: none)",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         dest="request_timeout_s",
@@ -96,6 +107,7 @@ def build_parser(*, plugin_commands: bool = False) -> argparse.ArgumentParser:
     """The parser of built-in commands; with ``plugin_commands``, plugins' are listed too."""
     from localinfer.cli.models import add_parsers as add_model_parsers
     from localinfer.cli.plugins import add_plugin_commands, add_plugins_parser
+    from localinfer.cli.tui import add_parser as add_tui_parser
 
     parser = argparse.ArgumentParser(prog="localinfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"localinfer {__version__}")
@@ -103,6 +115,7 @@ def build_parser(*, plugin_commands: bool = False) -> argparse.ArgumentParser:
     _serve_parser(sub)
     add_model_parsers(sub)
     add_plugins_parser(sub)
+    add_tui_parser(sub)
     if plugin_commands:
         add_plugin_commands(sub, taken=set(sub.choices))
     return parser
@@ -143,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from localinfer.cli.serve import serve_command
 
             return serve_command(args)
+        if args.command == "tui":
+            from localinfer.cli.tui import tui_command
+
+            return tui_command(args)
         if args.command == "plugins":
             from localinfer.cli.plugins import plugins_command
 

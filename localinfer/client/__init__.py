@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from localinfer.client.async_client import Client
     from localinfer.client.results import (
+        CachedModel,
+        CatalogEntry,
         ChatResult,
+        DeviceStatistics,
         Download,
         Embeddings,
         ModelInfo,
@@ -38,7 +41,10 @@ _WHERE = {
     **{
         name: "results"
         for name in (
+            "CachedModel",
+            "CatalogEntry",
             "ChatResult",
+            "DeviceStatistics",
             "Download",
             "Embeddings",
             "ModelInfo",
@@ -55,9 +61,12 @@ _WHERE = {
 }
 
 __all__ = [
+    "CachedModel",
+    "CatalogEntry",
     "ChatResult",
     "ChatStream",
     "Client",
+    "DeviceStatistics",
     "Download",
     "Embeddings",
     "ModelInfo",

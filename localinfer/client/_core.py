@@ -21,6 +21,8 @@ from localinfer import errors as e
 from localinfer.client.errors import CONNECTION_ERROR, error_from_body, error_from_response
 from localinfer.client.messages import Messages, as_texts, chat_messages
 from localinfer.client.results import (
+    CachedModel,
+    CatalogEntry,
     ChatResult,
     Download,
     Embeddings,
@@ -31,6 +33,7 @@ from localinfer.client.results import (
     Transcription,
     TranscriptSegment,
     Usage,
+    device_statistics_from,
     statistics_from,
 )
 
@@ -112,13 +115,59 @@ def no_default_model(models: ModelList, task: str) -> e.InvalidRequest:
 
 def stats_result(body: object) -> Stats:
     models = body.get("models", {}) if isinstance(body, Mapping) else {}
+    devices = body.get("devices", []) if isinstance(body, Mapping) else []
     return Stats(
         {
             str(name): statistics_from(raw)
             for name, raw in models.items()
             if isinstance(raw, Mapping)
-        }
+        },
+        tuple(
+            device_statistics_from(raw)
+            for raw in (devices if isinstance(devices, list) else [])
+            if isinstance(raw, Mapping)
+        ),
     )
+
+
+def _listed(body: object) -> list[Mapping[str, object]]:
+    """The entries of an ``{"object": "list", "data": [...]}`` body."""
+    data = body.get("data", []) if isinstance(body, Mapping) else []
+    return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
+
+
+def catalog_result(body: object) -> tuple[CatalogEntry, ...]:
+    return tuple(
+        CatalogEntry(
+            id=str(item.get("id", "")),
+            repo=str(item.get("repo", "")),
+            task=str(item.get("task", "")),
+            description=str(item.get("description") or ""),
+            origin=str(item.get("origin") or ""),
+            cached=bool(item.get("cached")),
+            loaded=bool(item.get("loaded")),
+        )
+        for item in _listed(body)
+    )
+
+
+def cached_models_result(body: object) -> tuple[CachedModel, ...]:
+    def whole(value: object) -> int:
+        return int(value) if isinstance(value, int | float) else 0
+
+    return tuple(
+        CachedModel(
+            id=str(item.get("id", "")),
+            size_bytes=whole(item.get("size_bytes")),
+            files=whole(item.get("files")),
+            loaded=bool(item.get("loaded")),
+        )
+        for item in _listed(body)
+    )
+
+
+def downloads_result(body: object) -> tuple[Download, ...]:
+    return tuple(download_from(item) for item in _listed(body))
 
 
 # -- chat ------------------------------------------------------------------------------------

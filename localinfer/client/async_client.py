@@ -23,6 +23,8 @@ from localinfer.client.audio import AudioInput, audio_upload
 from localinfer.client.errors import CONNECTION_ERROR
 from localinfer.client.progress import Progress, reporter_for
 from localinfer.client.results import (
+    CachedModel,
+    CatalogEntry,
     ChatResult,
     Download,
     Embeddings,
@@ -308,6 +310,23 @@ class Client:
         """Stop serving ``model`` and free its memory."""
         await self._request("DELETE", f"/v1/models/{core.model_path(model)}")
         self._models = None
+
+    async def catalog(self) -> tuple[CatalogEntry, ...]:
+        """The models the server knows by alias, each with whether it is cached and loaded."""
+        return core.catalog_result((await self._request("GET", "/v1/catalog")).json())
+
+    async def cached_models(self) -> tuple[CachedModel, ...]:
+        """The models in the server's Hugging Face cache, with their size on disk."""
+        return core.cached_models_result((await self._request("GET", "/v1/cache")).json())
+
+    async def downloads(self) -> tuple[Download, ...]:
+        """The server's downloads: running ones and those that finished recently."""
+        return core.downloads_result((await self._request("GET", "/v1/downloads")).json())
+
+    async def cancel_download(self, download_id: str) -> Download:
+        """Stop a download (a ``pull`` following it then raises ``DownloadCancelled``)."""
+        path = f"/v1/downloads/{core.model_path(download_id)}"
+        return core.download_from((await self._request("DELETE", path)).json())
 
     async def pull(self, model: str, *, progress: Progress = True) -> Download:
         """Download ``model`` into the server's cache, showing progress (a bar in Jupyter)."""

@@ -282,14 +282,43 @@ class ModelStatistics:
     requests_per_second: float = 0.0
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    #: chat models: streamed text deltas per second over the last minute (about tokens/s)
+    tokens_per_second: float | None = None
+    task: str = ""
     raw: Mapping[str, object] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
+class DeviceStatistics:
+    """One device of the *server's* machine: the CPU (with the RAM) or a GPU.
+
+    ``None`` is a number the server could not read (no NVML: no GPU utilisation).
+    """
+
+    name: str
+    kind: str = ""
+    description: str = ""
+    utilization_percent: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    temperature_c: float | None = None
+    #: where the numbers came from: "psutil", "nvml" or "torch"
+    source: str = ""
+    raw: Mapping[str, object] = field(default_factory=dict, repr=False)
+
+    @property
+    def memory_fraction(self) -> float | None:
+        if not self.memory_total_bytes or self.memory_used_bytes is None:
+            return None
+        return min(1.0, self.memory_used_bytes / self.memory_total_bytes)
+
+
+@dataclass(frozen=True)
 class Stats:
-    """Per-model statistics of a server or engine."""
+    """Per-model statistics of a server or engine, and the server's devices."""
 
     models: Mapping[str, ModelStatistics]
+    devices: tuple[DeviceStatistics, ...] = ()
 
     def __getitem__(self, name: str) -> ModelStatistics:
         return self.models[name]
@@ -321,6 +350,7 @@ def statistics_from(raw: Mapping[str, object]) -> ModelStatistics:
         p50 = latency.get("p50")
         p95 = latency.get("p95")
     rps = raw.get("requests_per_second", 0.0)
+    tps = raw.get("tokens_per_second")
     return ModelStatistics(
         submitted=number("submitted"),
         succeeded=number("succeeded"),
@@ -334,6 +364,33 @@ def statistics_from(raw: Mapping[str, object]) -> ModelStatistics:
         requests_per_second=float(rps) if isinstance(rps, int | float) else 0.0,
         latency_p50_ms=float(p50) if isinstance(p50, int | float) else None,
         latency_p95_ms=float(p95) if isinstance(p95, int | float) else None,
+        tokens_per_second=float(tps) if isinstance(tps, int | float) else None,
+        task=str(raw.get("task") or ""),
+        raw=dict(raw),
+    )
+
+
+def device_statistics_from(raw: Mapping[str, object]) -> DeviceStatistics:
+    """A :class:`DeviceStatistics` from one ``/v1/stats`` ``devices`` entry."""
+
+    def real(key: str) -> float | None:
+        value = raw.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else None  # type: ignore[arg-type]
+
+    def whole(key: str) -> int | None:
+        value = real(key)
+        return None if value is None else int(value)
+
+    return DeviceStatistics(
+        name=str(raw.get("name", "")),
+        kind=str(raw.get("kind", "")),
+        description=str(raw.get("description", "")),
+        utilization_percent=real("utilization_percent"),
+        memory_used_bytes=whole("memory_used_bytes"),
+        memory_total_bytes=whole("memory_total_bytes"),
+        temperature_c=real("temperature_c"),
+        source=str(raw.get("source", "")),
         raw=dict(raw),
     )
 
@@ -356,3 +413,27 @@ class Download:
         if not self.total_bytes:
             return None
         return min(1.0, self.downloaded_bytes / self.total_bytes)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A model the server knows by alias (``/v1/catalog``): where it comes from, and
+    whether it is downloaded (``cached``) and serving (``loaded``)."""
+
+    id: str
+    repo: str
+    task: str
+    description: str = ""
+    origin: str = ""
+    cached: bool = False
+    loaded: bool = False
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """A model repo in the server's Hugging Face cache (``/v1/cache``)."""
+
+    id: str
+    size_bytes: int = 0
+    files: int = 0
+    loaded: bool = False

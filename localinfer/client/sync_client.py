@@ -19,6 +19,8 @@ from localinfer.client.audio import AudioInput, audio_upload
 from localinfer.client.errors import CONNECTION_ERROR
 from localinfer.client.progress import Progress, reporter_for
 from localinfer.client.results import (
+    CachedModel,
+    CatalogEntry,
     ChatResult,
     Download,
     Embeddings,
@@ -295,6 +297,23 @@ class SyncClient:
     def unload(self, model: str) -> None:
         self._request("DELETE", f"/v1/models/{core.model_path(model)}")
         self._models = None
+
+    def catalog(self) -> tuple[CatalogEntry, ...]:
+        """The models the server knows by alias, each with whether it is cached and loaded."""
+        return core.catalog_result((self._request("GET", "/v1/catalog")).json())
+
+    def cached_models(self) -> tuple[CachedModel, ...]:
+        """The models in the server's Hugging Face cache, with their size on disk."""
+        return core.cached_models_result((self._request("GET", "/v1/cache")).json())
+
+    def downloads(self) -> tuple[Download, ...]:
+        """The server's downloads: running ones and those that finished recently."""
+        return core.downloads_result((self._request("GET", "/v1/downloads")).json())
+
+    def cancel_download(self, download_id: str) -> Download:
+        """Stop a download (a ``pull`` following it then raises ``DownloadCancelled``)."""
+        path = f"/v1/downloads/{core.model_path(download_id)}"
+        return core.download_from((self._request("DELETE", path)).json())
 
     def pull(self, model: str, *, progress: Progress = True) -> Download:
         download = core.download_from(

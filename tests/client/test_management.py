@@ -59,3 +59,52 @@ def test_sync_pull_draws_a_terminal_line(
 
     anyio.run(main)
     assert f"{TINY_BERT_REPO}:" in capsys.readouterr().err
+
+
+async def test_catalog_cache_and_downloads(tiny_bert_repo: HubRepo, hub: HubServer) -> None:
+    async with localinfer.Server(device="cpu") as server, server.client() as client:
+        catalog = await client.catalog()
+        assert catalog and all(entry.id and entry.repo and entry.task for entry in catalog)
+        assert await client.cached_models() == ()
+        assert await client.downloads() == ()
+
+        await client.pull(TINY_BERT_REPO, progress=False)
+        (cached,) = await client.cached_models()
+        assert cached.id == TINY_BERT_REPO and cached.size_bytes > 0 and not cached.loaded
+        (download,) = await client.downloads()
+        assert (download.model, download.status) == (TINY_BERT_REPO, "done")
+        await client.load(TINY_BERT_REPO)
+        assert (await client.cached_models())[0].loaded
+
+        def sync_twin() -> None:
+            with server.sync_client() as sync:
+                assert sync.catalog() == catalog
+                assert [m.id for m in sync.cached_models()] == [TINY_BERT_REPO]
+                assert [d.id for d in sync.downloads()] == [download.id]
+                assert sync.cancel_download(download.id).status == "done"  # too late: kept
+
+        await anyio.to_thread.run_sync(sync_twin)
+
+
+async def test_cancel_download_stops_a_pull(tiny_bert_repo: HubRepo, hub: HubServer) -> None:
+    hub.faults.chunk_delay_s = 0.05
+    hub.faults.chunk_size = 4 * 1024
+    seen: list[Download] = []
+    async with localinfer.Server(device="cpu") as server, server.client() as client:
+
+        def progress(download: Download) -> None:
+            seen.append(download)
+
+        async with anyio.create_task_group() as tg:
+
+            async def pull() -> None:
+                with pytest.raises(e.DownloadCancelled):
+                    await client.pull(TINY_BERT_REPO, progress=progress)
+
+            tg.start_soon(pull)
+            with anyio.fail_after(10):
+                while not seen or seen[-1].downloaded_bytes == 0:
+                    await anyio.sleep(0.02)
+            cancelled = await client.cancel_download(seen[-1].id)
+            assert cancelled.status in {"cancelling", "cancelled"}
+        assert (await client.downloads())[0].status == "cancelled"

@@ -7,7 +7,8 @@
 - ``GET /v1/downloads``, ``POST /v1/downloads`` ``{"model", "revision"}``,
   ``GET /v1/downloads/{id}``, ``GET /v1/downloads/{id}/events`` (SSE, one event per
   progress report, then ``[DONE]``), ``DELETE /v1/downloads/{id}`` (cancel);
-- ``GET /v1/catalog`` — catalog entries, each with whether it is cached and loaded.
+- ``GET /v1/catalog`` — catalog entries, each with whether it is cached and loaded;
+- ``GET /v1/cache`` — the models in the server's cache (any repo), size and loaded state.
 
 Ids are validated as catalog aliases or ``org/name`` repo ids: never paths.
 """
@@ -174,6 +175,27 @@ async def catalog(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
+async def cache(request: Request) -> Response:
+    """The models in the server's Hugging Face cache, catalog or not, with their size."""
+    from localinfer.hub.listing import cached_models
+
+    registry = registry_of(request)
+    models = await anyio.to_thread.run_sync(cached_models)  # walks the cache: off the loop
+    data = [
+        {
+            "id": model.repo_id,
+            "object": "cached_model",
+            "size_bytes": model.size_bytes,
+            "files": model.files,
+            "revisions": len(model.revisions),
+            "last_accessed": round(model.last_accessed, 3),
+            "loaded": model.repo_id in registry,
+        }
+        for model in models
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
 routes = [
     Route("/v1/models/{model:path}/load", load_model, methods=["POST"]),
     Route("/v1/models/{model:path}", unload_model, methods=["DELETE"]),
@@ -183,4 +205,5 @@ routes = [
     Route("/v1/downloads/{id}", cancel_download, methods=["DELETE"]),
     Route("/v1/downloads/{id}/events", download_events, methods=["GET"]),
     Route("/v1/catalog", catalog, methods=["GET"]),
+    Route("/v1/cache", cache, methods=["GET"]),
 ]

@@ -1,0 +1,125 @@
+"""Device telemetry for ``/v1/stats``: NVML when importable (a fake one here), torch's
+counters otherwise, psutil for the CPU; and the route serving it with the model stats."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import localinfer
+from localinfer.server import telemetry
+from tests.client.fakes import SlowChat
+
+
+class FakeNVML(types.ModuleType):
+    """Two GPUs; the second cannot report its temperature."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self) -> None:
+        super().__init__("pynvml")
+        self.initialised = 0
+
+    def nvmlInit(self) -> None:
+        self.initialised += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> bytes:
+        return f"GPU-{handle}aaaa".encode()
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return b"NVIDIA Fake 80GB"
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
+        return types.SimpleNamespace(gpu=30 + handle, memory=5)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
+        return types.SimpleNamespace(used=(handle + 1) * 10**9, total=80 * 10**9, free=0)
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        if handle == 1:
+            raise self.NVMLError("not supported")
+        return 40
+
+
+@pytest.fixture
+def nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNVML]:
+    fake = FakeNVML()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    telemetry._nvml.cache_clear()
+    yield fake
+    telemetry._nvml.cache_clear()
+
+
+def test_the_cpu_comes_first_with_ram_from_psutil() -> None:
+    cpu = telemetry.device_telemetry()[0]
+    assert (cpu["name"], cpu["kind"], cpu["source"]) == ("cpu", "cpu", "psutil")
+    assert 0 < cpu["memory_used_bytes"] < cpu["memory_total_bytes"]
+    assert 0.0 <= cpu["utilization_percent"] <= 100.0
+
+
+def test_gpus_from_nvml(nvml: FakeNVML) -> None:
+    _, first, second = telemetry.device_telemetry()
+    assert first == {
+        "name": "cuda:0",
+        "kind": "cuda",
+        "description": "NVIDIA Fake 80GB",
+        "utilization_percent": 30.0,
+        "memory_used_bytes": 10**9,
+        "memory_total_bytes": 80 * 10**9,
+        "temperature_c": 40.0,
+        "source": "nvml",
+    }
+    assert second["name"] == "cuda:1" and second["temperature_c"] is None  # unsupported
+    telemetry.device_telemetry()
+    assert nvml.initialised == 1  # once per process
+
+
+@pytest.mark.parametrize(("visible", "expected"), [("1", [1]), ("GPU-1", [1]), ("1,0", [1, 0]),
+                                                   ("", []), ("0,7,1", [0])])  # fmt: skip
+def test_cuda_visible_devices_names_gpus_as_cuda_does(
+    nvml: FakeNVML, monkeypatch: pytest.MonkeyPatch, visible: str, expected: list[int]
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    gpus = telemetry.device_telemetry()[1:]
+    assert [g["name"] for g in gpus] == [f"cuda:{i}" for i in range(len(expected))]
+    assert [g["memory_used_bytes"] for g in gpus] == [(i + 1) * 10**9 for i in expected]
+
+
+def test_without_nvml_or_a_gpu_only_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    telemetry._nvml.cache_clear()
+    try:
+        devices = telemetry.device_telemetry()
+    finally:
+        telemetry._nvml.cache_clear()
+    import torch
+
+    if not torch.cuda.is_available():
+        assert [d["name"] for d in devices] == ["cpu"]
+
+
+@pytest.mark.anyio
+async def test_stats_carry_devices_task_and_tokens_per_second() -> None:
+    server = localinfer.Server({"chat": SlowChat(delay_s=0.0)}, device="cpu")
+    async with server, server.client() as client:
+        await client.chat("hi", max_tokens=5)
+        stats = await client.stats()
+    assert stats.devices[0].name == "cpu" and stats.devices[0].memory_total_bytes
+    chat = stats["chat"]
+    assert chat.task == "chat" and chat.succeeded == 1
+    assert chat.tokens_per_second is not None and chat.tokens_per_second > 0
+    assert chat.raw["chunks_per_second"] == chat.tokens_per_second  # the old keys stay

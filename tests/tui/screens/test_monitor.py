@@ -1,0 +1,51 @@
+"""The monitor screen polling a live server's ``/v1/stats``: the server machine's devices,
+each model's counters, their sparklines moving."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import DataTable
+
+from localinfer.client import Client
+from localinfer.tui.screens.monitor import MonitorScreen
+from localinfer.tui.widgets.gauges import DeviceRow, ThroughputRow
+from tests.tui.conftest import SIZE, app_for, wait_for
+from tests.tui.screen_text import screen_text
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_devices_and_models_refresh_about_once_a_poll(chat_client: Client) -> None:
+    app = app_for(chat_client, poll_interval_s=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        await wait_for(pilot, lambda: screen.samples >= 3, what="three polls")
+        text = screen_text(app)
+        assert "cpu" in text and "cores" in text and "(psutil)" in text  # the server's CPU
+        assert next(row.device_name for row in screen.query(DeviceRow)) == "cpu"
+        table = screen.query_one("#models", DataTable)
+        assert table.row_count == 2  # slow-chat, tiny-chat
+        assert sorted(row.model_name for row in screen.query(ThroughputRow)) == [
+            "slow-chat",
+            "tiny-chat",
+        ]
+
+        done = (await chat_client.stats())["slow-chat"].succeeded
+        await chat_client.chat("hi", model="slow-chat", max_tokens=3)
+        await wait_for(
+            pilot,
+            lambda: str(table.get_row("slow-chat")[-1]).startswith(f"{done + 1}/"),
+            what="the request counted",
+        )
+        row = next(r for r in screen.query(ThroughputRow) if r.model_name == "slow-chat")
+        assert max(row.requests.values) > 0  # the sparkline's series moved
+
+        # hidden, it stops polling; shown again, it resumes
+        await pilot.press("f2")
+        seen = screen.samples
+        await pilot.pause(0.4)
+        assert screen.samples <= seen + 1
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: screen.samples >= seen + 2, what="polling again")
