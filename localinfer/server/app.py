@@ -15,9 +15,18 @@ from localinfer.config import Settings
 from localinfer.errors import LocalInferError
 from localinfer.runtime.model import ModelDefinition
 from localinfer.runtime.registry import ModelRegistry
-from localinfer.server.errors import error_response
+from localinfer.server.errors import error_response_for
+from localinfer.server.job_io import JobWatch
 from localinfer.server.metrics import routes as metrics_routes
-from localinfer.server.middleware import APIKeyMiddleware, RequestContextMiddleware
+from localinfer.server.middleware import (
+    AllowedHosts,
+    APIKeyMiddleware,
+    CORSMiddleware,
+    HostCheckMiddleware,
+    OriginCheckMiddleware,
+    RequestContextMiddleware,
+)
+from localinfer.server.openapi import routes as openapi_routes
 from localinfer.server.routes import (
     audio,
     embeddings,
@@ -31,7 +40,7 @@ from localinfer.server.routes import (
 
 
 async def _handle_error(request: Request, exc: Exception) -> Response:
-    return error_response(exc)
+    return error_response_for(request.url.path, exc)
 
 
 def create_app(definitions: Sequence[ModelDefinition], settings: Settings) -> Starlette:
@@ -43,33 +52,54 @@ def create_app(definitions: Sequence[ModelDefinition], settings: Settings) -> St
             # a handler's call to another model gets the deadline a request would
             drain_timeout_s=settings.drain_timeout_s,
             call_timeout_s=settings.request_timeout_s,
+            hang_grace_s=settings.hang_grace_s,
+            max_abandoned_workers=settings.max_abandoned_workers,
         ) as registry:
             for definition in definitions:
                 registry.add(definition)
             app.state.registry = registry
-            async with management.management_state(app, registry, settings):
+            async with (
+                JobWatch() as app.state.job_watch,
+                management.management_state(app, registry, settings),
+            ):
                 yield
-
-    middleware = [Middleware(RequestContextMiddleware)]
-    if settings.api_key_value:
-        middleware.append(Middleware(APIKeyMiddleware, api_key=settings.api_key_value))
 
     app = Starlette(
         routes=[
+            # inference first: starlette tries routes in order, one regex each
+            *infer.routes,
+            *generation.routes,
+            *embeddings.routes,
+            *audio.routes,
+            *kserve.routes,
             *workers.routes,  # before operations' GET /v1/models/{model:path}
             *management.routes,
             *operations.routes,
             *metrics_routes,
-            *generation.routes,
-            *embeddings.routes,
-            *audio.routes,
-            *infer.routes,
-            *kserve.routes,
+            *openapi_routes,
         ],
-        middleware=middleware,
+        middleware=middleware_for(settings),
         exception_handlers={LocalInferError: _handle_error, HTTPException: _handle_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.embedding_caches = {}
     return app
+
+
+def middleware_for(settings: Settings) -> list[Middleware]:
+    """Outermost first: request ids, the Host check, CORS, the Origin check, the API key.
+
+    CORS sits outside the key check: a preflight carries no key, and a listed page can
+    read a 401. The Host check comes first: a rebound name learns nothing, not even CORS.
+    """
+    middleware = [Middleware(RequestContextMiddleware)]
+    allowed_hosts = AllowedHosts.for_bind(settings.host, settings.allowed_hosts)
+    if not allowed_hosts.any:
+        middleware.append(Middleware(HostCheckMiddleware, allowed=allowed_hosts))
+    if settings.cors_origins:
+        middleware.append(Middleware(CORSMiddleware, origins=settings.cors_origins))
+    middleware.append(Middleware(OriginCheckMiddleware, cors_origins=settings.cors_origins))
+    if settings.api_key_value:
+        middleware.append(Middleware(APIKeyMiddleware, api_key=settings.api_key_value))
+    return middleware
