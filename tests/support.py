@@ -6,6 +6,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,7 +16,9 @@ import anyio.lowlevel
 import httpx
 
 from localinfer.config import Settings
+from localinfer.plugins import discover
 from localinfer.runtime.model import ModelDefinition
+from localinfer.runtime.resolve import model_definition, resolve
 from localinfer.runtime.targets import user_code_definition
 from localinfer.server.app import create_app
 from localinfer.server.runner import serving
@@ -49,6 +53,12 @@ async def running_server(
 
 def define(target: Any, **kwargs: Any) -> ModelDefinition:
     return user_code_definition(target, **kwargs)
+
+
+def define_local(path: Path, name: str, **options: object) -> ModelDefinition:
+    """A model directory served the way ``localinfer serve <path>`` would, named ``name``."""
+    resolved = replace(resolve(str(path), discover(), options=options), name=name)
+    return model_definition(resolved)
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
-from localinfer.plugins import discover  # noqa: E402
-from localinfer.runtime.resolve import model_definition, resolve  # noqa: E402
 from tests import models  # noqa: E402
-from tests.support import ThreadedServer, define  # noqa: E402
+from tests.support import ThreadedServer, define, define_local  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -59,19 +56,14 @@ MAX_EXAMPLES = 100
 ANSWERED: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
 
 
-def _definition(path: Path, name: str, **options: object):  # type: ignore[no-untyped-def]
-    resolved = replace(resolve(str(path), discover(), options=options), name=name)
-    return model_definition(resolved)
-
-
 @pytest.fixture(scope="module")
 def fuzz_server(
     tiny_llama_dir: Path, tiny_bert_dir: Path, tiny_whisper_dir: Path
 ) -> Iterator[ThreadedServer]:
     definitions = [
-        _definition(tiny_llama_dir, CHAT),
-        _definition(tiny_bert_dir, EMBED),
-        _definition(tiny_whisper_dir, ASR, max_new_tokens=4),
+        define_local(tiny_llama_dir, CHAT),
+        define_local(tiny_bert_dir, EMBED),
+        define_local(tiny_whisper_dir, ASR, max_new_tokens=4),
         define(models.Mirror),
         define(models.InputNames),
     ]

@@ -17,17 +17,15 @@ import struct
 import time
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from localinfer.plugins import discover
-from localinfer.runtime.resolve import model_definition, resolve
 from tests import models
-from tests.support import ThreadedServer, define
+from tests.support import ThreadedServer, define, define_local
 
 CHAT, EMBED, ASR = "tiny-chat", "tiny-embed", "tiny-whisper"
 KEY = "battery-key-0123456789"
@@ -38,19 +36,14 @@ MESSAGES = [{"role": "user", "content": "Say something."}]
 GOOD_CHAT = {"model": CHAT, "messages": MESSAGES, "max_tokens": 2}
 
 
-def _definition(path: Path, name: str, **options: object):  # type: ignore[no-untyped-def]
-    resolved = replace(resolve(str(path), discover(), options=options), name=name)
-    return model_definition(resolved)
-
-
 @pytest.fixture(scope="module")
 def server(
     tiny_llama_dir: Path, tiny_bert_dir: Path, tiny_whisper_dir: Path
 ) -> Iterator[ThreadedServer]:
     definitions = [
-        _definition(tiny_llama_dir, CHAT),
-        _definition(tiny_bert_dir, EMBED),
-        _definition(tiny_whisper_dir, ASR, max_new_tokens=8),
+        define_local(tiny_llama_dir, CHAT),
+        define_local(tiny_bert_dir, EMBED),
+        define_local(tiny_whisper_dir, ASR, max_new_tokens=8),
         define(models.Echo),
         define(models.Mirror),
     ]

@@ -8,7 +8,6 @@ import math
 import struct
 import wave
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -18,18 +17,11 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
-from localinfer.plugins import discover
-from localinfer.runtime.resolve import model_definition, resolve
-from tests.support import ThreadedServer
+from tests.support import ThreadedServer, define_local
 
 pytestmark = pytest.mark.anyio
 
 CHAT, EMBED, ASR = "tiny-chat", "tiny-embed", "tiny-whisper"
-
-
-def _definition(path: Path, name: str, **options: object):  # type: ignore[no-untyped-def]
-    resolved = replace(resolve(str(path), discover(), options=options), name=name)
-    return model_definition(resolved)
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +29,10 @@ def server(
     tiny_llama_dir: Path, tiny_bert_dir: Path, tiny_whisper_dir: Path
 ) -> Iterator[ThreadedServer]:
     definitions = [
-        _definition(tiny_llama_dir, CHAT),
-        _definition(tiny_bert_dir, EMBED),
+        define_local(tiny_llama_dir, CHAT),
+        define_local(tiny_bert_dir, EMBED),
         # a random model babbles to its length limit: keep windows short to keep tests fast
-        _definition(tiny_whisper_dir, ASR, max_new_tokens=24),
+        define_local(tiny_whisper_dir, ASR, max_new_tokens=24),
     ]
     with ThreadedServer(
         definitions, max_embedding_inputs=64, max_input_chars=20_000, max_audio_seconds=120
