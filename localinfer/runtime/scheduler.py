@@ -17,6 +17,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from localinfer.errors import ModelNotReady, QueueFull
 from localinfer.runtime.job import Job
 
+#: A micro-batch closes early when no job arrived for this share of its window (but at
+#: least ``MIN_ARRIVAL_GAP_S``): the callers that were coming have come.
+ARRIVAL_GAP_OF_WINDOW = 0.1
+MIN_ARRIVAL_GAP_S = 0.001
+
 
 class StopSignal:
     """Tells one worker to stop taking jobs. Loop-side only.
@@ -99,7 +104,8 @@ class JobQueue:
 
         The window is only waited out when there is company: if nothing else is queued
         and the previous batch was a single job too, a lone caller is served at once
-        instead of paying the window. Under load batches grow, and the window applies.
+        instead of paying the window. Under load batches grow, and the window applies,
+        closing early once arrivals pause for a tenth of it.
         """
         batch: list[Job] = []
         while not batch:
@@ -126,6 +132,7 @@ class JobQueue:
             self._last_batch_size = len(batch)
             return batch
         deadline = anyio.current_time() + max(window_s, 0.0)
+        arrival_gap_s = max(window_s * ARRIVAL_GAP_OF_WINDOW, MIN_ARRIVAL_GAP_S)
         while len(batch) < max_size:
             try:
                 self._take(self._receive.receive_nowait(), batch)
@@ -137,11 +144,15 @@ class JobQueue:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 break
-            with anyio.move_on_after(remaining):
+            # a burst is over once arrivals pause: waiting out the rest of the window then
+            # only delays the whole batch
+            with anyio.move_on_after(min(remaining, arrival_gap_s)) as waited:
                 try:
                     self._take(await self._receive.receive(), batch)
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     break
+            if waited.cancelled_caught:
+                break
         self._last_batch_size = len(batch)
         return batch
 

@@ -50,10 +50,34 @@ async def test_window_gathers_late_arrivals() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(late)
         started = anyio.current_time()
-        batch = await queue.next_batch(8, window_s=0.2)
+        batch = await queue.next_batch(8, window_s=0.5)
         waited = anyio.current_time() - started
-    assert [j.payload for j in batch] == ["a", "b"]
-    assert 0.15 <= waited < 1.0  # waited out the window for more
+    assert [j.payload for j in batch] == ["a", "b"]  # b came within a pause of 0.05 s
+    # then nothing came for a tenth of the window: the batch closed, not at 0.5 s
+    assert 0.02 + 0.05 <= waited < 0.3
+
+
+async def test_steady_arrivals_keep_the_window_open_to_its_end() -> None:
+    queue = JobQueue("m", max_size=100)
+    queue.submit(job("first"))
+    queue.submit(job("second"))
+    assert len(await queue.next_batch(50, window_s=0)) == 2  # the server is busy
+    queue.submit(job(0))
+
+    async def steady() -> None:
+        for i in range(1, 40):
+            await anyio.sleep(0.01)  # closer together than the gap (0.03 s)
+            queue.submit(job(i))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(steady)
+        started = anyio.current_time()
+        batch = await queue.next_batch(50, window_s=0.3)
+        waited = anyio.current_time() - started
+        tg.cancel_scope.cancel()
+    assert 0.25 <= waited < 0.6  # the whole window, never a pause long enough to close
+    assert [j.payload for j in batch] == list(range(len(batch)))
+    assert len(batch) >= 10
 
 
 async def test_max_size_one_never_waits() -> None:
