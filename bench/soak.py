@@ -28,19 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
-import math
 import os
 import random
 import shlex
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,19 +106,6 @@ def serve(directory: Path, port: int) -> None:
 # -- the load --------------------------------------------------------------------------------
 
 
-def tone_wav(seconds: float = 1.0, hz: float = 440.0, rate: int = 16_000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        frames = (
-            int(8000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(int(rate * seconds))
-        )
-        wav.writeframes(b"".join(struct.pack("<h", f) for f in frames))
-    return buffer.getvalue()
-
-
 @dataclass
 class Tally:
     """What one kind of request got."""
@@ -153,7 +136,9 @@ class Load:
             timeout=httpx.Timeout(120.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
         )
-        self.wav = tone_wav()
+        from tests.fixtures.audio import tone_wav
+
+        self.wav = tone_wav(1.0)
 
     def tally(self, kind: str) -> Tally:
         return self.tallies.setdefault(kind, Tally())

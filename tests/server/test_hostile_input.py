@@ -9,13 +9,9 @@ After the battery the same server answers good requests and no worker restarted.
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import socket
-import struct
 import time
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +21,7 @@ import httpx
 import pytest
 
 from tests import models
+from tests.fixtures.audio import tone_wav
 from tests.support import ThreadedServer, define, define_local
 
 CHAT, EMBED, ASR = "tiny-chat", "tiny-embed", "tiny-whisper"
@@ -62,19 +59,6 @@ def server(
         body_timeout_s=5,
     ) as running:
         yield running
-
-
-def tone_wav(seconds: float = 0.5, rate: int = 16_000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        frames = (
-            int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(rate * seconds))
-        )
-        wav.writeframes(b"".join(struct.pack("<h", f) for f in frames))
-    return buffer.getvalue()
 
 
 def multipart(fields: dict[str, str], file: bytes | None, boundary: str = "b0undary") -> bytes:
@@ -245,18 +229,18 @@ CASES = [
     Case("audio-empty", "/v1/audio/transcriptions", 400, "invalid_request", "file is empty",
          content=multipart({"model": ASR}, b""), headers=FORM),
     Case("audio-truncated-wav", "/v1/audio/transcriptions", 400, "invalid_request",
-         "truncated WAV", content=multipart({"model": ASR}, tone_wav()[:5000]), headers=FORM),
+         "truncated WAV", content=multipart({"model": ASR}, tone_wav(0.5)[:5000]), headers=FORM),
     Case("audio-no-file-part", "/v1/audio/transcriptions", 400, "invalid_request", "'file'",
          content=multipart({"model": ASR}, None), headers=FORM),
     Case("audio-no-model", "/v1/audio/transcriptions", 400, "invalid_request", "model",
-         content=multipart({}, tone_wav()), headers=FORM),
+         content=multipart({}, tone_wav(0.5)), headers=FORM),
     Case("audio-unknown-format", "/v1/audio/transcriptions", 400, "invalid_request",
          "response_format", content=multipart({"model": ASR, "response_format": "mp3"},
-                                              tone_wav()), headers=FORM),
+                                              tone_wav(0.5)), headers=FORM),
     Case("audio-multipart-truncated", "/v1/audio/transcriptions", 400, "invalid_request",
-         "no 'file' part", content=multipart({"model": ASR}, tone_wav())[:-40], headers=FORM),
+         "no 'file' part", content=multipart({"model": ASR}, tone_wav(0.5))[:-40], headers=FORM),
     Case("audio-multipart-no-boundary", "/v1/audio/transcriptions", 400, "invalid_request",
-         "malformed multipart", content=multipart({"model": ASR}, tone_wav()),
+         "malformed multipart", content=multipart({"model": ASR}, tone_wav(0.5)),
          headers={"content-type": "multipart/form-data"}),
     Case("audio-too-long", "/v1/audio/transcriptions", 413, "request_too_large",
          "at most 3 s", content=multipart({"model": ASR}, tone_wav(seconds=3.5)), headers=FORM),
@@ -462,7 +446,7 @@ def test_the_server_still_serves_after_the_battery(server: ThreadedServer) -> No
     assert r.status_code == 200 and len(r.json()["data"]) == 2
     r = httpx.post(
         f"{server.url}/v1/audio/transcriptions",
-        content=multipart({"model": ASR}, tone_wav()),
+        content=multipart({"model": ASR}, tone_wav(0.5)),
         headers={**AUTH, **FORM},
         timeout=60,
     )

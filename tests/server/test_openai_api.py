@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import io
 import math
-import struct
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
+from tests.fixtures.audio import tone_wav
 from tests.support import ThreadedServer, define_local
 
 pytestmark = pytest.mark.anyio
@@ -49,19 +47,6 @@ def client(server: ThreadedServer) -> Iterator[openai.OpenAI]:
 @pytest.fixture
 def aclient(server: ThreadedServer) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
-
-
-def tone_wav(seconds: float = 2.0, hz: float = 440.0, rate: int = 16_000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        frames = (
-            int(8000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(int(rate * seconds))
-        )
-        wav.writeframes(b"".join(struct.pack("<h", f) for f in frames))
-    return buffer.getvalue()
 
 
 MESSAGES = [
@@ -321,7 +306,7 @@ async def test_concurrent_embeddings_are_micro_batched(
 def test_transcription_every_format(client: openai.OpenAI, response_format: str) -> None:
     result = client.audio.transcriptions.create(
         model=ASR,
-        file=("tone.wav", tone_wav(), "audio/wav"),
+        file=("tone.wav", tone_wav(2.0), "audio/wav"),
         response_format=response_format,  # type: ignore[arg-type]
     )
     if response_format == "json":
