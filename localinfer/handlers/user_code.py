@@ -25,6 +25,8 @@ class InferRequest:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: None: stream if ``infer`` yields; False: collect a generator's items into one reply
     stream: bool | None = None
+    #: the signature the arguments were checked against on the loop, if they were
+    bound_to: inspect.Signature | None = field(default=None, compare=False, repr=False)
 
 
 def parse_infer_request(body: Any, signature: inspect.Signature | None) -> InferRequest:
@@ -49,6 +51,7 @@ def parse_infer_request(body: Any, signature: inspect.Signature | None) -> Infer
     request = InferRequest(tuple(args), kwargs, stream)
     if signature is not None:
         bind_arguments(signature, request)
+        request = InferRequest(request.args, kwargs, stream, bound_to=signature)
     return request
 
 
@@ -144,6 +147,8 @@ class InferHandler(Handler):
             raise TypeError(f"{type(obj).__name__} has no callable 'infer' method")
         self.obj = obj
         self._signature = infer_signature(obj)
+        #: a loop-side signature found equal to ``_signature``: its checks hold here
+        self._trusted: inspect.Signature | None = None
 
     def load(self, device: str) -> None:
         call_setup(self.obj, device)
@@ -152,8 +157,13 @@ class InferHandler(Handler):
         return [self._call(request) for request in inputs]
 
     def _call(self, request: InferRequest) -> Any:
-        if self._signature is not None:
-            bind_arguments(self._signature, request)
+        signature = self._signature
+        bound_to = request.bound_to
+        if signature is not None and (bound_to is None or bound_to is not self._trusted):
+            if bound_to is not None and bound_to == signature:
+                self._trusted = bound_to  # checked on the loop already
+            else:
+                bind_arguments(signature, request)
         return self.obj.infer(*request.args, **request.kwargs)
 
     def close(self) -> None:

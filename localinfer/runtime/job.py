@@ -10,6 +10,7 @@ stream's buffer as a hard cap on memory.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ class Job:
         self.chunks = 0
         self._ended = False
         self._settled: anyio.Event | None = None
+        #: set when an event arrives for a reader that waits (see :meth:`next_event`)
+        self._arrival: anyio.Event | None = None
         self._buffer = stream_buffer
         self._stall_s = stall_s
         self._check_from = min(stream_buffer, _STALL_CHECK_ITEMS)
@@ -157,12 +160,19 @@ class Job:
     def _close(self) -> None:
         self._ended = True
         self._send.close()
+        self._wake()
 
     def _push(self, event: Event) -> None:
         try:
             self._send.send_nowait(event)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass  # the reader is gone; nothing to tell
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._arrival is not None:
+            self._arrival.set()
+            self._arrival = None
 
     def _settle(self, outcome: str) -> None:
         if self.outcome is not None:
@@ -184,7 +194,11 @@ class Job:
             try:  # no checkpoint when an event is waiting: a stream's items come in runs
                 event = self._receive.receive_nowait()
             except anyio.WouldBlock:
-                event = await self._receive.receive()
+                # wait for the next delivery, then take it from the stream: the stream's
+                # own receive() costs a checkpoint and a task lookup on every wait
+                self._arrival = arrival = anyio.Event()
+                await arrival.wait()
+                event = self._receive.receive_nowait()
             self._last_read = time.monotonic()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             # closed without a terminal event: the job was cancelled on our side
@@ -249,20 +263,54 @@ def as_localinfer_error(exc: BaseException) -> LocalInferError:
     return error
 
 
+class Outbox:
+    """The final events of a batch, held by the worker thread while its handler runs.
+
+    They cross to the loop together with the worker's request for more work: one trip
+    (one wakeup of the loop) instead of two per job. Only the final event of a job is
+    held, and only when the worker thread itself sends it: streamed items cross at once,
+    and a job finished later from another thread (continuous batching) is sent at once.
+    """
+
+    __slots__ = ("events", "thread")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Job, Event]] = []
+        self.thread = threading.get_ident()
+
+    def take(self) -> list[tuple[Job, Event]]:
+        events, self.events = self.events, []
+        return events
+
+
+def deliver_all(events: list[tuple[Job, Event]]) -> None:
+    """On the loop: deliver the events an :class:`Outbox` held, in order."""
+    for job, event in events:
+        job.deliver(event)
+
+
 class JobHandle:
     """The worker thread's view of a job: read the payload, emit, finish or fail.
 
-    Every method returns at once; events reach the loop through ``call_soon``.
+    Every method returns at once; events reach the loop through ``call_soon`` (the final
+    one through ``outbox``, if given, when sent from the worker thread).
     Implements :class:`localinfer.handlers.base.WorkItem`.
     """
 
-    __slots__ = ("_done", "_job", "_loop", "_on_done")
+    __slots__ = ("_done", "_job", "_loop", "_on_done", "_outbox")
 
-    def __init__(self, job: Job, loop: LoopHandle, on_done: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        job: Job,
+        loop: LoopHandle,
+        on_done: Callable[[], None] | None = None,
+        outbox: Outbox | None = None,
+    ):
         self._job = job
         self._loop = loop
         self._done = False
         self._on_done = on_done
+        self._outbox = outbox
         job.started_at = time.perf_counter()
 
     @property
@@ -292,7 +340,7 @@ class JobHandle:
         if self._done:
             raise RuntimeError("finish() called twice")
         self._done = True
-        self._send(Done(result))
+        self._send_final(Done(result))
         if self._on_done is not None:
             self._on_done()
 
@@ -311,7 +359,14 @@ class JobHandle:
                 classified.message,
                 exc_info=error,
             )
-        self._send(Failure(classified))
+        self._send_final(Failure(classified))
+
+    def _send_final(self, event: Event) -> None:
+        outbox = self._outbox
+        if outbox is not None and outbox.thread == threading.get_ident():
+            outbox.events.append((self._job, event))
+        else:
+            self._send(event)
 
     def _send(self, event: Event) -> None:
         try:

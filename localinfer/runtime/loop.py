@@ -2,12 +2,18 @@
 
 ``call_soon`` is fire-and-forget (the worker never waits for the loop: one call per
 generated token must stay cheap); ``run`` blocks the calling worker until an async
-function finishes on the loop (used only to take the next batch, once per batch).
+function finishes on the loop (used only to take the next batch of a batching worker).
+
+Calls from threads are coalesced: they go into one queue, and the loop is woken (a
+write to its self-pipe, a system call that also hands the GIL over) only when no wakeup
+is already on its way. Under load many calls cross in one wakeup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -15,6 +21,11 @@ import anyio.from_thread
 import anyio.lowlevel
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+#: calls run per wakeup at most before the loop gets a turn for other work
+_CALLS_PER_WAKEUP = 1024
 
 
 _LOOP_GONE = {"CancelledError", "RunFinishedError", "Cancelled", "NoEventLoopError"}
@@ -35,6 +46,9 @@ class LoopHandle:
 
     def __init__(self, token: anyio.lowlevel.EventLoopToken):
         self._token = token
+        self._calls: deque[tuple[Callable[..., object], tuple[object, ...]]] = deque()
+        #: a wakeup is scheduled and has not started running the calls yet
+        self._wakeup_due = False
         native = token.native_token
         if isinstance(native, asyncio.AbstractEventLoop):
             self._schedule: Callable[..., Any] = native.call_soon_threadsafe
@@ -47,11 +61,40 @@ class LoopHandle:
         return cls(anyio.lowlevel.current_token())
 
     def call_soon(self, fn: Callable[..., object], *args: object) -> None:
-        """Schedule ``fn(*args)`` on the loop and return at once."""
+        """Schedule ``fn(*args)`` on the loop and return at once (calls run in order)."""
+        self._calls.append((fn, args))
+        if not self._wakeup_due:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._wakeup_due = True
         try:
-            self._schedule(fn, *args)
+            self._schedule(self._run_calls)
         except RuntimeError as exc:  # asyncio: loop closed; trio: RunFinishedError
+            self._wakeup_due = False
             raise LoopClosed(str(exc)) from exc
+
+    def _run_calls(self) -> None:
+        """On the loop: run the calls queued so far.
+
+        The flag is cleared before the queue is read: a call queued meanwhile either is
+        run here or finds the flag clear and schedules another wakeup, never neither.
+        """
+        self._wakeup_due = False
+        calls = self._calls
+        for _ in range(_CALLS_PER_WAKEUP):
+            if not calls:
+                return
+            fn, args = calls.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("error in a call from a worker thread to the loop")
+        if calls and not self._wakeup_due:  # more than one turn's worth: go on next turn
+            try:
+                self._wake()
+            except LoopClosed:
+                pass
 
     def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: object) -> T:
         """Run ``await fn(*args)`` on the loop, blocking this (worker) thread for the result."""

@@ -9,11 +9,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from queue import SimpleQueue
 from typing import TYPE_CHECKING
 
 from localinfer.errors import WorkerCrashed
 from localinfer.handlers.base import bind_context
-from localinfer.runtime.job import Job, JobHandle
+from localinfer.runtime.job import Event, Job, JobHandle, Outbox, deliver_all
 from localinfer.runtime.loop import LoopClosed, LoopHandle
 from localinfer.runtime.scheduler import JobQueue, StopSignal
 
@@ -119,6 +120,10 @@ class DeviceWorker:
         self._max_batch_size = max_batch_size
         self._batch_window_s = batch_window_s
         self._prefetch = prefetch
+        #: without a batching window jobs are offered on the loop (no task per trip) and
+        #: handed over here, as the number of jobs put in ``_pending`` (0: stop)
+        self._offered = batch_window_s <= 0 or max_batch_size <= 1
+        self._handoff: SimpleQueue[int] = SimpleQueue()
         #: workers sharing the queue (the fair share of prefetching); updated when scaling
         self.peers = peers
         self._loop = loop
@@ -163,6 +168,7 @@ class DeviceWorker:
         exit_state, exit_error = WorkerState.STOPPED, None
         in_flight = max(1, int(getattr(handler, "max_in_flight", 1)))
         slots = threading.BoundedSemaphore(in_flight) if in_flight > 1 else None
+        outbox = Outbox()
         try:
             while not self.abandoned:
                 size = (
@@ -170,10 +176,14 @@ class DeviceWorker:
                     if slots is None
                     else _take_slots(slots, self._max_batch_size)
                 )
+                prefetch = self._prefetch if slots is None else 1
                 try:
-                    taken = self._loop.run(
-                        partial(self._take, size, prefetch=self._prefetch if slots is None else 1)
-                    )
+                    if self._offered:  # the last batch's answers go with the request for more
+                        self._loop.call_soon(self._deliver_and_offer, outbox.take(), size, prefetch)
+                        taken = self._handoff.get()
+                    else:
+                        self._flush(outbox)
+                        taken = self._loop.run(partial(self._take, size, prefetch=prefetch))
                 except LoopClosed:
                     break
                 if slots is not None:
@@ -183,18 +193,21 @@ class DeviceWorker:
                     break
                 if self._max_batch_size == 1 and slots is None:
                     while batch := self._claim(1):  # prefetched: served one at a time, in order
-                        self._serve(handler, batch, None)
+                        self._flush(outbox)
+                        self._serve(handler, batch, None, outbox)
                 elif batch := self._claim(taken):
-                    self._serve(handler, batch, slots)
+                    self._serve(handler, batch, slots, outbox)
                 elif slots is not None:  # taken back by the loop meanwhile
                     for _ in range(taken):
                         slots.release()
+            self._flush(outbox)
             if slots is not None:  # let items still generating finish before closing
                 for _ in range(in_flight):
                     slots.acquire()
         except BaseException as exc:
             logger.critical("model %s worker %d died: %r", self.model, self.index, exc)
             exit_state, exit_error = WorkerState.DEAD, exc
+            self._flush(outbox)
         finally:
             try:
                 handler.close()
@@ -204,6 +217,28 @@ class DeviceWorker:
         self._report(exit_state, exit_error)
 
     # -- taking jobs ---------------------------------------------------------------------
+
+    def _flush(self, outbox: Outbox) -> None:
+        """In the thread: send the answers the outbox holds."""
+        if outbox.events:
+            try:
+                self._loop.call_soon(deliver_all, outbox.take())
+            except LoopClosed:
+                pass  # the server is gone; nobody is waiting
+
+    def _deliver_and_offer(self, events: list[tuple[Job, Event]], size: int, prefetch: int) -> None:
+        """On the loop: deliver the last batch's answers, then ask for jobs."""
+        deliver_all(events)
+        self._offer(size, prefetch)
+
+    def _offer(self, size: int, prefetch: int) -> None:
+        """On the loop: ask the queue for jobs; they are handed over when there are some."""
+        self._queue.offer(self._hand, size, prefetch=prefetch, workers=self.peers, stop=self.stop)
+
+    def _hand(self, batch: list[Job]) -> None:
+        """On the loop: these jobs are this worker's now; wake the thread."""
+        self._pending.extend(batch)
+        self._handoff.put(len(batch))
 
     async def _take(self, size: int, *, prefetch: int) -> int:
         """On the loop: wait for a batch, keep it as this worker's pending jobs; its size."""
@@ -257,10 +292,17 @@ class DeviceWorker:
     # -- serving --------------------------------------------------------------------------
 
     def _serve(
-        self, handler: Handler, batch: list[Job], slots: threading.BoundedSemaphore | None
+        self,
+        handler: Handler,
+        batch: list[Job],
+        slots: threading.BoundedSemaphore | None,
+        outbox: Outbox,
     ) -> None:
         release = None if slots is None else slots.release
-        items = [JobHandle(job, self._loop, on_done=release) for job in batch]
+        # a lone job's answer may wait for the handler to return (it is about to); answers
+        # in a batch go as each is ready
+        held = outbox if len(batch) == 1 and slots is None else None
+        items = [JobHandle(job, self._loop, on_done=release, outbox=held) for job in batch]
         self.batches += 1
         try:
             handler.process(items)

@@ -7,7 +7,7 @@ import pytest
 
 from localinfer.errors import QueueFull
 from localinfer.runtime.job import Job
-from localinfer.runtime.scheduler import JobQueue, retry_after_seconds
+from localinfer.runtime.scheduler import JobQueue, StopSignal, retry_after_seconds
 
 pytestmark = pytest.mark.anyio
 
@@ -38,9 +38,9 @@ async def test_batch_fills_up_to_max_size_without_waiting() -> None:
 
 async def test_window_gathers_late_arrivals() -> None:
     queue = JobQueue("m", max_size=10)
-    queue.submit(job("first"))
-    queue.submit(job("second"))
-    assert len(await queue.next_batch(8, window_s=0)) == 2  # the server is busy
+    for name in ("first", "second", "third"):
+        queue.submit(job(name))
+    assert len(await queue.next_batch(8, window_s=0)) == 3  # the server is busy
     queue.submit(job("a"))
 
     async def late() -> None:
@@ -59,9 +59,9 @@ async def test_window_gathers_late_arrivals() -> None:
 
 async def test_steady_arrivals_keep_the_window_open_to_its_end() -> None:
     queue = JobQueue("m", max_size=100)
-    queue.submit(job("first"))
-    queue.submit(job("second"))
-    assert len(await queue.next_batch(50, window_s=0)) == 2  # the server is busy
+    for i in range(45):
+        queue.submit(job(f"busy {i}"))
+    assert len(await queue.next_batch(50, window_s=0)) == 45  # the server is busy
     queue.submit(job(0))
 
     async def steady() -> None:
@@ -78,6 +78,29 @@ async def test_steady_arrivals_keep_the_window_open_to_its_end() -> None:
     assert 0.25 <= waited < 0.6  # the whole window, never a pause long enough to close
     assert [j.payload for j in batch] == list(range(len(batch)))
     assert len(batch) >= 10
+
+
+async def test_a_batch_closes_once_as_many_as_last_time_are_back() -> None:
+    queue = JobQueue("m", max_size=10)
+    for name in ("first", "second", "third"):
+        queue.submit(job(name))
+    assert len(await queue.next_batch(8, window_s=0)) == 3
+    queue.submit(job("a"))
+
+    async def the_others_come_back() -> None:
+        for name in ("b", "c", "d"):
+            await anyio.sleep(0.02)  # closer together than the gap (0.1 s)
+            queue.submit(job(name))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(the_others_come_back)
+        started = anyio.current_time()
+        batch = await queue.next_batch(8, window_s=1.0)
+        waited = anyio.current_time() - started
+    # closed when the third came: neither a pause nor the window was waited for, and
+    # "d", which came within the gap, went to the next batch
+    assert [j.payload for j in batch] == ["a", "b", "c"]
+    assert 0.04 <= waited < 0.12
 
 
 async def test_max_size_one_never_waits() -> None:
@@ -127,3 +150,87 @@ def test_retry_after_follows_throughput() -> None:
     assert retry_after_seconds(100, 0.0) == 1.0
     assert retry_after_seconds(100, 10.0) == 10.0
     assert retry_after_seconds(1, 100.0) == 1.0
+
+
+# -- offer: workers that take jobs as they come, without a task per trip ----------------------
+
+
+class Taker:
+    """Records what the queue hands a worker."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[object]] = []
+
+    def __call__(self, batch: list[Job]) -> None:
+        self.batches.append([j.payload for j in batch])
+
+
+async def test_offer_hands_what_is_queued_at_once() -> None:
+    queue = JobQueue("m", max_size=10)
+    for i in range(3):
+        queue.submit(job(i))
+    taker = Taker()
+    queue.offer(taker, 8)
+    assert taker.batches == [[0, 1, 2]]
+    assert queue.depth == 0
+
+
+async def test_offer_waits_for_the_next_submission_first_come_first_served() -> None:
+    queue = JobQueue("m", max_size=10)
+    first, second = Taker(), Taker()
+    queue.offer(first, 1)
+    queue.offer(second, 1)
+    assert first.batches == second.batches == []
+    queue.submit(job("a"))
+    assert first.batches == [["a"]] and second.batches == []
+    queue.submit(job("b"))
+    assert second.batches == [["b"]]
+
+
+async def test_offer_takes_a_fair_share_of_the_queue_up_to_the_prefetch() -> None:
+    queue = JobQueue("m", max_size=100)
+    for i in range(40):
+        queue.submit(job(i))
+    taker = Taker()
+    queue.offer(taker, 1, prefetch=16, workers=4)  # the first, then 39 // 4 = 9 more
+    assert taker.batches == [list(range(10))]
+    queue.offer(taker, 1, prefetch=4, workers=1)  # capped by the prefetch
+    assert taker.batches[1] == list(range(10, 14))
+
+
+async def test_offer_drops_cancelled_jobs_and_keeps_waiting() -> None:
+    queue = JobQueue("m", max_size=10)
+    taker = Taker()
+    queue.offer(taker, 1)
+    gone = job("gone")
+    gone.cancel("caller went away")
+    queue.submit(gone)  # handed to nobody: dropped
+    assert taker.batches == [] and queue.dropped == 1
+    queue.submit(job("live"))
+    assert taker.batches == [["live"]]
+
+
+async def test_a_stop_or_a_close_ends_the_wait_with_an_empty_batch() -> None:
+    queue = JobQueue("m", max_size=10)
+    stopped, closed = Taker(), Taker()
+    stop = StopSignal()
+    queue.offer(stopped, 1, stop=stop)
+    queue.offer(closed, 1)
+    stop.trigger()
+    assert stopped.batches == [[]]
+    queue.close()
+    assert closed.batches == [[]]
+    queue.offer(closed, 1)  # closed and drained: the end, at once
+    assert closed.batches == [[], []]
+
+
+async def test_a_stop_after_the_hand_over_changes_nothing() -> None:
+    queue = JobQueue("m", max_size=10)
+    taker = Taker()
+    stop = StopSignal()
+    queue.offer(taker, 1, stop=stop)
+    queue.submit(job("a"))
+    stop.trigger()  # the worker got its job: nothing to withdraw
+    assert taker.batches == [["a"]]
+    queue.offer(taker, 1, stop=stop)  # and the next offer ends at once
+    assert taker.batches == [["a"], []]
