@@ -20,10 +20,9 @@ from localinfer.server.job_io import JobWatch
 from localinfer.server.metrics import routes as metrics_routes
 from localinfer.server.middleware import (
     AllowedHosts,
-    APIKeyMiddleware,
     CORSMiddleware,
-    HostCheckMiddleware,
-    OriginCheckMiddleware,
+    Guard,
+    GuardMiddleware,
     RequestContextMiddleware,
 )
 from localinfer.server.openapi import routes as openapi_routes
@@ -92,14 +91,17 @@ def middleware_for(settings: Settings) -> list[Middleware]:
 
     CORS sits outside the key check: a preflight carries no key, and a listed page can
     read a 401. The Host check comes first: a rebound name learns nothing, not even CORS.
+    Without CORS, all checks run in the request-id middleware, in that order, reading
+    the headers once.
     """
-    middleware = [Middleware(RequestContextMiddleware)]
     allowed_hosts = AllowedHosts.for_bind(settings.host, settings.allowed_hosts)
-    if not allowed_hosts.any:
-        middleware.append(Middleware(HostCheckMiddleware, allowed=allowed_hosts))
-    if settings.cors_origins:
-        middleware.append(Middleware(CORSMiddleware, origins=settings.cors_origins))
-    middleware.append(Middleware(OriginCheckMiddleware, cors_origins=settings.cors_origins))
-    if settings.api_key_value:
-        middleware.append(Middleware(APIKeyMiddleware, api_key=settings.api_key_value))
-    return middleware
+    api_key = settings.api_key_value or None
+    if not settings.cors_origins:
+        guard = Guard(allowed_hosts=allowed_hosts, cors_origins=(), api_key=api_key)
+        return [Middleware(RequestContextMiddleware, guard=guard)]
+    inner = Guard(cors_origins=settings.cors_origins, api_key=api_key)
+    return [
+        Middleware(RequestContextMiddleware, guard=Guard(allowed_hosts=allowed_hosts)),
+        Middleware(CORSMiddleware, origins=settings.cors_origins),
+        *([Middleware(GuardMiddleware, guard=inner)] if inner.checks else []),
+    ]

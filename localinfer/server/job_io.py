@@ -4,14 +4,15 @@ A request waits on its job's result stream with a plain ``await``: no cancel sco
 wait. Deadlines and disconnects reach the reader as events in that stream instead,
 raised by :class:`JobWatch`, one task per server that looks at each job once, shortly
 after it was submitted. Most jobs are finished by then and cost nothing more; a job
-still running gets a follower task that ends it at its deadline (504) and, while a
-request waits for a whole result, watches the connection (a disconnect cancels the
-job, so a queued one is dropped before it runs). A streaming response cancels its job
+still running is followed: the watch ends it at its deadline (504) and, while a
+request waits for a whole result, a task watches the connection (a disconnect cancels
+the job, so a queued one is dropped before it runs). A streaming response cancels its job
 when starlette stops it on disconnect.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +31,7 @@ from localinfer.runtime.job import Chunk, Done, Job
 T = TypeVar("T")
 
 #: how long after submission a job is looked at: most finish sooner, and following one
-#: (a task, a cancel scope) costs about a tenth of a no-op request's CPU time
+#: costs (for a request waiting for a whole result, a task and a cancel scope)
 WATCH_AFTER_S = 0.05
 #: the watch wakes at most this often (a check may come up to this much late)
 TICK_S = 0.01
@@ -45,7 +46,7 @@ class ClientGone(LocalInferError):
 class Watched:
     """One job under watch: its deadline and the connection of the request waiting on it."""
 
-    __slots__ = ("check_at", "deadline", "job", "request", "task_group", "timeout_s", "watcher")
+    __slots__ = ("check_at", "deadline", "job", "request", "spawn", "timeout_s", "watcher")
 
     def __init__(self, job: Job, timeout_s: float, now: float):
         self.job = job
@@ -54,14 +55,14 @@ class Watched:
         self.check_at = now + WATCH_AFTER_S
         #: the request waiting for a whole result, whose connection is to be watched
         self.request: Request | None = None
-        #: the follower's task group, once the job is followed
-        self.task_group: TaskGroup | None = None
+        #: starts a task in the watch's task group, once the job is followed
+        self.spawn: Callable[..., Any] | None = None
         self.watcher: anyio.CancelScope | None = None
 
     def watch(self, request: Request) -> None:
         self.request = request
-        if self.task_group is not None and self.watcher is None:
-            self.task_group.start_soon(self._watch_connection, request)
+        if self.spawn is not None and self.watcher is None:
+            self.spawn(self._watch_connection, request)
 
     def unwatch(self) -> None:
         self.request = None
@@ -85,16 +86,23 @@ class JobWatch:
     """Deadlines and disconnect watching for every job a request waits on.
 
     Use as ``async with JobWatch() as watch:`` on the loop for the server's lifetime.
-    Jobs are checked in submission order (all share one delay, so a deque is a queue
-    sorted by due time), in sweeps at most ``TICK_S`` apart.
+    One task does it all, in sweeps at most ``TICK_S`` apart: jobs are looked at in
+    submission order (all share one delay, so a deque is a queue sorted by due time);
+    one still running is followed: each sweep ends it once past its deadline, and a
+    request waiting for its whole result gets a task that watches its connection.
     """
 
     def __init__(self) -> None:
         self._due: deque[Watched] = deque()
+        #: jobs still running when looked at, until they settle
+        self._followed: list[Watched] = []
         self._task_group: TaskGroup | None = None
         self._wakeup: anyio.Event | None = None
-        #: jobs followed now: still running after ``WATCH_AFTER_S``
-        self.following = 0
+
+    @property
+    def following(self) -> int:
+        """Jobs followed now: still running after ``WATCH_AFTER_S``."""
+        return sum(w.job.outcome is None for w in self._followed)
 
     async def __aenter__(self) -> JobWatch:
         self._task_group = anyio.create_task_group()
@@ -126,42 +134,49 @@ class JobWatch:
     async def _sweep(self) -> None:
         due = self._due
         while True:
-            if not due:
+            if not due and not self._followed:
                 self._wakeup = anyio.Event()
                 await self._wakeup.wait()
                 continue
-            await anyio.sleep(max(due[0].check_at - time.monotonic(), TICK_S))
+            now = time.monotonic()
+            wake_at = min(
+                due[0].check_at if due else math.inf,
+                min((w.deadline for w in self._followed), default=math.inf),
+            )
+            # a job added meanwhile is due no sooner than WATCH_AFTER_S from now
+            await anyio.sleep(min(max(wake_at - now, TICK_S), WATCH_AFTER_S))
             now = time.monotonic()
             while due and due[0].check_at <= now:
                 watched = due.popleft()
                 if watched.job.outcome is None:
-                    assert self._task_group is not None
-                    self._task_group.start_soon(self._follow, watched)
+                    self._follow(watched)
+            if self._followed:
+                self._check_followed(now)
 
-    async def _follow(self, watched: Watched) -> None:
-        job = watched.job
-        self.following += 1
-        try:
-            await self._follow_until_settled(watched)
-        finally:
-            self.following -= 1
-        if job.outcome is None:
-            job.abort(
-                RequestTimeout(
-                    f"the request did not finish within {watched.timeout_s:g} s and was cancelled"
+    def _follow(self, watched: Watched) -> None:
+        assert self._task_group is not None
+        watched.spawn = self._task_group.start_soon
+        if watched.request is not None:
+            watched.watch(watched.request)
+        self._followed.append(watched)
+
+    def _check_followed(self, now: float) -> None:
+        """Forget settled jobs; end those past their deadline."""
+        still = []
+        for watched in self._followed:
+            job = watched.job
+            if job.outcome is None and now >= watched.deadline:
+                job.abort(
+                    RequestTimeout(
+                        f"the request did not finish within {watched.timeout_s:g} s "
+                        "and was cancelled"
+                    )
                 )
-            )
-
-    @staticmethod
-    async def _follow_until_settled(watched: Watched) -> None:
-        async with anyio.create_task_group() as tg:
-            watched.task_group = tg
-            if watched.request is not None:
-                watched.watch(watched.request)
-            with anyio.move_on_after(watched.deadline - time.monotonic()):
-                await watched.job.settled()
-            watched.task_group = None
-            tg.cancel_scope.cancel()
+            if job.outcome is None:
+                still.append(watched)
+            else:
+                watched.unwatch()
+        self._followed = still
 
 
 class JobReader:

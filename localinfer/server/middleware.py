@@ -49,17 +49,28 @@ _ids = RequestIds()
 
 class RequestContextMiddleware:
     """Gives every request an id (``x-request-id``, the caller's if it is sane), logs it,
-    and turns any error that escaped the app into an OpenAI error body carrying that id."""
+    turns any error that escaped the app into an OpenAI error body carrying that id, and
+    runs ``guard``'s checks (one pass over the headers for all of them)."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, guard: Guard | None = None):
         self.app = app
+        self.guard = guard if guard is not None and guard.checks else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if self.guard is None or (refusal := self.guard.refusal(scope)) is None:
+                await self.app(scope, receive, send)
+            else:
+                await refusal(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id", "")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else _ids.next()
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                if _SAFE_REQUEST_ID.match(incoming):
+                    request_id = incoming
+                break
+        request_id = request_id or _ids.next()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -75,7 +86,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if self.guard is None or (refusal := self.guard.refusal(scope)) is None:
+                await self.app(scope, receive, send_with_id)
+            else:
+                await refusal(scope, receive, send_with_id)
         except ClientDisconnect:
             status = status or 499  # nginx's "client closed request", for the log line only
         except Exception as exc:
@@ -93,37 +107,18 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class APIKeyMiddleware:
-    """Requires ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (constant-time check)."""
+class GuardMiddleware:
+    """Runs ``guard``'s checks; for those that sit inside CORS (see ``middleware_for``)."""
 
-    def __init__(self, app: ASGIApp, api_key: str):
+    def __init__(self, app: ASGIApp, guard: Guard):
         self.app = app
-        self._key = api_key.encode()
-
-    def _authorised(self, headers: Headers) -> bool:
-        presented = headers.get("x-api-key")
-        if presented is None:
-            auth = headers.get("authorization", "")
-            scheme, _, credentials = auth.partition(" ")
-            presented = credentials.strip() if scheme.lower() == "bearer" else None
-        if presented is None:
-            return False
-        # starlette decodes header bytes as latin-1: encoding back gives the bytes sent,
-        # so a key that is not ASCII matches when the client sends it as UTF-8
-        return hmac.compare_digest(presented.encode("latin-1"), self._key)
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._authorised(Headers(scope=scope)):
+        if (refusal := self.guard.refusal(scope)) is None:
             await self.app(scope, receive, send)
-            return
-        response = error_response_for(
-            scope["path"],
-            AuthenticationFailed(
-                "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
-            ),
-        )
-        response.headers["WWW-Authenticate"] = "Bearer"
-        await response(scope, receive, send)
+        else:
+            await refusal(scope, receive, send)
 
 
 # -- browsers: DNS rebinding, cross-site requests, CORS ------------------------------------
@@ -214,39 +209,6 @@ class AllowedHosts:
         return False
 
 
-class HostCheckMiddleware:
-    """Answers 400 to a request whose ``Host`` header is not one this server answers to.
-
-    A page on ``http://evil.example`` whose DNS name is re-pointed at 127.0.0.1 (DNS
-    rebinding) reaches a loopback server as a same-origin request, so the browser lets
-    it read the answers; its ``Host`` header still says ``evil.example``, which is what
-    this refuses. A request without ``Host`` (HTTP/1.0, not a browser) passes.
-    """
-
-    def __init__(self, app: ASGIApp, allowed: AllowedHosts):
-        self.app = app
-        self.allowed = allowed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        host = Headers(scope=scope).get("host")
-        if host is None or self.allowed.allows(host):
-            await self.app(scope, receive, send)
-            return
-        logger.warning("refused Host header %.100r", host)
-        response = error_response_for(
-            scope["path"],
-            HostNotAllowed(
-                f"the Host header {host[:100]!r} is not one this server answers to; "
-                "add it to allowed_hosts (--allowed-hosts) if it is yours",
-                param="host",
-            ),
-        )
-        await response(scope, receive, send)
-
-
 def same_origin(origin: str, host: str) -> bool:
     """Whether a browser's ``Origin`` names the server the request reached (``Host``)."""
     try:
@@ -261,38 +223,127 @@ def same_origin(origin: str, host: str) -> bool:
     return parts.hostname.rstrip(".") == name and (origin_port or default) == (port or default)
 
 
-class OriginCheckMiddleware:
-    """Refuses (403) a state-changing request a browser sent from a page of another origin.
+#: distinct ``Host`` values whose verdict is remembered (a server sees a handful)
+_HOST_VERDICTS = 64
 
-    A page may POST to any address without asking first when the body looks like a
-    form or text (a "simple" request): it cannot read the answer, but the request runs.
-    Browsers send ``Origin`` with every such request; programs (the SDKs, curl) do not.
-    So a request with an ``Origin`` that is neither this server nor one of
-    ``cors_origins`` is refused before it does anything. Safe methods pass.
+
+class Guard:
+    """The checks a request passes before it reaches a route, read in one pass over its
+    headers (each is off when its argument is ``None``):
+
+    - ``allowed_hosts``: the ``Host`` header must be one this server answers to (400).
+      A page on ``http://evil.example`` whose DNS name is re-pointed at 127.0.0.1 (DNS
+      rebinding) reaches a loopback server as a same-origin request, so the browser lets
+      it read the answers; its ``Host`` header still says ``evil.example``, which is what
+      this refuses. A request without ``Host`` (HTTP/1.0, not a browser) passes.
+    - ``cors_origins``: a state-changing request a browser sent from a page of another
+      origin is refused (403). A page may POST to any address without asking first when
+      the body looks like a form or text (a "simple" request): it cannot read the answer,
+      but the request runs. Browsers send ``Origin`` with every such request; programs
+      (the SDKs, curl) do not. So a request whose ``Origin`` is neither this server nor
+      one of ``cors_origins`` is refused before it does anything. Safe methods pass.
+    - ``api_key``: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401,
+      constant-time comparison).
     """
 
-    def __init__(self, app: ASGIApp, cors_origins: Collection[str]):
-        self.app = app
-        self.any_origin = "*" in cors_origins
-        self.origins = frozenset(o.rstrip("/") for o in cors_origins)
+    def __init__(
+        self,
+        *,
+        allowed_hosts: AllowedHosts | None = None,
+        cors_origins: Collection[str] | None = None,
+        api_key: str | None = None,
+    ):
+        self.allowed_hosts = None if allowed_hosts is None or allowed_hosts.any else allowed_hosts
+        self.check_origin = cors_origins is not None and "*" not in cors_origins
+        self.origins = frozenset(o.rstrip("/") for o in cors_origins or ())
+        self._key = api_key.encode() if api_key else None
+        self._host_verdicts: dict[bytes, bool] = {}
 
-    def _allowed(self, headers: Headers) -> bool:
-        origin = headers.get("origin")
-        if origin is None or self.any_origin or origin in self.origins:
+    @property
+    def checks(self) -> bool:
+        """Whether there is anything to check."""
+        return self.allowed_hosts is not None or self.check_origin or self._key is not None
+
+    def refusal(self, scope: Scope) -> Response | None:
+        """The error answer for a request that may not pass, or ``None``."""
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            return None
+        host = origin = api_key = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"x-api-key":
+                api_key = value
+            elif name == b"authorization":
+                authorization = value
+        if self.allowed_hosts is not None and host is not None and not self._host_allowed(host):
+            return self._refuse_host(scope, host.decode("latin-1"))
+        if kind != "http":
+            return None
+        if (
+            self.check_origin
+            and origin is not None
+            and scope["method"] not in _SAFE_METHODS
+            and not self._origin_allowed(origin.decode("latin-1"), host)
+        ):
+            return self._refuse_origin(scope, origin.decode("latin-1"))
+        if self._key is not None and not self._authorised(api_key, authorization):
+            response = error_response_for(
+                scope["path"],
+                AuthenticationFailed(
+                    "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+                ),
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return None
+
+    def _host_allowed(self, host: bytes) -> bool:
+        verdict = self._host_verdicts.get(host)
+        if verdict is None:
+            assert self.allowed_hosts is not None
+            verdict = self.allowed_hosts.allows(host.decode("latin-1"))
+            if len(self._host_verdicts) >= _HOST_VERDICTS:
+                self._host_verdicts.clear()
+            self._host_verdicts[host] = verdict
+        return verdict
+
+    def _origin_allowed(self, origin: str, host: bytes | None) -> bool:
+        if origin in self.origins:
             return True
-        return same_origin(origin, headers.get("host", ""))
+        return same_origin(origin, "" if host is None else host.decode("latin-1"))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in _SAFE_METHODS:
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        if self._allowed(headers):
-            await self.app(scope, receive, send)
-            return
-        origin = headers.get("origin", "")
+    def _authorised(self, api_key: bytes | None, authorization: bytes | None) -> bool:
+        assert self._key is not None
+        presented = api_key
+        if presented is None:
+            # starlette decodes header bytes as latin-1; the key is compared as the bytes
+            # sent, so a key that is not ASCII matches when the client sends it as UTF-8
+            scheme, _, credentials = (authorization or b"").decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer":
+                return False
+            presented = credentials.strip().encode("latin-1")
+        return hmac.compare_digest(presented, self._key)
+
+    @staticmethod
+    def _refuse_host(scope: Scope, host: str) -> Response:
+        logger.warning("refused Host header %.100r", host)
+        return error_response_for(
+            scope["path"],
+            HostNotAllowed(
+                f"the Host header {host[:100]!r} is not one this server answers to; "
+                "add it to allowed_hosts (--allowed-hosts) if it is yours",
+                param="host",
+            ),
+        )
+
+    @staticmethod
+    def _refuse_origin(scope: Scope, origin: str) -> Response:
         logger.warning("refused a cross-site %s from origin %.100r", scope["method"], origin)
-        response = error_response_for(
+        return error_response_for(
             scope["path"],
             OriginNotAllowed(
                 f"requests from the web page origin {origin[:100]!r} are not allowed; "
@@ -300,7 +351,6 @@ class OriginCheckMiddleware:
                 param="origin",
             ),
         )
-        await response(scope, receive, send)
 
 
 #: headers a page may read from a cross-origin answer

@@ -7,6 +7,7 @@ forward pass. Repeated inputs are answered from a per-model LRU cache.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 
 import numpy as np
 from starlette.requests import Request
@@ -18,6 +19,7 @@ from localinfer.handlers.tasks import EMBEDDINGS, EmbeddingRequest, EmbeddingRes
 from localinfer.server import protocol as p
 from localinfer.server.bodies import read_json
 from localinfer.server.embedding_cache import EmbeddingCache
+from localinfer.server.encoding import JSON_CONTENT_TYPE, RawResponse
 from localinfer.server.routes.common import model_for_task, run_to_result
 from localinfer.server.state import settings_of
 
@@ -30,10 +32,10 @@ def cache_for(request: Request, model: str) -> EmbeddingCache:
     return cache
 
 
-def encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+def encode(vector: Sequence[float] | np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":
-        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
-    return vector.tolist()  # type: ignore[no-any-return]
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+    return vector if isinstance(vector, list) else np.asarray(vector).tolist()
 
 
 async def embeddings(request: Request) -> Response:
@@ -59,7 +61,7 @@ async def embeddings(request: Request) -> Response:
     model = model_for_task(request, body.model, EMBEDDINGS)
     cache = cache_for(request, model.name)
 
-    vectors: list[np.ndarray | None] = [None] * len(texts)
+    vectors: list[Sequence[float] | None] = [None] * len(texts)
     tokens = [0] * len(texts)
     missing: dict[str, list[int]] = {}
     for index, text in enumerate(texts):
@@ -74,7 +76,7 @@ async def embeddings(request: Request) -> Response:
             request, model, EmbeddingRequest(texts=tuple(unique), dimensions=body.dimensions)
         )
         assert isinstance(result, EmbeddingResult)
-        computed = np.asarray(result.vectors, dtype=np.float32)
+        computed = result.vectors  # float32 values, as lists or an array
         per_text = result.text_tokens
         if len(per_text) != len(unique):
             raise HandlerFailed("the embeddings handler did not report tokens per text")
@@ -83,15 +85,16 @@ async def embeddings(request: Request) -> Response:
             for index in missing[text]:
                 vectors[index], tokens[index] = vector, count
     prompt_tokens = sum(tokens)
-    reply = p.EmbeddingList(
+    # built from values made here, so not validated again (384 floats a vector)
+    reply = p.EmbeddingList.model_construct(
         data=[
-            p.Embedding(index=i, embedding=encode(v, body.encoding_format))  # type: ignore[arg-type]
+            p.Embedding.model_construct(index=i, embedding=encode(v, body.encoding_format))  # type: ignore[arg-type]
             for i, v in enumerate(vectors)
         ],
         model=body.model,
         usage=p.Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
     )
-    return Response(reply.model_dump_json(), media_type="application/json")
+    return RawResponse(reply.model_dump_json().encode(), [JSON_CONTENT_TYPE])
 
 
 routes = [Route("/v1/embeddings", embeddings, methods=["POST"])]

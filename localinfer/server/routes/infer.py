@@ -19,7 +19,7 @@ from localinfer.errors import LocalInferError
 from localinfer.runtime.job import Chunk, Done, Job
 from localinfer.runtime.model import ServedModel
 from localinfer.server.bodies import read_json
-from localinfer.server.encoding import dumps
+from localinfer.server.encoding import JSON_CONTENT_TYPE, RawResponse, dumps
 from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
 from localinfer.server.routes.common import reader_for
 from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
@@ -27,19 +27,24 @@ from localinfer.server.state import registry_of, request_id_of, settings_of
 
 
 def _timing_headers(job: Job) -> dict[str, str]:
-    headers = {}
-    if job.queue_ms is not None:
-        headers["x-queue-ms"] = f"{job.queue_ms:.3f}"
-    if job.run_ms is not None:
-        headers["x-run-ms"] = f"{job.run_ms:.3f}"
+    return {name.decode(): value.decode() for name, value in _raw_timing_headers(job)}
+
+
+def _raw_timing_headers(job: Job) -> list[tuple[bytes, bytes]]:
+    headers = []
+    if (queue_ms := job.queue_ms) is not None:
+        headers.append((b"x-queue-ms", b"%.3f" % queue_ms))
+    if (run_ms := job.run_ms) is not None:
+        headers.append((b"x-run-ms", b"%.3f" % run_ms))
     return headers
 
 
 def value_response(value: Any, model: ServedModel, job: Job) -> Response:
-    headers = _timing_headers(job)
+    headers = _raw_timing_headers(job)
     if isinstance(value, bytes | bytearray):
-        return Response(bytes(value), media_type=model.definition.media_type, headers=headers)
-    return Response(dumps(value), media_type="application/json", headers=headers)
+        content_type = (b"content-type", model.definition.media_type.encode("latin-1"))
+        return RawResponse(bytes(value), [content_type, *headers])
+    return RawResponse(dumps(value), [JSON_CONTENT_TYPE, *headers])
 
 
 def joined(chunks: list[Any]) -> Any:
