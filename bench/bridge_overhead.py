@@ -34,7 +34,7 @@ from bench.models import REQUEST_BODY
 from bench.noise import ForeignLoad, QuietWindow
 from bench.servers import KINDS, RunningServer, check_answer, running_server
 
-NOOP_SERVERS = ("bare", "localinfer", "localinfer-info", "threaded", "litserve")
+NOOP_SERVERS = ("bare", "hop", "localinfer", "localinfer-info", "threaded", "litserve")
 SLEEP_SERVERS = ("localinfer", "threaded", "litserve")
 
 

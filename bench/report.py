@@ -52,6 +52,9 @@ METHOD = """\
   calibrated once, alone on the server core), `Stream` yields N ints.
   Same request everywhere: `POST /v1/infer/<model>` with `{"args": [{"text": "hello", "n": 1}]}`.
 - Servers: **bare** = starlette on hypercorn answering inline (the limit);
+  **hop** = bare plus the cheapest possible worker-thread hop (a `SimpleQueue` into one
+  dedicated thread, one `call_soon_threadsafe` back; no queue bound, deadline,
+  disconnect or stream handling): what running the model in a thread costs by itself;
   **localinfer** = `localinfer serve bench.models:NoOp --log-level warning` (its request
   log line at the default `info` level is left out; see the reading);
   **threaded** = starlette on hypercorn with `anyio.to_thread.run_sync` under a

@@ -63,6 +63,9 @@ KINDS: dict[str, ServerKind] = {
         ServerKind("localinfer-info", "localinfer", "/ready", ALL_MODELS,
                    "localinfer serve with its default --log-level info (a log line per request)",
                    log_level="info"),
+        ServerKind("hop", "bench.peers.hop", "/health", ALL_MODELS,
+                   "bare + the cheapest worker-thread hop (SimpleQueue in, call_soon_threadsafe "
+                   "out): the floor of any design that runs models in threads"),
         ServerKind("threaded", "bench.peers.threaded", "/health", ALL_MODELS,
                    "starlette on hypercorn + anyio.to_thread.run_sync (CapacityLimiter = workers)"),
         ServerKind("litserve", "bench.peers.litserve_api", "/health", ALL_MODELS,
