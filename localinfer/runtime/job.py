@@ -264,19 +264,23 @@ def as_localinfer_error(exc: BaseException) -> LocalInferError:
 
 
 class Outbox:
-    """The final events of a batch, held by the worker thread while its handler runs.
+    """The results of a batch, held by the worker thread while its handler runs.
 
-    They cross to the loop together with the worker's request for more work: one trip
-    (one wakeup of the loop) instead of two per job. Only the final event of a job is
-    held, and only when the worker thread itself sends it: streamed items cross at once,
-    and a job finished later from another thread (continuous batching) is sent at once.
+    They cross to the loop together, with the worker's request for more work: one trip
+    (one wakeup of the loop) per batch instead of one per job, and the loop does not
+    start answering (and take the GIL) while the thread still finishes the others.
+    Only results the worker thread itself sends are held: streamed items cross at once,
+    a job finished later from another thread (continuous batching) is sent at once, and
+    so is a failure in a batch of several (a bad input is answered before the batch runs).
     """
 
-    __slots__ = ("events", "thread")
+    __slots__ = ("events", "lone", "thread")
 
     def __init__(self) -> None:
         self.events: list[tuple[Job, Event]] = []
         self.thread = threading.get_ident()
+        #: the batch being served is a single job (its failure may wait too)
+        self.lone = True
 
     def take(self) -> list[tuple[Job, Event]]:
         events, self.events = self.events, []
@@ -363,7 +367,11 @@ class JobHandle:
 
     def _send_final(self, event: Event) -> None:
         outbox = self._outbox
-        if outbox is not None and outbox.thread == threading.get_ident():
+        if (
+            outbox is not None
+            and outbox.thread == threading.get_ident()
+            and (outbox.lone or isinstance(event, Done))
+        ):
             outbox.events.append((self._job, event))
         else:
             self._send(event)

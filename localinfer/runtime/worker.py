@@ -299,9 +299,10 @@ class DeviceWorker:
         outbox: Outbox,
     ) -> None:
         release = None if slots is None else slots.release
-        # a lone job's answer may wait for the handler to return (it is about to); answers
-        # in a batch go as each is ready
-        held = outbox if len(batch) == 1 and slots is None else None
+        # results wait for the handler to return, then cross together (see Outbox);
+        # a handler with requests in flight finishes them later, each on its own
+        held = outbox if slots is None else None
+        outbox.lone = len(batch) == 1
         items = [JobHandle(job, self._loop, on_done=release, outbox=held) for job in batch]
         self.batches += 1
         try:
