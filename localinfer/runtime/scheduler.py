@@ -182,7 +182,7 @@ class JobQueue:
         if taker.most > 1:
             extra = taker.most - 1
         else:
-            extra = min(taker.prefetch - 1, self.depth // max(taker.workers, 1))
+            extra = self._prefetch_share(taker.prefetch, taker.workers)
         while extra > 0:
             try:
                 job = self._receive.receive_nowait()
@@ -232,7 +232,7 @@ class JobQueue:
                 return []
             self._take(job, batch)
         if max_size <= 1:
-            extra = min(prefetch - 1, self.depth // max(workers, 1))
+            extra = self._prefetch_share(prefetch, workers)
             while extra > 0:
                 try:
                     self._take(self._receive.receive_nowait(), batch)
@@ -269,6 +269,10 @@ class JobQueue:
                 break
         self._last_batch_size = len(batch)
         return batch
+
+    def _prefetch_share(self, prefetch: int, workers: int) -> int:
+        """Queued jobs a one-at-a-time worker takes beyond its first: its fair share."""
+        return min(prefetch - 1, self.depth // max(workers, 1))
 
     def _take(self, job: Job, batch: list[Job]) -> None:
         if job.cancelled:
