@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -32,13 +33,18 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app() -> Starlette:
+def infer_app(infer: Callable[[Request], Awaitable[Response]]) -> Starlette:
+    """The bench's route and ``/health``, around ``infer`` (the bare and peer servers)."""
     return Starlette(
         routes=[
             Route("/v1/infer/{model}", infer, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ]
     )
+
+
+def create_app() -> Starlette:
+    return infer_app(infer)
 
 
 def hypercorn_config(port: int) -> Config:
@@ -50,9 +56,14 @@ def hypercorn_config(port: int) -> Config:
     return config
 
 
+def run(app: Starlette, port: int) -> None:
+    """Serve ``app`` on hypercorn with localinfer's settings until interrupted."""
+    asyncio.run(serve(app, hypercorn_config(port)))  # type: ignore[arg-type]
+
+
 def main() -> None:
     args = server_arguments(__doc__)  # --model and --workers are accepted and ignored
-    asyncio.run(serve(create_app(), hypercorn_config(args.port)))  # type: ignore[arg-type]
+    run(create_app(), args.port)
 
 
 if __name__ == "__main__":

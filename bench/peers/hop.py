@@ -17,13 +17,11 @@ import queue
 import threading
 from typing import Any
 
-from hypercorn.asyncio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
-from bench.bare import hypercorn_config
+from bench.bare import infer_app, run
 from bench.serving import build_model, server_arguments
 
 Call = tuple[list[Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
@@ -56,21 +54,12 @@ def create_app(model: Any, workers: int) -> Starlette:
         result = await future
         return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    return Starlette(
-        routes=[
-            Route("/v1/infer/{model}", infer, methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
-        ]
-    )
+    return infer_app(infer)
 
 
 def main() -> None:
     args = server_arguments(__doc__)
-    app = create_app(build_model(args.model), args.workers)
-    asyncio.run(serve(app, hypercorn_config(args.port)))  # type: ignore[arg-type]
+    run(create_app(build_model(args.model), args.workers), args.port)
 
 
 if __name__ == "__main__":
