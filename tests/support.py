@@ -126,3 +126,14 @@ class ThreadedServer:
         if self._stop is not None:
             anyio.from_thread.run_sync(self._stop.set, token=self._token)
         self._thread.join(30)
+
+
+def server_timing(headers: httpx.Headers) -> dict[str, float]:
+    """``Server-Timing: queue;dur=1.2, run;dur=3.4`` -> ``{"queue": 1.2, "run": 3.4}``."""
+    timings = {}
+    for metric in headers["server-timing"].split(","):
+        name, _, params = metric.strip().partition(";")
+        key, _, value = params.partition("=")
+        assert key == "dur", metric
+        timings[name] = float(value)
+    return timings

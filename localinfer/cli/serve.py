@@ -131,5 +131,5 @@ def serve_command(args: argparse.Namespace) -> int:
     logger.info(
         "serving %s (devices: %s)", ", ".join(d.name for d in definitions), ", ".join(devices)
     )
-    run(create_app(definitions, settings), settings)
+    run(create_app(definitions, settings, owns_process=True), settings)
     return 0

@@ -9,7 +9,7 @@ caller's error (422), never a crash of the model's code.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +33,8 @@ def parse_infer_request(body: Any, signature: inspect.Signature | None) -> Infer
     """Validate ``{"args": [...], "kwargs": {...}, "stream": bool}``; bind it to ``signature``."""
     if not isinstance(body, dict):
         raise InvalidArguments("the request body must be a JSON object with 'args' and/or 'kwargs'")
-    unknown = set(body) - _REQUEST_KEYS
-    if unknown:
+    if not body.keys() <= _REQUEST_KEYS:
+        unknown = set(body) - _REQUEST_KEYS
         raise InvalidArguments(
             f"unknown field(s) {', '.join(sorted(unknown))}; expected args, kwargs, stream",
             param=sorted(unknown)[0],
@@ -48,11 +48,10 @@ def parse_infer_request(body: Any, signature: inspect.Signature | None) -> Infer
         raise InvalidArguments("'kwargs' must be a JSON object", param="kwargs")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidArguments("'stream' must be true or false", param="stream")
-    request = InferRequest(tuple(args), kwargs, stream)
-    if signature is not None:
-        bind_arguments(signature, request)
-        request = InferRequest(request.args, kwargs, stream, bound_to=signature)
-    return request
+    if signature is None:
+        return InferRequest(tuple(args), kwargs, stream)
+    check_arguments(signature, args, kwargs)
+    return InferRequest(tuple(args), kwargs, stream, bound_to=signature)
 
 
 class MethodSignature(inspect.Signature):
@@ -76,15 +75,47 @@ class MethodSignature(inspect.Signature):
 
 
 def bind_arguments(signature: inspect.Signature, request: InferRequest) -> None:
+    check_arguments(signature, request.args, request.kwargs)
+
+
+#: argument shapes known to bind: (id of the signature, number of positional arguments,
+#: keyword names) -> the signature. Whether arguments bind depends on their count and
+#: names only, and requests to one model send the same shape again and again. Only names
+#: the signature has are kept (a bounded set); the entry holds its signature, so an id
+#: is never mistaken for a later signature's.
+_binds: dict[tuple[int, int, tuple[str, ...]], inspect.Signature] = {}
+_MAX_SHAPES = 4096
+
+
+def check_arguments(
+    signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> None:
+    """Raise ``InvalidArguments`` unless ``args`` and ``kwargs`` bind to ``signature``."""
+    key = (id(signature), len(args), tuple(kwargs))
+    if _binds.get(key) is signature:
+        return
+    error = _binding_error(signature, len(args), kwargs)
+    if error is not None:
+        raise error
+    if kwargs.keys() <= signature.parameters.keys():
+        if len(_binds) >= _MAX_SHAPES:
+            _binds.clear()
+        _binds[key] = signature
+
+
+def _binding_error(
+    signature: inspect.Signature, positional: int, kwargs: Mapping[str, Any]
+) -> InvalidArguments | None:
     receiver = getattr(signature, "receiver", None)
-    if receiver is not None and receiver in request.kwargs:
-        raise InvalidArguments(
+    if receiver is not None and receiver in kwargs:
+        return InvalidArguments(
             f"{receiver!r} is not an argument of infer{signature}", param=receiver
         )
     try:
-        signature.bind(*request.args, **request.kwargs)
+        signature.bind(*([None] * positional), **dict.fromkeys(kwargs))
     except TypeError as exc:
-        raise InvalidArguments(f"arguments do not match infer{signature}: {exc}") from None
+        return InvalidArguments(f"arguments do not match infer{signature}: {exc}")
+    return None
 
 
 def infer_signature(target: Any) -> inspect.Signature | None:

@@ -25,7 +25,7 @@ from localinfer.errors import (
     ResourceExhausted,
     SlowConsumer,
 )
-from localinfer.runtime.loop import LoopClosed, LoopHandle
+from localinfer.runtime.loop import Arrival, LoopClosed, LoopHandle, new_arrival
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class Failure:
 
 Event = Chunk | Done | Failure
 
+#: a job's result stream; subscripted once (a subscripted call costs a typing lookup)
+_new_stream = anyio.create_memory_object_stream[Event]
+
 
 class Job:
     """One request. Created and consumed on the event loop."""
@@ -90,7 +93,7 @@ class Job:
         self._ended = False
         self._settled: anyio.Event | None = None
         #: set when an event arrives for a reader that waits (see :meth:`next_event`)
-        self._arrival: anyio.Event | None = None
+        self._arrival: Arrival | None = None
         self._buffer = stream_buffer
         self._stall_s = stall_s
         self._check_from = min(stream_buffer, _STALL_CHECK_ITEMS)
@@ -98,9 +101,11 @@ class Job:
         self._last_read = time.monotonic()
         self._on_finished = on_finished
         # two extra slots so a terminal event always fits behind a full buffer
-        send, receive = anyio.create_memory_object_stream[Event](stream_buffer + 2)
-        self._send: MemoryObjectSendStream[Event] = send
-        self._receive: MemoryObjectReceiveStream[Event] = receive
+        send: MemoryObjectSendStream[Event]
+        receive: MemoryObjectReceiveStream[Event]
+        send, receive = _new_stream(stream_buffer + 2)
+        self._send = send
+        self._receive = receive
 
     # -- loop side ---------------------------------------------------------------------
 
@@ -170,9 +175,11 @@ class Job:
         self._wake()
 
     def _wake(self) -> None:
-        if self._arrival is not None:
-            self._arrival.set()
+        arrival = self._arrival
+        if arrival is not None:
             self._arrival = None
+            if not arrival.done():  # done: its wait was cancelled
+                arrival.set_result(None)
 
     def _settle(self, outcome: str) -> None:
         if self.outcome is not None:
@@ -196,8 +203,8 @@ class Job:
             except anyio.WouldBlock:
                 # wait for the next delivery, then take it from the stream: the stream's
                 # own receive() costs a checkpoint and a task lookup on every wait
-                self._arrival = arrival = anyio.Event()
-                await arrival.wait()
+                self._arrival = arrival = new_arrival()
+                await arrival
                 event = self._receive.receive_nowait()
             self._last_read = time.monotonic()
         except (anyio.EndOfStream, anyio.ClosedResourceError):

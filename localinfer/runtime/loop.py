@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Protocol, TypeVar
 
 import anyio.from_thread
 import anyio.lowlevel
@@ -35,6 +35,44 @@ def running_backend() -> str:
     """``"asyncio"`` or ``"trio"``: the kind of loop running the caller."""
     native = anyio.lowlevel.current_token().native_token
     return "asyncio" if isinstance(native, asyncio.AbstractEventLoop) else "trio"
+
+
+class Arrival(Protocol):
+    """A one-shot wakeup for one waiting task, set from the loop (an asyncio future's API)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None, /) -> None: ...
+
+    def __await__(self) -> Generator[Any, Any, Any]: ...
+
+
+class _EventArrival:
+    """:class:`Arrival` on an ``anyio.Event``, for loops other than asyncio (trio)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def set_result(self, result: None, /) -> None:
+        self._event.set()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self._event.wait().__await__()
+
+
+def new_arrival() -> Arrival:
+    """An :class:`Arrival` for the running loop: on asyncio a bare future, which costs a
+    third of an ``anyio.Event`` (no backend lookup, no waiter list, no lock)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # trio
+        return _EventArrival()
+    return loop.create_future()
 
 
 class LoopClosed(RuntimeError):

@@ -5,17 +5,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from localinfer.config import Settings
 from localinfer.errors import LocalInferError
 from localinfer.runtime.model import ModelDefinition
 from localinfer.runtime.registry import ModelRegistry
+from localinfer.server.direct_routes import DirectRoutes
 from localinfer.server.errors import error_response_for
+from localinfer.server.heap import freeze_when_ready
 from localinfer.server.job_io import JobWatch
 from localinfer.server.metrics import routes as metrics_routes
 from localinfer.server.middleware import (
@@ -42,8 +47,37 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     return error_response_for(request.url.path, exc)
 
 
-def create_app(definitions: Sequence[ModelDefinition], settings: Settings) -> Starlette:
-    """An app that loads ``definitions`` at startup and stops them (draining) at shutdown."""
+class LocalInferApp(Starlette):
+    """Starlette without its outermost ``ServerErrorMiddleware``.
+
+    :class:`RequestContextMiddleware`, outermost instead, already answers every error
+    that escapes the app (logged, with the request id, in the OpenAI shape) and lets one
+    raised after the headers went out reach the server, which drops the connection. A
+    second catch-all layer would only cost every request an extra call per message.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        handlers = {
+            key: handler
+            for key, handler in self.exception_handlers.items()
+            if key not in (500, Exception)
+        }
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(
+            [*self.user_middleware, Middleware(ExceptionMiddleware, handlers=handlers)]
+        ):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
+def create_app(
+    definitions: Sequence[ModelDefinition], settings: Settings, *, owns_process: bool = False
+) -> Starlette:
+    """An app that loads ``definitions`` at startup and stops them (draining) at shutdown.
+
+    ``owns_process``: the server is the process's only job (``localinfer serve``), so its
+    heap may be frozen once the models have loaded (see :mod:`localinfer.server.heap`).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -60,10 +94,14 @@ def create_app(definitions: Sequence[ModelDefinition], settings: Settings) -> St
             async with (
                 JobWatch() as app.state.job_watch,
                 management.management_state(app, registry, settings),
+                anyio.create_task_group() as background,
             ):
+                if owns_process:
+                    background.start_soon(freeze_when_ready, registry)
                 yield
+                background.cancel_scope.cancel()
 
-    app = Starlette(
+    app = LocalInferApp(
         routes=[
             # inference first: starlette tries routes in order, one regex each
             *infer.routes,
@@ -77,7 +115,13 @@ def create_app(definitions: Sequence[ModelDefinition], settings: Settings) -> St
             *metrics_routes,
             *openapi_routes,
         ],
-        middleware=middleware_for(settings),
+        middleware=[
+            *middleware_for(settings),
+            # innermost: past every check, the inference routes skip the router
+            Middleware(
+                DirectRoutes, routes=[*infer.routes, *generation.routes, *embeddings.routes]
+            ),
+        ],
         exception_handlers={LocalInferError: _handle_error, HTTPException: _handle_error},
         lifespan=lifespan,
     )

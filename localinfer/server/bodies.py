@@ -34,8 +34,19 @@ def _body_timeout_s(request: Request) -> float:
     return timeout
 
 
-def _check_declared_length(request: Request, max_bytes: int) -> None:
-    declared = request.headers.get("content-length")
+def _content_headers(request: Request) -> tuple[bytes | None, bytes | None]:
+    """The raw ``Content-Type`` and ``Content-Length`` (first of each), in one pass."""
+    content_type = content_length = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value
+        elif name == b"content-length" and content_length is None:
+            content_length = value
+    return content_type, content_length
+
+
+def _check_declared_length(declared: bytes | None, max_bytes: int) -> None:
     if declared is None:
         return
     try:
@@ -113,9 +124,20 @@ def _receive_eagerly(receive: Receive) -> tuple[Message | None, Awaitable[Messag
     return None, _resume(call, yielded)
 
 
-async def read_body(request: Request, max_bytes: int, *, timeout_s: float | None = None) -> bytes:
-    """The body, or ``RequestTooLarge`` / ``RequestBodyTimeout`` as soon as it is known."""
-    _check_declared_length(request, max_bytes)
+async def read_body(
+    request: Request,
+    max_bytes: int,
+    *,
+    timeout_s: float | None = None,
+    declared_length: bytes | None = None,
+) -> bytes:
+    """The body, or ``RequestTooLarge`` / ``RequestBodyTimeout`` as soon as it is known.
+
+    ``declared_length``: the ``Content-Length`` header, if the caller has read it already.
+    """
+    if declared_length is None:
+        declared_length = _content_headers(request)[1]
+    _check_declared_length(declared_length, max_bytes)
     receive = request.receive
     chunks: list[bytes] = []
     size = 0
@@ -154,11 +176,12 @@ async def read_body(request: Request, max_bytes: int, *, timeout_s: float | None
 
 async def read_json(request: Request, max_bytes: int) -> Any:
     """Parse the body as JSON with a message that says what is wrong."""
-    content_type = request.headers.get("content-type", "application/json")
-    media = content_type.split(";")[0].strip().lower()
-    if media and media != "application/json" and not media.endswith("+json"):
-        raise UnsupportedMediaType(f"expected Content-Type application/json, got {media!r}")
-    return parse_json(await read_body(request, max_bytes))
+    content_type, content_length = _content_headers(request)
+    if content_type is not None and content_type != b"application/json":
+        media = content_type.decode("latin-1").split(";")[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json"):
+            raise UnsupportedMediaType(f"expected Content-Type application/json, got {media!r}")
+    return parse_json(await read_body(request, max_bytes, declared_length=content_length))
 
 
 def _no_constants(name: str) -> Any:
@@ -186,12 +209,17 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+#: one decoder for every body (``json.loads`` with an option builds a new one per call)
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def parse_json(raw: bytes) -> Any:
     """Strict JSON: UTF-8, no ``NaN``/``Infinity``, no lone surrogates, bounded nesting."""
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
+        # decoded as json.loads decodes bytes
+        value = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except UnicodeDecodeError:
         raise InvalidRequest("the request body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -214,6 +242,6 @@ def bounded(request: Request, max_bytes: int, *, timeout_s: float | None = None)
 
     For parsers that read the body themselves (multipart forms).
     """
-    _check_declared_length(request, max_bytes)
+    _check_declared_length(_content_headers(request)[1], max_bytes)
     timeout = _body_timeout_s(request) if timeout_s is None else timeout_s
     return Request(request.scope, guarded_receive(request, max_bytes, timeout))

@@ -28,11 +28,15 @@ def to_jsonable(value: Any) -> Any:
         ) from exc
 
 
+#: one encoder for every answer (``json.dumps`` with options builds a new one per call)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(value: Any) -> bytes:
     try:  # plain JSON data (the common case) needs no conversion pass
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError):
-        text = json.dumps(to_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+        text = _ENCODER.encode(to_jsonable(value))
     return text.encode()
 
 

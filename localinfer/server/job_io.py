@@ -49,7 +49,10 @@ class Watched:
     __slots__ = ("check_at", "deadline", "job", "request", "spawn", "timeout_s", "watcher")
 
     def __init__(self, job: Job, timeout_s: float, now: float):
-        self.job = job
+        #: ``None`` once its reader is done with a settled job: the entry waits for its
+        #: sweep holding nothing (a job kept alive that long outlives two collections of
+        #: the garbage collector's young generations, and makes its full ones run sooner)
+        self.job: Job | None = job
         self.timeout_s = timeout_s
         self.deadline = now + timeout_s
         self.check_at = now + WATCH_AFTER_S
@@ -70,15 +73,21 @@ class Watched:
             self.watcher.cancel()
             self.watcher = None
 
+    def forget_if_settled(self) -> None:
+        """Let go of the job if it has ended: nothing is left to watch."""
+        if self.job is not None and self.job.outcome is not None:
+            self.job = None
+
     async def _watch_connection(self, request: Request) -> None:
-        if self.request is not request:  # unwatched before this task got to run
+        if self.request is not request or self.job is None:  # unwatched meanwhile
             return
         with anyio.CancelScope() as scope:
             self.watcher = scope
             while True:
                 message = await request.receive()
                 if message["type"] == "http.disconnect":
-                    self.job.abort(ClientGone("the client disconnected"))
+                    if self.job is not None:
+                        self.job.abort(ClientGone("the client disconnected"))
                     return
 
 
@@ -102,7 +111,7 @@ class JobWatch:
     @property
     def following(self) -> int:
         """Jobs followed now: still running after ``WATCH_AFTER_S``."""
-        return sum(w.job.outcome is None for w in self._followed)
+        return sum(w.job is not None and w.job.outcome is None for w in self._followed)
 
     async def __aenter__(self) -> JobWatch:
         self._task_group = anyio.create_task_group()
@@ -148,7 +157,7 @@ class JobWatch:
             now = time.monotonic()
             while due and due[0].check_at <= now:
                 watched = due.popleft()
-                if watched.job.outcome is None:
+                if watched.job is not None and watched.job.outcome is None:
                     self._follow(watched)
             if self._followed:
                 self._check_followed(now)
@@ -165,6 +174,9 @@ class JobWatch:
         still = []
         for watched in self._followed:
             job = watched.job
+            if job is None:
+                watched.unwatch()
+                continue
             if job.outcome is None and now >= watched.deadline:
                 job.abort(
                     RequestTimeout(
@@ -214,9 +226,11 @@ class JobReader:
             raise
         finally:
             self._watched.unwatch()
+            self._watched.forget_if_settled()
 
     async def aclose(self) -> None:
         self.job.release()
+        self._watched.forget_if_settled()
 
 
 class JobStreamingResponse(StreamingResponse):

@@ -354,7 +354,7 @@ class Guard:
 
 
 #: headers a page may read from a cross-origin answer
-EXPOSED_HEADERS = ("x-request-id", "retry-after", "x-queue-ms", "x-run-ms", "location")
+EXPOSED_HEADERS = ("x-request-id", "retry-after", "server-timing", "location")
 
 
 class CORSMiddleware(cors.CORSMiddleware):

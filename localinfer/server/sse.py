@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from localinfer.server.encoding import to_jsonable
+from localinfer.server.encoding import dumps
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_MEDIA_TYPE = "text/event-stream"
@@ -14,5 +13,4 @@ DONE = b"data: [DONE]\n\n"
 
 def sse_event(data: Any) -> bytes:
     """One ``data:`` event holding ``data`` as compact JSON (never spans lines)."""
-    payload = json.dumps(to_jsonable(data), ensure_ascii=False, separators=(",", ":"))
-    return b"data: " + payload.encode() + b"\n\n"
+    return b"data: " + dumps(data) + b"\n\n"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from localinfer.errors import InvalidArguments
+from localinfer.handlers import user_code
 from localinfer.handlers.base import is_stream
 from localinfer.handlers.litapi import LitAPIHandler, is_litapi
 from localinfer.handlers.user_code import InferHandler, InferRequest, parse_infer_request
@@ -96,3 +98,31 @@ def test_litapi_stream() -> None:
     item = Recorder({"n": 2})
     handler.process([item])
     assert item.chunks == [{"value": 0}, {"value": 1}]
+
+
+def test_argument_shapes_are_checked_once_and_each_answer_stays_right() -> None:
+    def infer(a: int, b: int = 0, *, c: int = 1, **extra: Any) -> None: ...
+
+    signature = inspect.signature(infer)
+    good = {"args": [1], "kwargs": {"c": 2}}
+    assert parse_infer_request(good, signature).args == (1,)
+    shapes = dict(user_code._binds)
+    assert parse_infer_request(good, signature).kwargs == {"c": 2}
+    assert user_code._binds == shapes, "a known shape binds without being checked again"
+    for bad, message in (
+        ({"args": []}, "missing a required argument: 'a'"),
+        ({"args": [1, 2, 3]}, "too many positional arguments"),
+        ({"args": [1], "kwargs": {"a": 1}}, "multiple values for argument 'a'"),
+    ):
+        for _ in range(2):  # a wrong shape is refused every time, not remembered as good
+            with pytest.raises(InvalidArguments, match=message):
+                parse_infer_request(bad, signature)
+    # names the signature lacks bind through **extra but are not remembered (unbounded)
+    parse_infer_request({"args": [1], "kwargs": {"anything": 1}}, signature)
+    assert len(user_code._binds) == len(shapes)
+
+    # another signature with the same shape gets its own verdict
+    def strict(a: int) -> None: ...
+
+    with pytest.raises(InvalidArguments, match="unexpected keyword argument 'c'"):
+        parse_infer_request(good, inspect.signature(strict))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import weakref
 
 import anyio
 import pytest
@@ -25,6 +27,35 @@ async def test_a_job_done_before_the_check_is_never_followed() -> None:
         assert await reader.next() == Done(1)
         await anyio.sleep(WATCH_AFTER_S * 3)
         assert watch.following == 0
+
+
+class _Request:
+    """What the reader needs of a request: its ``receive`` (never called here)."""
+
+    async def receive(self) -> dict[str, str]:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+
+async def test_the_watch_lets_go_of_a_job_its_reader_is_done_with() -> None:
+    async with JobWatch() as watch:
+        job = Job("x", model="m", request_id="r")
+        reader = JobReader(job, 5.0, watch)
+        job.deliver(Done(1))
+        assert await reader.guarded(_Request(), reader.next) == Done(1)  # type: ignore[arg-type]
+        streamed = Job("y", model="m", request_id="s")
+        stream_reader = JobReader(streamed, 5.0, watch)
+        streamed.deliver(Chunk("a"))
+        assert await stream_reader.guarded(_Request(), stream_reader.next) == Chunk("a")  # type: ignore[arg-type]
+        alive = [weakref.ref(job), weakref.ref(streamed)]
+        del job, reader
+        gc.collect()
+        assert alive[0]() is None, "an answered job is not kept until the watch's sweep"
+        assert alive[1]() is not None, "a stream still running stays watched"
+        await stream_reader.aclose()
+        del streamed, stream_reader
+        gc.collect()
+        assert alive[1]() is None
 
 
 async def test_a_slow_job_is_followed_until_it_settles() -> None:
