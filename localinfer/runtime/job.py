@@ -67,7 +67,12 @@ _new_stream = anyio.create_memory_object_stream[Event]
 
 
 class Job:
-    """One request. Created and consumed on the event loop."""
+    """One request. Created and consumed on the event loop.
+
+    Streamed items travel in the job's own memory object stream, opened when the first
+    item arrives; the final event (its result or its error) is kept beside it and read
+    after the stream's items. A job that answers once, as most do, never needs a stream.
+    """
 
     def __init__(
         self,
@@ -90,7 +95,12 @@ class Job:
         self.first_output_at: float | None = None
         self.finished_at: float | None = None
         self.chunks = 0
+        #: the final event has arrived (no more are taken)
         self._ended = False
+        #: the final event, until its reader takes it
+        self._final: Done | Failure | None = None
+        #: the reader let go (see :meth:`release`): nothing more is kept for it
+        self._released = False
         self._settled: anyio.Event | None = None
         #: set when an event arrives for a reader that waits (see :meth:`next_event`)
         self._arrival: Arrival | None = None
@@ -100,12 +110,8 @@ class Job:
         #: when the reader last took an event (or the job was created)
         self._last_read = time.monotonic()
         self._on_finished = on_finished
-        # two extra slots so a terminal event always fits behind a full buffer
-        send: MemoryObjectSendStream[Event]
-        receive: MemoryObjectReceiveStream[Event]
-        send, receive = _new_stream(stream_buffer + 2)
-        self._send = send
-        self._receive = receive
+        self._send: MemoryObjectSendStream[Event] | None = None
+        self._receive: MemoryObjectReceiveStream[Event] | None = None
 
     # -- loop side ---------------------------------------------------------------------
 
@@ -124,8 +130,7 @@ class Job:
             return
         self.cancel(error.message)
         if not self._ended:
-            self._push(Failure(error))
-            self._close()
+            self._end(Failure(error))
 
     async def settled(self) -> None:
         """Wait until the job has an outcome (finished, failed or cancelled)."""
@@ -135,11 +140,18 @@ class Job:
             await self._settled.wait()
 
     def deliver(self, event: Event) -> None:
-        """Put an event from the worker onto the result stream (runs on the loop)."""
+        """Hand an event from the worker to the reader (runs on the loop)."""
         if self._ended:
             return
         if isinstance(event, Chunk):
-            behind = self._send.statistics().current_buffer_used
+            if self._released:
+                return  # the reader is gone; nothing to keep
+            send = self._send
+            if send is None:
+                # two extra slots so the cut-off's error always fits behind a full buffer
+                send, self._receive = _new_stream(self._buffer + 2)
+                self._send = send
+            behind = send.statistics().current_buffer_used
             if behind >= self._check_from:
                 if behind >= self._buffer:
                     self._cut_off(f"the reader fell more than {self._buffer} items behind")
@@ -151,27 +163,20 @@ class Job:
                     )
                     return
             self.chunks += 1
-            self._push(event)
+            send.send_nowait(event)
+            self._wake()
             return
-        self._push(event)
-        self._close()
+        self._end(event)
         self._settle("ok" if isinstance(event, Done) else "failed")
 
     def _cut_off(self, why: str) -> None:
         self.cancel("slow consumer")
-        self._push(Failure(SlowConsumer(f"{why} and was cut off")))
-        self._close()
+        self._end(Failure(SlowConsumer(f"{why} and was cut off")))
 
-    def _close(self) -> None:
+    def _end(self, final: Done | Failure) -> None:
         self._ended = True
-        self._send.close()
-        self._wake()
-
-    def _push(self, event: Event) -> None:
-        try:
-            self._send.send_nowait(event)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the reader is gone; nothing to tell
+        if not self._released:
+            self._final = final
         self._wake()
 
     def _wake(self) -> None:
@@ -197,30 +202,41 @@ class Job:
         Cancel-safe: a wait interrupted by a timeout or cancel scope loses nothing, and
         the next call picks up where it left off.
         """
-        try:
-            try:  # no checkpoint when an event is waiting: a stream's items come in runs
-                event = self._receive.receive_nowait()
-            except anyio.WouldBlock:
-                # wait for the next delivery, then take it from the stream: the stream's
-                # own receive() costs a checkpoint and a task lookup on every wait
-                self._arrival = arrival = new_arrival()
-                await arrival
-                event = self._receive.receive_nowait()
-            self._last_read = time.monotonic()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            # closed without a terminal event: the job was cancelled on our side
-            raise HandlerFailed(
-                f"job ended without a result ({self.cancel_reason or 'closed'})"
-            ) from None
-        if isinstance(event, Failure):
-            raise event.error
-        return event
+        while True:
+            # no checkpoint when an event is waiting: a stream's items come in runs
+            if self._receive is not None and not self._released:
+                try:
+                    chunk = self._receive.receive_nowait()
+                except anyio.WouldBlock:
+                    pass
+                else:
+                    self._last_read = time.monotonic()
+                    assert isinstance(chunk, Chunk)
+                    return chunk
+            final = self._final
+            if final is not None:
+                self._final = None
+                if isinstance(final, Failure):
+                    raise final.error
+                return final
+            if self._ended or self._released:
+                # nothing more will come: the job was cancelled on our side
+                raise HandlerFailed(
+                    f"job ended without a result ({self.cancel_reason or 'closed'})"
+                )
+            # wait for the next delivery, then take it: the stream's own receive() costs
+            # a checkpoint and a task lookup on every wait
+            self._arrival = arrival = new_arrival()
+            await arrival
 
     def release(self, reason: str = "caller went away") -> None:
         """The reader is done with the job: cancel it if it is still running."""
         if self.outcome is None:
             self.cancel(reason)
-        self._receive.close()
+        self._released = True
+        self._final = None
+        if self._receive is not None:
+            self._receive.close()  # drops what the stream still holds
 
     async def events(self) -> AsyncGenerator[Chunk | Done, None]:
         """Yield chunks, then the final :class:`Done`; raise the job's error on failure.
