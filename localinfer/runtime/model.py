@@ -514,10 +514,7 @@ class ServedModel:
     @property
     def can_serve(self) -> bool:
         """Some worker is, or may soon be, able to take jobs."""
-        return not self._closing and any(
-            w.state in (WorkerState.LOADING, WorkerState.READY, WorkerState.DEAD)
-            for w in self.workers
-        )
+        return not self._closing and any(w.state in _MAY_SERVE for w in self._workers.values())
 
     @property
     def capabilities(self) -> dict[str, str]:
@@ -577,6 +574,10 @@ class ServedModel:
         self._live.discard(job)
         self.stats.record(job)
         self.last_used = time.monotonic()
+
+
+#: worker states that are, or may soon be, able to take jobs
+_MAY_SERVE = frozenset({WorkerState.LOADING, WorkerState.READY, WorkerState.DEAD})
 
 
 def _fail(job: Job, error: LocalInferError) -> None:

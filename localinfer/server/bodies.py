@@ -209,6 +209,14 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def _encoding_of(raw: bytes) -> str:
+    """The encoding ``json.loads`` would decode ``raw`` with: UTF-8 unless it starts with
+    a byte-order mark or a zero byte (UTF-16/32), which a nonzero ASCII byte rules out."""
+    if 0 < raw[0] < 0x80 and (len(raw) == 1 or raw[1]):
+        return "utf-8"
+    return json.detect_encoding(raw)
+
+
 #: one decoder for every body (``json.loads`` with an option builds a new one per call)
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
@@ -218,8 +226,7 @@ def parse_json(raw: bytes) -> Any:
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        # decoded as json.loads decodes bytes
-        value = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        value = _DECODER.decode(raw.decode(_encoding_of(raw), "surrogatepass"))
     except UnicodeDecodeError:
         raise InvalidRequest("the request body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:

@@ -47,6 +47,27 @@ class RequestIds:
 _ids = RequestIds()
 
 
+def scan_headers(
+    scope: Scope,
+) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None, bytes | None]:
+    """``Host``, ``Origin``, ``X-API-Key``, ``Authorization`` (the last of each) and
+    ``X-Request-Id`` (the first), raw, in one pass over the headers."""
+    host = origin = api_key = authorization = request_id = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value
+        elif name == b"origin":
+            origin = value
+        elif name == b"x-request-id":
+            if request_id is None:
+                request_id = value
+        elif name == b"x-api-key":
+            api_key = value
+        elif name == b"authorization":
+            authorization = value
+    return host, origin, api_key, authorization, request_id
+
+
 class RequestContextMiddleware:
     """Gives every request an id (``x-request-id``, the caller's if it is sane), logs it,
     turns any error that escaped the app into an OpenAI error body carrying that id, and
@@ -63,14 +84,14 @@ class RequestContextMiddleware:
             else:
                 await refusal(scope, receive, send)
             return
+        host, origin, api_key, authorization, incoming = scan_headers(scope)
         request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                if _SAFE_REQUEST_ID.match(incoming):
-                    request_id = incoming
-                break
+        if incoming is not None:
+            incoming_id = incoming.decode("latin-1")
+            if _SAFE_REQUEST_ID.match(incoming_id):
+                request_id = incoming_id
         request_id = request_id or _ids.next()
+        id_header = (b"x-request-id", request_id.encode())
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -80,13 +101,15 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
             await send(message)
 
         try:
-            if self.guard is None or (refusal := self.guard.refusal(scope)) is None:
+            guard = self.guard
+            if (
+                guard is None
+                or (refusal := guard.judge(scope, host, origin, api_key, authorization)) is None
+            ):
                 await self.app(scope, receive, send_with_id)
             else:
                 await refusal(scope, receive, send_with_id)
@@ -266,19 +289,20 @@ class Guard:
 
     def refusal(self, scope: Scope) -> Response | None:
         """The error answer for a request that may not pass, or ``None``."""
-        kind = scope["type"]
-        if kind not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket"):
             return None
-        host = origin = api_key = authorization = None
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"x-api-key":
-                api_key = value
-            elif name == b"authorization":
-                authorization = value
+        return self.judge(scope, *scan_headers(scope)[:4])
+
+    def judge(
+        self,
+        scope: Scope,
+        host: bytes | None,
+        origin: bytes | None,
+        api_key: bytes | None,
+        authorization: bytes | None,
+    ) -> Response | None:
+        """:meth:`refusal`, given the headers it looks at (see :func:`scan_headers`)."""
+        kind = scope["type"]
         if self.allowed_hosts is not None and host is not None and not self._host_allowed(host):
             return self._refuse_host(scope, host.decode("latin-1"))
         if kind != "http":
