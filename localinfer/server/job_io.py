@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -211,14 +211,23 @@ class JobReader:
             if isinstance(event, Done):
                 return
 
-    async def guarded(self, request: Request, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` (which reads through :meth:`next`) while watching the connection:
-        a disconnect cancels the job and raises ``ClientDisconnect``; any failure of the
-        wait releases the job. Call only once the request body has been read.
+    @overload
+    async def guarded(self, request: Request) -> Chunk | Done: ...
+
+    @overload
+    async def guarded(self, request: Request, work: Callable[[], Awaitable[T]]) -> T: ...
+
+    async def guarded(
+        self, request: Request, work: Callable[[], Awaitable[Any]] | None = None
+    ) -> Any:
+        """Run ``work`` (which reads through :meth:`next`; by default: the next event)
+        while watching the connection: a disconnect cancels the job and raises
+        ``ClientDisconnect``; any failure of the wait releases the job. Call only once
+        the request body has been read.
         """
         self._watched.watch(request)
         try:
-            return await work()
+            return await (self.job.next_event() if work is None else work())
         except ClientGone:
             raise ClientDisconnect() from None
         except BaseException:

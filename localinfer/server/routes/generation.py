@@ -120,7 +120,7 @@ async def _start(
     model = model_for_task(request, model_name, CHAT)
     job = model.submit(payload, request_id=request_id_of(request))
     reader = reader_for(request, job)
-    first = await reader.guarded(request, reader.next)
+    first = await reader.guarded(request)
     return job, reader, first
 
 

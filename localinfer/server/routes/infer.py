@@ -91,7 +91,7 @@ async def infer(request: Request) -> Response:
     payload = prepare(body) if prepare is not None else body
     job = model.submit(payload, request_id=request_id_of(request))
     reader = reader_for(request, job)
-    first = await reader.guarded(request, reader.next)
+    first = await reader.guarded(request)
     if isinstance(first, Done):
         return value_response(first.value, model, job)
 
