@@ -74,7 +74,7 @@ def serve(port: int, specs: list[str]) -> None:
         alias, _, options = spec.partition("=")
         resolved = resolve(alias, discover(), options=json.loads(options or "{}"))
         definitions.append(model_definition(resolved, max_queue=1024))
-    run(create_app(definitions, settings), settings)
+    run(create_app(definitions, settings, owns_process=True), settings)  # as `localinfer serve`
 
 
 @contextmanager

@@ -30,9 +30,13 @@ from localinfer.runtime.job import Chunk, Done, Job
 
 T = TypeVar("T")
 
-#: how long after submission a job is looked at: most finish sooner, and following one
-#: costs (for a request waiting for a whole result, a task and a cancel scope)
+#: how long after submission a job is looked at: most finish sooner
 WATCH_AFTER_S = 0.05
+#: how long after submission the connection of a request waiting for a whole result is
+#: watched, if its job is still running: a task and a cancel scope each, too dear for
+#: the micro-batched jobs (tens of ms) a busy server runs by the hundred per second,
+#: and a disconnect sooner than this saves little work
+CONNECTION_WATCH_AFTER_S = 0.25
 #: the watch wakes at most this often (a check may come up to this much late)
 TICK_S = 0.01
 
@@ -46,7 +50,16 @@ class ClientGone(LocalInferError):
 class Watched:
     """One job under watch: its deadline and the connection of the request waiting on it."""
 
-    __slots__ = ("check_at", "deadline", "job", "request", "spawn", "timeout_s", "watcher")
+    __slots__ = (
+        "check_at",
+        "connection_at",
+        "deadline",
+        "job",
+        "request",
+        "spawn",
+        "timeout_s",
+        "watcher",
+    )
 
     def __init__(self, job: Job, timeout_s: float, now: float):
         #: ``None`` once its reader is done with a settled job: the entry waits for its
@@ -56,11 +69,19 @@ class Watched:
         self.timeout_s = timeout_s
         self.deadline = now + timeout_s
         self.check_at = now + WATCH_AFTER_S
+        self.connection_at = now + CONNECTION_WATCH_AFTER_S
         #: the request waiting for a whole result, whose connection is to be watched
         self.request: Request | None = None
-        #: starts a task in the watch's task group, once the job is followed
+        #: starts a task in the watch's task group, from ``connection_at`` on
         self.spawn: Callable[..., Any] | None = None
         self.watcher: anyio.CancelScope | None = None
+
+    @property
+    def next_check(self) -> float:
+        """When the sweep must look at this followed job next."""
+        if self.spawn is None:
+            return min(self.deadline, self.connection_at)
+        return self.deadline
 
     def watch(self, request: Request) -> None:
         self.request = request
@@ -97,8 +118,9 @@ class JobWatch:
     Use as ``async with JobWatch() as watch:`` on the loop for the server's lifetime.
     One task does it all, in sweeps at most ``TICK_S`` apart: jobs are looked at in
     submission order (all share one delay, so a deque is a queue sorted by due time);
-    one still running is followed: each sweep ends it once past its deadline, and a
-    request waiting for its whole result gets a task that watches its connection.
+    one still running is followed: each sweep ends it once past its deadline, and from
+    ``CONNECTION_WATCH_AFTER_S`` on, a request waiting for its whole result gets a task
+    that watches its connection.
     """
 
     def __init__(self) -> None:
@@ -150,7 +172,7 @@ class JobWatch:
             now = time.monotonic()
             wake_at = min(
                 due[0].check_at if due else math.inf,
-                min((w.deadline for w in self._followed), default=math.inf),
+                min((w.next_check for w in self._followed), default=math.inf),
             )
             # a job added meanwhile is due no sooner than WATCH_AFTER_S from now
             await anyio.sleep(min(max(wake_at - now, TICK_S), WATCH_AFTER_S))
@@ -163,20 +185,22 @@ class JobWatch:
                 self._check_followed(now)
 
     def _follow(self, watched: Watched) -> None:
-        assert self._task_group is not None
-        watched.spawn = self._task_group.start_soon
-        if watched.request is not None:
-            watched.watch(watched.request)
         self._followed.append(watched)
 
     def _check_followed(self, now: float) -> None:
-        """Forget settled jobs; end those past their deadline."""
+        """Forget settled jobs; end those past their deadline; watch connections from
+        their time on."""
+        assert self._task_group is not None
         still = []
         for watched in self._followed:
             job = watched.job
             if job is None:
                 watched.unwatch()
                 continue
+            if watched.spawn is None and now >= watched.connection_at:
+                watched.spawn = self._task_group.start_soon
+                if watched.request is not None:
+                    watched.watch(watched.request)
             if job.outcome is None and now >= watched.deadline:
                 job.abort(
                     RequestTimeout(

@@ -9,10 +9,16 @@ import weakref
 
 import anyio
 import pytest
+from starlette.requests import ClientDisconnect
 
 from localinfer.errors import RequestTimeout
 from localinfer.runtime.job import Chunk, Done, Job
-from localinfer.server.job_io import WATCH_AFTER_S, JobReader, JobWatch
+from localinfer.server.job_io import (
+    CONNECTION_WATCH_AFTER_S,
+    WATCH_AFTER_S,
+    JobReader,
+    JobWatch,
+)
 from tests import models
 from tests.support import define, running_server, wait_until
 
@@ -56,6 +62,30 @@ async def test_the_watch_lets_go_of_a_job_its_reader_is_done_with() -> None:
         del streamed, stream_reader
         gc.collect()
         assert alive[1]() is None
+
+
+class _GoneRequest:
+    """A request whose client has gone: ``receive`` says so at once."""
+
+    received = 0
+
+    async def receive(self) -> dict[str, str]:
+        self.received += 1
+        return {"type": "http.disconnect"}
+
+
+async def test_a_connection_is_watched_only_once_its_job_has_run_a_while() -> None:
+    async with JobWatch() as watch:
+        job = Job("x", model="m", request_id="r")
+        reader = JobReader(job, 5.0, watch)
+        request = _GoneRequest()
+        started = time.perf_counter()
+        with pytest.raises(ClientDisconnect):
+            await reader.guarded(request)  # type: ignore[arg-type]
+        waited = time.perf_counter() - started
+        assert CONNECTION_WATCH_AFTER_S <= waited < CONNECTION_WATCH_AFTER_S + 0.5
+        assert request.received == 1
+        assert job.cancelled, "the job of a client that left is dropped"
 
 
 async def test_a_slow_job_is_followed_until_it_settles() -> None:
