@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: A worker whose jobs took longer than this each on its last trip takes one job per trip
+#: instead of prefetching. Against such a job a trip to the loop costs next to nothing,
+#: while a job held in one worker's own list waits behind it even when another worker
+#: is free (the sleep model's p99).
+PREFETCH_JOBS_UNDER_S = 0.002
+
 HandlerFactory = Callable[[int, str], "Handler"]
 
 #: Loads run one at a time, process-wide: transformers' ``from_pretrained`` patches global
@@ -120,6 +126,8 @@ class DeviceWorker:
         self._max_batch_size = max_batch_size
         self._batch_window_s = batch_window_s
         self._prefetch = prefetch
+        #: seconds per job on the last trip (one at a time, unbatched); 0 until measured
+        self._job_s = 0.0
         #: without a batching window jobs are offered on the loop (no task per trip) and
         #: handed over here, as the number of jobs put in ``_pending`` (0: stop)
         self._offered = batch_window_s <= 0 or max_batch_size <= 1
@@ -176,7 +184,10 @@ class DeviceWorker:
                     if slots is None
                     else _take_slots(slots, self._max_batch_size)
                 )
-                prefetch = self._prefetch if slots is None else 1
+                # jobs that take a while are not prefetched: see PREFETCH_JOBS_UNDER_S
+                prefetch = (
+                    self._prefetch if slots is None and self._job_s < PREFETCH_JOBS_UNDER_S else 1
+                )
                 try:
                     if self._offered:  # the last batch's answers go with the request for more
                         self._loop.call_soon(self._deliver_and_offer, outbox.take(), size, prefetch)
@@ -192,9 +203,13 @@ class DeviceWorker:
                 if not taken:
                     break
                 if self._max_batch_size == 1 and slots is None:
+                    started, served = time.perf_counter(), 0
                     while batch := self._claim(1):  # prefetched: served one at a time, in order
                         self._flush(outbox)
                         self._serve(handler, batch, None, outbox)
+                        served += 1
+                    if served:
+                        self._job_s = (time.perf_counter() - started) / served
                 elif batch := self._claim(taken):
                     self._serve(handler, batch, slots, outbox)
                 elif slots is not None:  # taken back by the loop meanwhile

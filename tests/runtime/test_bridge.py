@@ -217,3 +217,48 @@ async def test_a_reader_is_judged_slow_by_time_not_by_count() -> None:
         await job.next_event()
     with pytest.raises(SlowConsumer, match=r"read nothing for 0\.\d s while 3999 items waited"):
         await job.next_event()
+
+
+def count_handovers(worker: Any) -> list[int]:
+    """Record the number of jobs each later trip hands ``worker`` (not the trip it is
+    waiting for now, which it asked for already; not the empty hand-over that stops it)."""
+    sizes: list[int] = []
+    hand = worker._hand
+
+    def counted(batch: list[Job]) -> None:
+        if batch:
+            sizes.append(len(batch))
+        hand(batch)
+
+    worker._hand = counted
+    return sizes
+
+
+async def test_slow_jobs_are_not_prefetched_so_a_free_worker_takes_the_next() -> None:
+    """Jobs of 20 ms are taken one per trip: none waits in a busy worker's own list while
+    the other worker may be free."""
+    async with ModelRegistry() as registry:
+        model = registry.add(definition("slow", Sleepy, workers_per_device=2, prefetch=16))
+        await registry.wait_ready(timeout_s=10)
+        for _ in range(4):  # each worker learns how long a job takes
+            await result(model.submit(0.02))
+        trips = [count_handovers(worker) for worker in model.workers]
+        jobs = [model.submit(0.02) for _ in range(12)]
+        for job in jobs:
+            await result(job)
+    # each worker's first job went to the trip it had asked for already
+    assert trips[0] + trips[1] == [1] * 10
+    assert trips[0] and trips[1], "both workers served"
+
+
+async def test_fast_jobs_are_prefetched_in_one_trip() -> None:
+    async with ModelRegistry() as registry:
+        model = registry.add(definition("fast", Sleepy, prefetch=16))
+        await registry.wait_ready(timeout_s=10)
+        await result(model.submit(0.0))
+        trips = count_handovers(model.workers[0])
+        jobs = [model.submit(0.0) for _ in range(10)]
+        for job in jobs:
+            await result(job)
+    # the first goes to the waiting worker at once; the other nine wait for its next trip
+    assert trips == [9]
