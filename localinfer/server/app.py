@@ -47,6 +47,10 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     return error_response_for(request.url.path, exc)
 
 
+#: the routes a busy server answers by the thousand per second (see DirectRoutes)
+HOT_ROUTES = [*infer.routes, *generation.routes, *embeddings.routes]
+
+
 class LocalInferApp(Starlette):
     """Starlette without its outermost ``ServerErrorMiddleware``.
 
@@ -104,9 +108,7 @@ def create_app(
     app = LocalInferApp(
         routes=[
             # inference first: starlette tries routes in order, one regex each
-            *infer.routes,
-            *generation.routes,
-            *embeddings.routes,
+            *HOT_ROUTES,
             *audio.routes,
             *kserve.routes,
             *workers.routes,  # before operations' GET /v1/models/{model:path}
@@ -117,10 +119,8 @@ def create_app(
         ],
         middleware=[
             *middleware_for(settings),
-            # innermost: past every check, the inference routes skip the router
-            Middleware(
-                DirectRoutes, routes=[*infer.routes, *generation.routes, *embeddings.routes]
-            ),
+            # innermost: past every check, the hot routes skip the router
+            Middleware(DirectRoutes, routes=HOT_ROUTES),
         ],
         exception_handlers={LocalInferError: _handle_error, HTTPException: _handle_error},
         lifespan=lifespan,
