@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -21,12 +22,24 @@ from starlette.routing import Route
 from bench.serving import server_arguments
 
 
+def json_response(value: Any) -> Response:
+    """``value`` as compact JSON: the answer every bench server sends."""
+    return Response(
+        json.dumps(value, separators=(",", ":")).encode(), media_type="application/json"
+    )
+
+
+def call_model(model: Any, args: list[Any]) -> Any:
+    """``model.infer(*args)``, a generator's items collected into a list."""
+    result = model.infer(*args)
+    if not isinstance(result, dict | list | str | int | float):  # a generator
+        result = list(result)
+    return result
+
+
 async def infer(request: Request) -> Response:
     body = json.loads(await request.body())
-    return Response(
-        json.dumps(body["args"][0], separators=(",", ":")).encode(),
-        media_type="application/json",
-    )
+    return json_response(body["args"][0])
 
 
 async def health(request: Request) -> Response:

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bench.bare import infer_app, run
+from bench.bare import call_model, infer_app, json_response, run
 from bench.serving import build_model, server_arguments
 
 Call = tuple[list[Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
@@ -32,9 +32,7 @@ def serve_calls(model: Any, calls: queue.SimpleQueue[Call]) -> None:
     while True:
         args, future, loop = calls.get()
         try:
-            result = model.infer(*args)
-            if not isinstance(result, dict | list | str | int | float):  # a generator
-                result = list(result)
+            result = call_model(model, args)
         except Exception as exc:  # handed to the request
             loop.call_soon_threadsafe(future.set_exception, exc)
         else:
@@ -52,7 +50,7 @@ def create_app(model: Any, workers: int) -> Starlette:
         future: asyncio.Future[Any] = loop.create_future()
         calls.put((body.get("args", []), future, loop))
         result = await future
-        return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
+        return json_response(result)
 
     return infer_app(infer)
 

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bench.bare import infer_app, run
+from bench.bare import call_model, infer_app, json_response, run
 from bench.serving import build_model, server_arguments
 
 
@@ -29,10 +29,8 @@ def create_app(model: Any, workers: int) -> Starlette:
             limiter = CapacityLimiter(workers)
         body = json.loads(await request.body())
         args = body.get("args", [])
-        result = await anyio.to_thread.run_sync(lambda: model.infer(*args), limiter=limiter)
-        if not isinstance(result, dict | list | str | int | float):  # a generator
-            result = list(result)
-        return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
+        result = await anyio.to_thread.run_sync(call_model, model, args, limiter=limiter)
+        return json_response(result)
 
     return infer_app(infer)
 
