@@ -137,3 +137,21 @@ def server_timing(headers: httpx.Headers) -> dict[str, float]:
         assert key == "dur", metric
         timings[name] = float(value)
     return timings
+
+
+#: the names the tiny chat, embedding and Whisper models are served under
+CHAT, EMBED, ASR = "tiny-chat", "tiny-embed", "tiny-whisper"
+
+
+def tiny_models(
+    chat_dir: Path, embed_dir: Path, whisper_dir: Path, *, whisper_tokens: int
+) -> list[ModelDefinition]:
+    """The tiny chat, embedding and Whisper models as ``CHAT``, ``EMBED`` and ``ASR``.
+
+    A random Whisper babbles to its length limit: ``whisper_tokens`` keeps windows short.
+    """
+    return [
+        define_local(chat_dir, CHAT),
+        define_local(embed_dir, EMBED),
+        define_local(whisper_dir, ASR, max_new_tokens=whisper_tokens),
+    ]

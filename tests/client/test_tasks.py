@@ -17,10 +17,9 @@ from localinfer.client import Client, SyncClient
 from localinfer.plugins import discover
 from localinfer.runtime.model import ModelDefinition
 from localinfer.runtime.resolve import model_definition, resolve
+from tests.support import ASR, CHAT, EMBED
 
 pytestmark = pytest.mark.anyio
-
-CHAT, EMBED, ASR = "tiny-chat", "tiny-embed", "tiny-whisper"
 
 
 @pytest.fixture(scope="module")

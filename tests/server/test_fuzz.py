@@ -31,11 +31,10 @@ from hypothesis import strategies as st  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
 from tests import models  # noqa: E402
-from tests.support import ThreadedServer, define, define_local  # noqa: E402
+from tests.support import ASR, CHAT, EMBED, ThreadedServer, define, tiny_models  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CHAT, EMBED, ASR = "tiny-chat", "tiny-embed", "tiny-whisper"
 #: the served model a route's generated names are sometimes replaced by
 SERVED_FOR = {
     "/v1/chat/completions": CHAT,
@@ -61,9 +60,7 @@ def fuzz_server(
     tiny_llama_dir: Path, tiny_bert_dir: Path, tiny_whisper_dir: Path
 ) -> Iterator[ThreadedServer]:
     definitions = [
-        define_local(tiny_llama_dir, CHAT),
-        define_local(tiny_bert_dir, EMBED),
-        define_local(tiny_whisper_dir, ASR, max_new_tokens=4),
+        *tiny_models(tiny_llama_dir, tiny_bert_dir, tiny_whisper_dir, whisper_tokens=4),
         define(models.Mirror),
         define(models.InputNames),
     ]

@@ -22,9 +22,8 @@ import pytest
 
 from tests import models
 from tests.fixtures.audio import tone_wav
-from tests.support import ThreadedServer, define, define_local
+from tests.support import ASR, CHAT, EMBED, ThreadedServer, define, tiny_models
 
-CHAT, EMBED, ASR = "tiny-chat", "tiny-embed", "tiny-whisper"
 KEY = "battery-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ALLOWED_ORIGIN = "http://allowed.example"
@@ -38,9 +37,7 @@ def server(
     tiny_llama_dir: Path, tiny_bert_dir: Path, tiny_whisper_dir: Path
 ) -> Iterator[ThreadedServer]:
     definitions = [
-        define_local(tiny_llama_dir, CHAT),
-        define_local(tiny_bert_dir, EMBED),
-        define_local(tiny_whisper_dir, ASR, max_new_tokens=8),
+        *tiny_models(tiny_llama_dir, tiny_bert_dir, tiny_whisper_dir, whisper_tokens=8),
         define(models.Echo),
         define(models.Mirror),
     ]

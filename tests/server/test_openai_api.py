@@ -15,23 +15,16 @@ import pytest
 from transformers import AutoTokenizer
 
 from tests.fixtures.audio import tone_wav
-from tests.support import ThreadedServer, define_local
+from tests.support import ASR, CHAT, EMBED, ThreadedServer, tiny_models
 
 pytestmark = pytest.mark.anyio
-
-CHAT, EMBED, ASR = "tiny-chat", "tiny-embed", "tiny-whisper"
 
 
 @pytest.fixture(scope="module")
 def server(
     tiny_llama_dir: Path, tiny_bert_dir: Path, tiny_whisper_dir: Path
 ) -> Iterator[ThreadedServer]:
-    definitions = [
-        define_local(tiny_llama_dir, CHAT),
-        define_local(tiny_bert_dir, EMBED),
-        # a random model babbles to its length limit: keep windows short to keep tests fast
-        define_local(tiny_whisper_dir, ASR, max_new_tokens=24),
-    ]
+    definitions = tiny_models(tiny_llama_dir, tiny_bert_dir, tiny_whisper_dir, whisper_tokens=24)
     with ThreadedServer(
         definitions, max_embedding_inputs=64, max_input_chars=20_000, max_audio_seconds=120
     ) as running:
