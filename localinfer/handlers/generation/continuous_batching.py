@@ -1,0 +1,296 @@
+"""Continuous batching through transformers' ``ContinuousBatchingManager``.
+
+The manager runs one background loop that batches every in-flight request per forward
+pass; :class:`ContinuousBatchingEngine` queues requests with it and owns the reader
+thread that turns the manager's per-token outputs into each request's
+:class:`~localinfer.handlers.generation.sequence.Generation` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from localinfer.errors import ConfigurationError, HandlerFailed
+from localinfer.handlers.generation.sequence import Generation
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+    from transformers.generation.continuous_batching import ContinuousBatchingManager
+    from transformers.generation.continuous_batching.requests import GenerationOutput
+
+logger = logging.getLogger(__name__)
+
+#: KV-cache budget of a continuous-batching engine on CPU (see ``_size_cache``)
+_CPU_KV_CACHE_GIB = 1.0
+#: tokens per forward pass on CPU (long prompts are prefilled in chunks of this size)
+_CPU_MAX_BATCH_TOKENS = 1024
+#: the cache is sized for requests up to this long, however long the model's context
+_MAX_CACHED_CONTEXT = 32_768
+
+
+class ContinuousBatchingEngine:
+    """transformers' ContinuousBatchingManager plus the thread that turns its outputs into emits.
+
+    Per-request sampling goes through the manager's per-request logits processors
+    (temperature, top-k, top-p): it samples for every request, and greedy requests ask for
+    ``top_k=1``, which leaves the argmax as the only candidate.
+    """
+
+    def __init__(
+        self,
+        manager: ContinuousBatchingManager,
+        max_in_flight: int,
+        vocab_size: int,
+        eos_token_ids: frozenset[int],
+        sequential_attention: str,
+    ) -> None:
+        self.manager = manager
+        self.max_in_flight = max_in_flight
+        self._sequential_attention = sequential_attention
+        self._vocab_size = vocab_size
+        self._eos = sorted(eos_token_ids) or -1
+        self._live: dict[str, Generation] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(
+            target=self._read_outputs, name="localinfer:cb-outputs", daemon=True
+        )
+        self._reader.start()
+
+    @classmethod
+    def start(
+        cls,
+        model: PreTrainedModel,
+        eos_token_ids: frozenset[int],
+        context_length: int | None,
+        options: Mapping[str, Any],
+    ) -> ContinuousBatchingEngine:
+        """Create the manager with per-request sampling, size its cache, start its loop."""
+        import torch
+        from transformers import ContinuousBatchingConfig
+
+        on_cpu = model.device.type == "cpu"
+        max_in_flight = int(options.get("max_in_flight", 8 if on_cpu else 32))
+        if max_in_flight < 2:
+            raise ConfigurationError("continuous batching needs max_in_flight >= 2")
+        settings: dict[str, Any] = {
+            "per_request_processors": True,
+            "max_requests_per_batch": max_in_flight,
+        }
+        settings.update(options.get("continuous_batching_config") or {})
+        if "kv_cache_gib" in options:
+            settings["kv_cache_gib"] = options["kv_cache_gib"]
+        _size_cache(settings, model, max_in_flight, context_length)
+        sequential_attention = str(model.config._attn_implementation)
+        manager = cast("GenerationMixin", model).init_continuous_batching(
+            generation_config=_engine_generation_config(model, eos_token_ids),
+            continuous_batching_config=ContinuousBatchingConfig(**settings),
+        )
+        try:
+            with torch.inference_mode():  # the manager's loop inherits the caller's mode
+                manager.warmup()  # builds the cache here: a model that cannot batch fails now
+                manager.start()
+        except BaseException:
+            # the manager may have switched the model's attention (eager -> paged|eager);
+            # put it back so sequential generate() still works
+            original = getattr(manager, "_original_attn_impl", None)
+            if original is not None:
+                model.set_attn_implementation(original)
+            raise
+        vocab_size = int(model.config.get_text_config().vocab_size)
+        return cls(manager, max_in_flight, vocab_size, eos_token_ids, sequential_attention)
+
+    def submit(self, generation: Generation) -> None:
+        """Queue a request with the manager and return at once."""
+        request = generation.request
+        sampling: dict[str, Any]
+        if request.temperature > 0:
+            sampling = {
+                "temperature": float(request.temperature),
+                "top_p": float(request.top_p),
+                "top_k": self._vocab_size,
+            }
+        else:
+            sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 1}
+        request_id = f"{generation.item.request_id}#{next(self._ids)}"
+        with self._lock:
+            self._live[request_id] = generation
+        generation.start()
+        try:
+            added = self.manager.add_request(
+                generation.prompt_ids,
+                request_id=request_id,
+                max_new_tokens=request.max_new_tokens,
+                streaming=True,
+                eos_token_id=self._eos,
+                **sampling,
+            )
+        except BaseException:
+            self._forget(request_id)
+            raise
+        if added is None:  # the manager's loop stopped (it logged why)
+            with self._lock:
+                dropped = self._live.pop(request_id, None)
+            if dropped is not None:
+                dropped.item.fail(HandlerFailed("the continuous-batching engine is not running"))
+        elif request_id not in self._live:
+            # the reader dropped it (cancelled) before the manager knew of it
+            self.manager.cancel_request(request_id)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the batching loop (keeping its requests) while this thread uses the model.
+
+        The manager may have switched the model to a paged attention (``paged|eager``),
+        which generate() cannot use: the model's own attention is back for the pause.
+        """
+        model = self.manager.model
+        batched_attention = str(model.config._attn_implementation)
+        with self.manager.pause():
+            if batched_attention != self._sequential_attention:
+                model.set_attn_implementation(self._sequential_attention)
+            try:
+                yield
+            finally:
+                if batched_attention != self._sequential_attention:
+                    model.set_attn_implementation(batched_attention)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._reader.join(timeout=10)
+        if self.manager.is_running():
+            self.manager.stop(block=True, timeout=30, hard_stop=True)
+        self.manager.destroy()
+        with self._lock:
+            left = list(self._live.values())
+            self._live.clear()
+        for generation in left:
+            generation.item.fail(HandlerFailed("the model was unloaded before this request ended"))
+
+    # reader thread -----------------------------------------------------------------------
+
+    def _read_outputs(self) -> None:
+        while not self._closing.is_set():
+            try:
+                output = self.manager.get_result(timeout=0.05)
+                if output is not None:
+                    self._deliver(output)
+                elif not self.manager.is_running():
+                    self._fail_all(self.manager.background_thread_status.fatal_error)
+                    self._closing.wait(0.1)
+                self._drop_cancelled()
+            except Exception:
+                logger.exception("continuous batching: delivering outputs failed")
+
+    def _deliver(self, output: GenerationOutput) -> None:
+        with self._lock:
+            generation = self._live.get(output.request_id)
+        if generation is None:
+            return  # finished or cancelled on our side already
+        if output.error is not None:
+            self._forget(output.request_id)
+            generation.item.fail(HandlerFailed(f"generation failed: {output.error}"))
+            return
+        try:
+            for token in output.generated_tokens[generation.completion_tokens :]:
+                if generation.on_token(int(token)):
+                    break
+            if generation.stopped or output.is_finished():
+                self._forget(output.request_id)
+                if not output.is_finished():
+                    self.manager.cancel_request(output.request_id)
+                generation.finish()
+        except Exception as exc:
+            self._forget(output.request_id)
+            self.manager.cancel_request(output.request_id)
+            generation.item.fail(exc)
+
+    def _drop_cancelled(self) -> None:
+        """Cancel, in the manager, requests whose caller went away (queued ones included)."""
+        with self._lock:
+            gone = [(rid, g) for rid, g in self._live.items() if g.item.cancelled]
+            for rid, _ in gone:
+                del self._live[rid]
+        for rid, generation in gone:
+            self.manager.cancel_request(rid)
+            generation.finish()
+
+    def _fail_all(self, error: BaseException | None) -> None:
+        with self._lock:
+            left = list(self._live.values())
+            self._live.clear()
+        for generation in left:
+            failure = HandlerFailed(f"the continuous-batching loop stopped: {error}")
+            generation.item.fail(failure)
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._live.pop(request_id, None)
+
+
+def _engine_generation_config(
+    model: PreTrainedModel, eos_token_ids: frozenset[int]
+) -> GenerationConfig:
+    """The model's defaults, with the sampling warpers every request then overrides.
+
+    The manager only builds a per-request temperature / top-k / top-p processor when the
+    config sets a non-default value for it, hence the placeholders.
+    """
+    import copy
+
+    config = copy.deepcopy(model.generation_config)
+    config.update(  # type: ignore[no-untyped-call]
+        do_sample=True,
+        temperature=0.7,
+        top_k=50,
+        top_p=0.9,
+        min_p=None,
+        typical_p=None,
+        epsilon_cutoff=None,
+        eta_cutoff=None,
+        num_beams=1,
+        num_return_sequences=1,
+        eos_token_id=sorted(eos_token_ids) or None,
+    )
+    return config
+
+
+def _size_cache(
+    settings: dict[str, Any], model: PreTrainedModel, max_in_flight: int, context: int | None
+) -> None:
+    """Size the engine's KV cache for ``max_in_flight`` full-context requests, within a budget.
+
+    Left to itself the library takes 90 % of the free GPU memory (60 % of RAM on CPU),
+    which starves every other model sharing the device. The budget is ``kv_cache_gib``
+    from the settings, else 1 GiB on CPU and half the free memory on CUDA.
+    """
+    budget_gib = settings.pop("kv_cache_gib", None)
+    page_size = int(settings.setdefault("page_size", 256))
+    if model.device.type == "cpu":
+        settings.setdefault("max_batch_tokens", _CPU_MAX_BATCH_TOKENS)
+    if settings.get("num_blocks") is not None:
+        return
+    if budget_gib is not None:
+        budget = int(float(budget_gib) * 2**30)
+    elif model.device.type == "cuda":
+        import torch
+
+        budget = torch.cuda.mem_get_info(model.device)[0] // 2
+    else:
+        budget = int(_CPU_KV_CACHE_GIB * 2**30)
+    config = model.config.get_text_config()
+    heads = int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    bytes_per_token = 2 * int(config.num_hidden_layers) * kv_heads * head_dim
+    bytes_per_block = bytes_per_token * page_size * model.dtype.itemsize
+    per_request = math.ceil(min(context or 4096, _MAX_CACHED_CONTEXT) / page_size) + 1
+    fits = budget // bytes_per_block
+    settings["num_blocks"] = max(per_request, min(per_request * max_in_flight, fits))
