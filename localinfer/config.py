@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     max_messages: int = Field(2048, ge=1, description="most chat messages in one request (413)")
     max_input_chars: int = Field(1_000_000, ge=1, description="longest prompt / text (413)")
     max_embedding_inputs: int = Field(2048, ge=1, description="most texts per embeddings call")
+    max_rerank_documents: int = Field(1000, ge=1, description="most documents per rerank call")
     max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest audio upload")
     max_audio_seconds: float = Field(3600.0, gt=0, description="longest audio accepted (413)")
     embedding_cache_size: int = Field(1024, ge=0, description="LRU entries per model (0: off)")

@@ -10,7 +10,7 @@ from typing import Any
 
 from localinfer.errors import ConfigurationError, ModelNotDownloaded, ModelNotFound
 from localinfer.handlers.base import ModelSource
-from localinfer.handlers.tasks import CHAT, EMBEDDINGS, TRANSCRIPTION
+from localinfer.handlers.tasks import CHAT, EMBEDDINGS, RERANK, TRANSCRIPTION
 from localinfer.hub.cache import cached_snapshot
 from localinfer.hub.catalog import CatalogEntry
 from localinfer.hub.model_ids import is_repo_id
@@ -67,6 +67,8 @@ def detect_task(directory: Path) -> str:
         for a in architectures
     ):
         return CHAT
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return RERANK  # a cross-encoder: scores (query, document) pairs
     if model_type in _ENCODER_TYPES or any(a.endswith("Model") for a in architectures):
         return EMBEDDINGS
     raise ConfigurationError(
