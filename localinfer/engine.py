@@ -31,6 +31,8 @@ from localinfer.client.results import (
     Embeddings,
     ModelInfo,
     ModelList,
+    RankedDocument,
+    Reranking,
     Stats,
     Timing,
     Transcription,
@@ -41,14 +43,17 @@ from localinfer.client.results import (
 from localinfer.client.streams import ChatStream
 from localinfer.config import Settings, load_settings
 from localinfer.errors import ConfigurationError, InvalidRequest, RequestTimeout
+from localinfer.handlers.rerank import check_rerank, ranked, rerank_payload, rerank_result
 from localinfer.handlers.tasks import (
     CHAT,
     EMBEDDINGS,
+    RERANK,
     TRANSCRIPTION,
     EmbeddingRequest,
     EmbeddingResult,
     GenerationRequest,
     GenerationResult,
+    RerankRequest,
     TranscriptionRequest,
     TranscriptionResult,
 )
@@ -340,6 +345,53 @@ class Engine(InProcessService):
             usage=Usage(value.prompt_tokens, 0, value.prompt_tokens),
             texts=tuple(listed),
         )
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        return_documents: bool = False,
+    ) -> Reranking:
+        """``documents`` best first by relevance to ``query`` (a reranker, or an embeddings
+        model's cosine similarity); the same limits and 400s as ``/v1/rerank``."""
+        listed = list(documents)
+        check_rerank(
+            query,
+            listed,
+            top_n,
+            max_documents=self.settings.max_rerank_documents,
+            max_chars=self.settings.max_input_chars,
+        )
+        served = self._reranker(model)
+        request = RerankRequest(query, tuple(listed))
+        _, value, _ = await self._run(served, rerank_payload(served.definition.task, request))
+        result = rerank_result(request, value)
+        return Reranking(
+            tuple(
+                RankedDocument(i, result.scores[i], listed[i] if return_documents else None)
+                for i in ranked(result.scores, top_n)
+            ),
+            model=served.name,
+            usage=Usage(result.prompt_tokens, 0, result.prompt_tokens),
+        )
+
+    def _reranker(self, name: str | None) -> ServedModel:
+        """``name`` if it reranks; unnamed, the only reranker, else the only embeddings model."""
+        if name is not None:
+            served = self.registry.get(name)
+            if served.definition.task not in (RERANK, EMBEDDINGS):
+                raise InvalidRequest(
+                    f"the model {name!r} serves {served.definition.task}; rerank needs a "
+                    "rerank or embeddings model",
+                    param="model",
+                )
+            return served
+        if any(m.definition.task == RERANK for m in self.registry):
+            return self._model(None, RERANK)
+        return self._model(None, EMBEDDINGS)
 
     async def transcribe(
         self,

@@ -171,3 +171,22 @@ async def test_runs_under_trio(anyio_backend: str) -> None:
         assert [w async for w in engine.infer_stream("words", 2)] == ["w0 ", "w1 "]
         with anyio.fail_after(5):
             assert await engine.infer("words", 1) == "w0 "
+
+
+async def test_rerank_by_an_embeddings_model_in_process(engine: localinfer.Engine) -> None:
+    documents = [
+        "Stocks rose on Friday.",
+        "Bake the loaf at 220 C for 30 minutes.",
+        "Penguins swim.",
+    ]
+    ranking = await engine.rerank(
+        "how to bake bread", documents, model="minilm", top_n=2, return_documents=True
+    )
+    assert ranking.indices[0] == 1 and len(ranking) == 2 and ranking.model == "minilm"
+    assert ranking[0].document == documents[1] and ranking.usage.total_tokens > 0
+    with pytest.raises(e.InvalidRequest, match="top_n"):
+        await engine.rerank("q", ["a"], model="minilm", top_n=2)
+    with pytest.raises(e.InvalidRequest, match="documents must not be empty"):
+        await engine.rerank("q", [], model="minilm")
+    with pytest.raises(e.InvalidRequest, match="rerank needs a rerank or embeddings model"):
+        await engine.rerank("q", ["a"], model="tiny-chat")
