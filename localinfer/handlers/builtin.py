@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localinfer.handlers.tasks import CHAT, EMBEDDINGS, RERANK, TRANSCRIPTION
+from localinfer.handlers.tasks import CHAT, EMBEDDINGS, IMAGE_INPUT, RERANK, TRANSCRIPTION
 from localinfer.hub.catalog import CatalogEntry
 from localinfer.plugins import HandlerSpec, Plugin
 
@@ -10,6 +10,7 @@ CHAT_HANDLER = "transformers-chat"
 EMBEDDINGS_HANDLER = "transformers-embeddings"
 WHISPER_HANDLER = "transformers-whisper"
 RERANK_HANDLER = "transformers-rerank"
+VISION_HANDLER = "transformers-vision"
 
 _WEIGHTS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 
@@ -39,6 +40,13 @@ plugin = Plugin(
             RERANK,
             "localinfer.handlers.cross_encoder:CrossEncoderHandler",
             "cross-encoder rerankers (sequence classification), micro-batched",
+        ),
+        HandlerSpec(
+            VISION_HANDLER,
+            CHAT,
+            "localinfer.handlers.transformers_vision:TransformersVisionHandler",
+            "chat with images: image-text-to-text models (SmolVLM, Qwen2.5-VL, ...)",
+            capabilities={IMAGE_INPUT: "true"},
         ),
     ],
     catalog=[
@@ -119,6 +127,22 @@ plugin = Plugin(
             RERANK,
             RERANK_HANDLER,
             "MS MARCO MiniLM-L6 cross-encoder, English (22M)",
+            files=_WEIGHTS,
+        ),
+        CatalogEntry(
+            "smolvlm-256m-instruct",
+            "HuggingFaceTB/SmolVLM-256M-Instruct",
+            CHAT,
+            VISION_HANDLER,
+            "SmolVLM 256M instruct: chat about images, English (256M)",
+            files=_WEIGHTS,
+        ),
+        CatalogEntry(
+            "qwen2.5-vl-3b-instruct",
+            "Qwen/Qwen2.5-VL-3B-Instruct",
+            CHAT,
+            VISION_HANDLER,
+            "Qwen2.5-VL 3B instruct: chat about images and documents, multilingual (3.8B)",
             files=_WEIGHTS,
         ),
     ],

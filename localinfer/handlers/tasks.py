@@ -23,12 +23,20 @@ TRANSCRIPTION = "transcription"
 INFER = "infer"
 RERANK = "rerank"
 
+#: the capability (value ``"true"``) of chat handlers that take image parts in messages
+IMAGE_INPUT = "images"
+
 FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """A chat (``messages``) or plain completion (``prompt``) request."""
+    """A chat (``messages``) or plain completion (``prompt``) request.
+
+    A message's ``content`` is text, or (for handlers with the ``IMAGE_INPUT``
+    capability) a list of ``{"type": "text", "text": ...}`` and
+    ``{"type": "image", "image": <PIL image>}`` parts, in order.
+    """
 
     messages: tuple[dict[str, Any], ...] | None = None
     prompt: str | None = None

@@ -93,6 +93,12 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
+    @property
+    def images(self) -> list[ImagePart]:
+        if isinstance(self.content, list):
+            return [part for part in self.content if isinstance(part, ImagePart)]
+        return []
+
     def text(self) -> str:
         if self.content is None:
             return ""
@@ -101,6 +107,12 @@ class ChatMessage(BaseModel):
         if any(isinstance(part, ImagePart) for part in self.content):
             raise InvalidRequest("this model does not accept image parts", param="messages")
         return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def text_beside_images(self) -> str:
+        """The text parts alone (a vision model gets the images as well)."""
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
+        return self.content or ""
 
 
 #: below this a temperature scales logits to infinities (NaN probabilities): greedy instead
