@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import replace
 from typing import Literal, overload
 
 import anyio
@@ -287,10 +288,14 @@ class Engine(InProcessService):
                 f"max_tokens is {budget}; the largest accepted is {self.settings.max_tokens_limit}",
                 param="max_tokens",
             )
+        listed = chat_messages(messages, system)
+        # messages with images are made ready once the model is known (it must take them)
+        images = listed if any(_has_images(m["content"]) for m in listed) else None
         request = GenerationRequest(
-            messages=tuple(
-                {"role": str(m["role"]), "content": content_text(m["content"])}
-                for m in chat_messages(messages, system)
+            messages=None
+            if images
+            else tuple(
+                {"role": str(m["role"]), "content": content_text(m["content"])} for m in listed
             ),
             max_new_tokens=budget,
             temperature=temperature,
@@ -299,21 +304,52 @@ class Engine(InProcessService):
             seed=seed,
         )
         if stream:
-            return ChatStream(self._chat_stream(model, request))
-        return self._chat(model, request)
+            return ChatStream(self._chat_stream(model, request, images))
+        return self._chat(model, request, images)
 
-    async def _chat(self, name: str | None, request: GenerationRequest) -> ChatResult:
+    async def _with_images(
+        self,
+        served: ServedModel,
+        request: GenerationRequest,
+        images: list[dict[str, object]] | None,
+    ) -> GenerationRequest:
+        """``request`` with its messages' images decoded, as the chat route does it."""
+        if images is None:
+            return request
+        from pydantic import ValidationError
+
+        from localinfer.server.chat_images import vision_messages
+        from localinfer.server.protocol import ChatMessage
+
+        try:
+            parsed = [ChatMessage.model_validate(m) for m in images]
+        except ValidationError as exc:
+            raise InvalidRequest(f"messages: {exc.errors()[0]['msg']}", param="messages") from None
+        converted = await vision_messages(served, parsed, self.settings, self.settings.max_images)
+        return replace(request, messages=converted)
+
+    async def _chat(
+        self,
+        name: str | None,
+        request: GenerationRequest,
+        images: list[dict[str, object]] | None = None,
+    ) -> ChatResult:
         started = time.perf_counter()
         served = self._model(name, CHAT)
+        request = await self._with_images(served, request, images)
         job, value, _ = await self._run(served, request)
         assert isinstance(value, GenerationResult)
         return _chat_result(served.name, job, value, started, None)
 
     async def _chat_stream(
-        self, name: str | None, request: GenerationRequest
+        self,
+        name: str | None,
+        request: GenerationRequest,
+        images: list[dict[str, object]] | None = None,
     ) -> AsyncGenerator[str | ChatResult, None]:
         started = time.perf_counter()
         served = self._model(name, CHAT)
+        request = await self._with_images(served, request, images)
         first: float | None = None
         job = served.submit(request)
         async with aclosing(self._events(job)) as events:
@@ -471,6 +507,12 @@ class Engine(InProcessService):
             async for event in events:
                 if isinstance(event, Chunk) or event.value is not None:
                     yield event.value
+
+
+def _has_images(content: object) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") == "image_url" for part in content
+    )
 
 
 def _infer_payload(

@@ -190,3 +190,27 @@ async def test_rerank_by_an_embeddings_model_in_process(engine: localinfer.Engin
         await engine.rerank("q", [], model="minilm")
     with pytest.raises(e.InvalidRequest, match="rerank needs a rerank or embeddings model"):
         await engine.rerank("q", ["a"], model="tiny-chat")
+
+
+async def test_chat_with_images_in_process(tiny_vlm_dir: Path, tiny_llama_dir: Path) -> None:
+    from PIL import Image
+
+    from localinfer.client import user_message
+
+    picture = Image.new("RGB", (40, 30), "red")
+    async with localinfer.Engine(
+        {"vision": tiny_vlm_dir, "text": tiny_llama_dir}, device="cpu"
+    ) as engine:
+        message = user_message("what is it?", picture)
+        whole = await engine.chat([message], model="vision", max_tokens=5, temperature=0)
+        assert whole.usage.prompt_tokens > 4 and whole.usage.completion_tokens >= 1
+        stream = engine.chat([message], model="vision", max_tokens=5, temperature=0, stream=True)
+        assert "".join([piece async for piece in stream]) == whole.text
+        with pytest.raises(e.InvalidRequest, match="does not accept image parts"):
+            await engine.chat([message], model="text", max_tokens=2)
+        with pytest.raises(e.InvalidRequest, match="remote image URLs are turned off"):
+            await engine.chat(
+                [user_message("x", "https://example.com/a.png")],
+                model="vision",
+                max_tokens=2,
+            )
