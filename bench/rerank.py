@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -137,7 +138,9 @@ def docs_block(results: dict[str, Any], info: dict[str, Any]) -> str:
             BEGIN,
             "",
             f"all-MiniLM-L6-v2 (cosine rerank), 1 query + {DOCUMENTS} documents per request, "
-            f"CPU: {info['cpu']} ({info['cpus']} CPUs), git {info['git']}. "
+            f"CPU: {info['cpu']} ({info['cpus']} CPUs, load average "
+            f"{info['load_average'][0]:.1f} before and {info['load_average'][1]:.1f} after: "
+            f"a shared machine), git {info['git']}. "
             "Medians of the repeats; `python -m bench.rerank --docs`.",
             "",
             table(results),
@@ -163,8 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", action="store_true", help="rewrite the docs block")
     args = parser.parse_args(argv)
     reps, seconds = (1, 3.0) if args.quick else (3, 8.0)
+    load_before = os.getloadavg()[0]
     results = bench(reps, seconds)
-    info = machine()
+    info = {**machine(), "load_average": [load_before, os.getloadavg()[0]]}
     path = write_results("rerank", {"machine": info, "results": results})
     print(table(results))
     print(f"\n{json.dumps(str(path))}")
