@@ -227,6 +227,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "rerank",
             {200: Answer(p.RerankResponse)},
             body=p.RerankRequest,
+            # every route under /v2 answers errors in KServe's shape (server/errors.py)
+            kserve_errors=path.startswith("/v2/"),
         )
         for path in ("/v1/rerank", "/rerank", "/v2/rerank")
     },

@@ -44,6 +44,13 @@ def test_minilm_puts_the_relevant_document_first(http: httpx.Client) -> None:
     assert body["model"] == MINILM and body["usage"]["total_tokens"] > 0
 
 
+def test_errors_under_v2_take_kserves_shape(http: httpx.Client) -> None:
+    """Everything under /v2 answers errors as KServe does: ``{"error": "..."}``."""
+    reply = http.post("/v2/rerank", json={"model": MINILM, "query": "q", "documents": []})
+    assert reply.status_code == 400
+    assert "documents must not be empty" in reply.json()["error"]
+
+
 @pytest.mark.parametrize("path", ["/v1/rerank", "/rerank", "/v2/rerank"])
 def test_every_path_and_both_document_forms(http: httpx.Client, path: str) -> None:
     documents = [DOCUMENTS[0], {"text": DOCUMENTS[1]}, DOCUMENTS[2]]
