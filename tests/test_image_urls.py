@@ -77,6 +77,15 @@ async def test_a_data_url_decodes_and_is_resized() -> None:
     assert picture.mode == "RGB" and picture.size == (64, 16)
 
 
+async def test_detail_low_makes_a_smaller_image_and_unknown_details_are_refused() -> None:
+    url = data_url(png((2000, 1000)))
+    limits = Limits(max_image_side=1024, max_image_pixels=10_000_000)
+    assert (await load_image_url(url, limits, detail="high")).size == (1024, 512)
+    assert (await load_image_url(url, limits, detail="low")).size == (512, 256)
+    with pytest.raises(InvalidRequest, match="detail must be 'auto', 'low' or 'high'"):
+        await load_image_url(url, limits, detail="ultra")
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -49,7 +49,9 @@ async def vision_messages(
             if isinstance(part, p.TextPart):
                 parts.append({"type": "text", "text": part.text})
             else:
-                image = await load_image_url(part.image_url.url, settings)
+                image = await load_image_url(
+                    part.image_url.url, settings, detail=part.image_url.detail
+                )
                 parts.append({"type": "image", "image": image})
         converted.append({"role": message.role, "content": parts})
     return tuple(converted)
