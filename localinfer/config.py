@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     max_messages: int = Field(2048, ge=1, description="most chat messages in one request (413)")
     max_input_chars: int = Field(1_000_000, ge=1, description="longest prompt / text (413)")
     max_embedding_inputs: int = Field(2048, ge=1, description="most texts per embeddings call")
+    max_rerank_documents: int = Field(1000, ge=1, description="most documents per rerank call")
+    remote_images: bool = Field(
+        False, description="fetch http(s) image URLs in chat (never private addresses)"
+    )
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest image (400)")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="largest decoded image, width x height (400)"
+    )
+    max_image_side: int = Field(2048, ge=16, description="longer side images are resized to")
+    max_images: int = Field(16, ge=1, description="most images in one chat request (400)")
+    remote_image_timeout_s: float = Field(10.0, gt=0, description="deadline of one image fetch")
+    remote_image_max_redirects: int = Field(3, ge=0, description="redirects an image fetch follows")
     max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest audio upload")
     max_audio_seconds: float = Field(3600.0, gt=0, description="longest audio accepted (413)")
     embedding_cache_size: int = Field(1024, ge=0, description="LRU entries per model (0: off)")

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import replace
 from typing import Literal, overload
 
 import anyio
@@ -31,6 +32,8 @@ from localinfer.client.results import (
     Embeddings,
     ModelInfo,
     ModelList,
+    RankedDocument,
+    Reranking,
     Stats,
     Timing,
     Transcription,
@@ -41,14 +44,17 @@ from localinfer.client.results import (
 from localinfer.client.streams import ChatStream
 from localinfer.config import Settings, load_settings
 from localinfer.errors import ConfigurationError, InvalidRequest, RequestTimeout
+from localinfer.handlers.rerank import check_rerank, ranked, rerank_payload, rerank_result
 from localinfer.handlers.tasks import (
     CHAT,
     EMBEDDINGS,
+    RERANK,
     TRANSCRIPTION,
     EmbeddingRequest,
     EmbeddingResult,
     GenerationRequest,
     GenerationResult,
+    RerankRequest,
     TranscriptionRequest,
     TranscriptionResult,
 )
@@ -282,10 +288,14 @@ class Engine(InProcessService):
                 f"max_tokens is {budget}; the largest accepted is {self.settings.max_tokens_limit}",
                 param="max_tokens",
             )
+        listed = chat_messages(messages, system)
+        # messages with images are made ready once the model is known (it must take them)
+        images = listed if any(_has_images(m["content"]) for m in listed) else None
         request = GenerationRequest(
-            messages=tuple(
-                {"role": str(m["role"]), "content": content_text(m["content"])}
-                for m in chat_messages(messages, system)
+            messages=None
+            if images
+            else tuple(
+                {"role": str(m["role"]), "content": content_text(m["content"])} for m in listed
             ),
             max_new_tokens=budget,
             temperature=temperature,
@@ -294,21 +304,52 @@ class Engine(InProcessService):
             seed=seed,
         )
         if stream:
-            return ChatStream(self._chat_stream(model, request))
-        return self._chat(model, request)
+            return ChatStream(self._chat_stream(model, request, images))
+        return self._chat(model, request, images)
 
-    async def _chat(self, name: str | None, request: GenerationRequest) -> ChatResult:
+    async def _with_images(
+        self,
+        served: ServedModel,
+        request: GenerationRequest,
+        images: list[dict[str, object]] | None,
+    ) -> GenerationRequest:
+        """``request`` with its messages' images decoded, as the chat route does it."""
+        if images is None:
+            return request
+        from pydantic import ValidationError
+
+        from localinfer.server.chat_images import vision_messages
+        from localinfer.server.protocol import ChatMessage
+
+        try:
+            parsed = [ChatMessage.model_validate(m) for m in images]
+        except ValidationError as exc:
+            raise InvalidRequest(f"messages: {exc.errors()[0]['msg']}", param="messages") from None
+        converted = await vision_messages(served, parsed, self.settings, self.settings.max_images)
+        return replace(request, messages=converted)
+
+    async def _chat(
+        self,
+        name: str | None,
+        request: GenerationRequest,
+        images: list[dict[str, object]] | None = None,
+    ) -> ChatResult:
         started = time.perf_counter()
         served = self._model(name, CHAT)
+        request = await self._with_images(served, request, images)
         job, value, _ = await self._run(served, request)
         assert isinstance(value, GenerationResult)
         return _chat_result(served.name, job, value, started, None)
 
     async def _chat_stream(
-        self, name: str | None, request: GenerationRequest
+        self,
+        name: str | None,
+        request: GenerationRequest,
+        images: list[dict[str, object]] | None = None,
     ) -> AsyncGenerator[str | ChatResult, None]:
         started = time.perf_counter()
         served = self._model(name, CHAT)
+        request = await self._with_images(served, request, images)
         first: float | None = None
         job = served.submit(request)
         async with aclosing(self._events(job)) as events:
@@ -340,6 +381,53 @@ class Engine(InProcessService):
             usage=Usage(value.prompt_tokens, 0, value.prompt_tokens),
             texts=tuple(listed),
         )
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        return_documents: bool = False,
+    ) -> Reranking:
+        """``documents`` best first by relevance to ``query`` (a reranker, or an embeddings
+        model's cosine similarity); the same limits and 400s as ``/v1/rerank``."""
+        listed = list(documents)
+        check_rerank(
+            query,
+            listed,
+            top_n,
+            max_documents=self.settings.max_rerank_documents,
+            max_chars=self.settings.max_input_chars,
+        )
+        served = self._reranker(model)
+        request = RerankRequest(query, tuple(listed))
+        _, value, _ = await self._run(served, rerank_payload(served.definition.task, request))
+        result = rerank_result(request, value)
+        return Reranking(
+            tuple(
+                RankedDocument(i, result.scores[i], listed[i] if return_documents else None)
+                for i in ranked(result.scores, top_n)
+            ),
+            model=served.name,
+            usage=Usage(result.prompt_tokens, 0, result.prompt_tokens),
+        )
+
+    def _reranker(self, name: str | None) -> ServedModel:
+        """``name`` if it reranks; unnamed, the only reranker, else the only embeddings model."""
+        if name is not None:
+            served = self.registry.get(name)
+            if served.definition.task not in (RERANK, EMBEDDINGS):
+                raise InvalidRequest(
+                    f"the model {name!r} serves {served.definition.task}; rerank needs a "
+                    "rerank or embeddings model",
+                    param="model",
+                )
+            return served
+        if any(m.definition.task == RERANK for m in self.registry):
+            return self._model(None, RERANK)
+        return self._model(None, EMBEDDINGS)
 
     async def transcribe(
         self,
@@ -419,6 +507,12 @@ class Engine(InProcessService):
             async for event in events:
                 if isinstance(event, Chunk) or event.value is not None:
                     yield event.value
+
+
+def _has_images(content: object) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") == "image_url" for part in content
+    )
 
 
 def _infer_payload(

@@ -16,6 +16,8 @@ import pytest  # noqa: E402  (after the environment is set)
 from tests.fixtures.hub_server import hf_home, hub, tiny_bert_repo  # noqa: E402
 from tests.fixtures.tiny_chat import tiny_llama_dir  # noqa: E402
 from tests.fixtures.tiny_encoders import minilm_dir, speech_wav, tiny_bert_dir, tiny_whisper_dir  # noqa: E402
+from tests.fixtures.tiny_rerankers import tiny_cross_encoder_dir  # noqa: E402
+from tests.fixtures.tiny_vision import tiny_vlm_dir  # noqa: E402
 
 __all__ = [
     "hf_home",
@@ -24,7 +26,9 @@ __all__ = [
     "speech_wav",
     "tiny_bert_dir",
     "tiny_bert_repo",
+    "tiny_cross_encoder_dir",
     "tiny_llama_dir",
+    "tiny_vlm_dir",
     "tiny_whisper_dir",
 ]
 

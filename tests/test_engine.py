@@ -171,3 +171,46 @@ async def test_runs_under_trio(anyio_backend: str) -> None:
         assert [w async for w in engine.infer_stream("words", 2)] == ["w0 ", "w1 "]
         with anyio.fail_after(5):
             assert await engine.infer("words", 1) == "w0 "
+
+
+async def test_rerank_by_an_embeddings_model_in_process(engine: localinfer.Engine) -> None:
+    documents = [
+        "Stocks rose on Friday.",
+        "Bake the loaf at 220 C for 30 minutes.",
+        "Penguins swim.",
+    ]
+    ranking = await engine.rerank(
+        "how to bake bread", documents, model="minilm", top_n=2, return_documents=True
+    )
+    assert ranking.indices[0] == 1 and len(ranking) == 2 and ranking.model == "minilm"
+    assert ranking[0].document == documents[1] and ranking.usage.total_tokens > 0
+    with pytest.raises(e.InvalidRequest, match="top_n"):
+        await engine.rerank("q", ["a"], model="minilm", top_n=2)
+    with pytest.raises(e.InvalidRequest, match="documents must not be empty"):
+        await engine.rerank("q", [], model="minilm")
+    with pytest.raises(e.InvalidRequest, match="rerank needs a rerank or embeddings model"):
+        await engine.rerank("q", ["a"], model="tiny-chat")
+
+
+async def test_chat_with_images_in_process(tiny_vlm_dir: Path, tiny_llama_dir: Path) -> None:
+    from PIL import Image
+
+    from localinfer.client import user_message
+
+    picture = Image.new("RGB", (40, 30), "red")
+    async with localinfer.Engine(
+        {"vision": tiny_vlm_dir, "text": tiny_llama_dir}, device="cpu"
+    ) as engine:
+        message = user_message("what is it?", picture)
+        whole = await engine.chat([message], model="vision", max_tokens=5, temperature=0)
+        assert whole.usage.prompt_tokens > 4 and whole.usage.completion_tokens >= 1
+        stream = engine.chat([message], model="vision", max_tokens=5, temperature=0, stream=True)
+        assert "".join([piece async for piece in stream]) == whole.text
+        with pytest.raises(e.InvalidRequest, match="does not accept image parts"):
+            await engine.chat([message], model="text", max_tokens=2)
+        with pytest.raises(e.InvalidRequest, match="remote image URLs are turned off"):
+            await engine.chat(
+                [user_message("x", "https://example.com/a.png")],
+                model="vision",
+                max_tokens=2,
+            )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from localinfer.client.async_client import Client
+    from localinfer.client.images import image_part, user_message
     from localinfer.client.results import (
         CachedModel,
         CatalogEntry,
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
         ModelInfo,
         ModelList,
         ModelStatistics,
+        RankedDocument,
+        Reranking,
         Similarity,
         Stats,
         Timing,
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "Client": "async_client",
+    "image_part": "images",
+    "user_message": "images",
     "SyncClient": "sync_client",
     "ChatStream": "streams",
     "SyncChatStream": "streams",
@@ -50,6 +55,8 @@ _WHERE = {
             "ModelInfo",
             "ModelList",
             "ModelStatistics",
+            "RankedDocument",
+            "Reranking",
             "Similarity",
             "Stats",
             "Timing",
@@ -72,6 +79,8 @@ __all__ = [
     "ModelInfo",
     "ModelList",
     "ModelStatistics",
+    "RankedDocument",
+    "Reranking",
     "Similarity",
     "Stats",
     "SyncChatStream",
@@ -80,6 +89,8 @@ __all__ = [
     "TranscriptSegment",
     "Transcription",
     "Usage",
+    "image_part",
+    "user_message",
 ]
 
 

@@ -28,6 +28,8 @@ from localinfer.client.results import (
     Embeddings,
     ModelInfo,
     ModelList,
+    RankedDocument,
+    Reranking,
     Stats,
     Timing,
     Transcription,
@@ -41,6 +43,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 300.0
 
 CHAT, EMBEDDINGS, TRANSCRIPTION = "chat", "embeddings", "transcription"
+RERANK = "rerank"
 
 __all__ = ["CONNECTION_ERROR", "Messages", "as_texts", "chat_messages"]  # and the functions below
 
@@ -361,6 +364,46 @@ def embeddings_result(body: Mapping[str, object], texts: list[str]) -> Embedding
         model=str(body.get("model", "")),
         usage=_usage(body.get("usage")),
         texts=tuple(texts),
+    )
+
+
+def pick_reranker(models: ModelList) -> str | None:
+    """The only rerank model; without any, the only embeddings model (it ranks by cosine)."""
+    for task in (RERANK, EMBEDDINGS):
+        candidates = models.for_task(task)
+        if candidates:
+            return candidates[0].id if len(candidates) == 1 else None
+    return None
+
+
+def rerank_body(
+    model: str, query: str, documents: Sequence[str], top_n: int | None, return_documents: bool
+) -> dict[str, object]:
+    body: dict[str, object] = {"model": model, "query": query, "documents": list(documents)}
+    if top_n is not None:
+        body["top_n"] = top_n
+    if return_documents:
+        body["return_documents"] = True
+    return body
+
+
+def reranking_result(body: Mapping[str, object]) -> Reranking:
+    results = body.get("results")
+    ranked = []
+    for item in results if isinstance(results, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        document = item.get("document")
+        text = document.get("text") if isinstance(document, Mapping) else document
+        ranked.append(
+            RankedDocument(
+                index=int(item.get("index", 0)),
+                relevance_score=float(item.get("relevance_score", 0.0)),
+                document=text if isinstance(text, str) else None,
+            )
+        )
+    return Reranking(
+        tuple(ranked), model=str(body.get("model", "")), usage=_usage(body.get("usage"))
     )
 
 

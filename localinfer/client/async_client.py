@@ -30,6 +30,7 @@ from localinfer.client.results import (
     Embeddings,
     ModelInfo,
     ModelList,
+    Reranking,
     Stats,
     Transcription,
 )
@@ -229,6 +230,31 @@ class Client:
             "POST", "/v1/embeddings", json=core.embed_body(name, listed, dimensions)
         )
         return core.embeddings_result(response.json(), listed)
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        return_documents: bool = False,
+    ) -> Reranking:
+        """``documents`` best first by relevance to ``query`` (a reranker, or an embeddings
+        model's cosine similarity)."""
+        name = model
+        for refresh in (False, True):
+            if name is not None:
+                break
+            if refresh or self._models is None:
+                self._models = await self.models()
+            name = core.pick_reranker(self._models)
+        if name is None:
+            assert self._models is not None
+            raise core.no_default_model(self._models, core.RERANK)
+        body = core.rerank_body(name, query, documents, top_n, return_documents)
+        response = await self._request("POST", "/v1/rerank", json=body)
+        return core.reranking_result(response.json())
 
     async def transcribe(
         self,

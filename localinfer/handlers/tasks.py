@@ -8,6 +8,8 @@ dataclasses: no torch, no pydantic, nothing HTTP.
   finishes with a :class:`GenerationResult`. It stops early when ``item.cancelled``.
 - ``embeddings``: input :class:`EmbeddingRequest`; result :class:`EmbeddingResult`.
 - ``transcription``: input :class:`TranscriptionRequest`; result :class:`TranscriptionResult`.
+- ``rerank``: input :class:`RerankRequest`; result :class:`RerankResult` (one score per
+  document, in the documents' order; the route sorts and cuts to ``top_n``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ CHAT = "chat"
 EMBEDDINGS = "embeddings"
 TRANSCRIPTION = "transcription"
 INFER = "infer"
+RERANK = "rerank"
+
+#: the capability (value ``"true"``) of chat handlers that take image parts in messages
+IMAGE_INPUT = "images"
 
 FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """A chat (``messages``) or plain completion (``prompt``) request."""
+    """A chat (``messages``) or plain completion (``prompt``) request.
+
+    A message's ``content`` is text, or (for handlers with the ``IMAGE_INPUT``
+    capability) a list of ``{"type": "text", "text": ...}`` and
+    ``{"type": "image", "image": <PIL image>}`` parts, in order.
+    """
 
     messages: tuple[dict[str, Any], ...] | None = None
     prompt: str | None = None
@@ -111,3 +122,18 @@ class TranscriptionResult:
     duration: float
     segments: list[Segment] = field(default_factory=list)
     words: list[Word] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RerankRequest:
+    """Score each document's relevance to ``query`` (a cross-encoder reads each pair)."""
+
+    query: str
+    documents: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    #: one relevance score per document, in the request's order (higher: more relevant)
+    scores: list[float]
+    prompt_tokens: int

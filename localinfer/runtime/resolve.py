@@ -10,7 +10,7 @@ from typing import Any
 
 from localinfer.errors import ConfigurationError, ModelNotDownloaded, ModelNotFound
 from localinfer.handlers.base import ModelSource
-from localinfer.handlers.tasks import CHAT, EMBEDDINGS, TRANSCRIPTION
+from localinfer.handlers.tasks import CHAT, EMBEDDINGS, IMAGE_INPUT, RERANK, TRANSCRIPTION
 from localinfer.hub.cache import cached_snapshot
 from localinfer.hub.catalog import CatalogEntry
 from localinfer.hub.model_ids import is_repo_id
@@ -67,6 +67,8 @@ def detect_task(directory: Path) -> str:
         for a in architectures
     ):
         return CHAT
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return RERANK  # a cross-encoder: scores (query, document) pairs
     if model_type in _ENCODER_TYPES or any(a.endswith("Model") for a in architectures):
         return EMBEDDINGS
     raise ConfigurationError(
@@ -86,9 +88,20 @@ def _local(path: Path, plugins: PluginSet, name: str) -> ResolvedModel:
     return ResolvedModel(
         name=name,
         task=task,
-        handler=plugins.handler_for_task(task),
+        handler=_handler_for(path, task, plugins),
         source=ModelSource(str(path), filename=filename),
     )
+
+
+def _handler_for(path: Path, task: str, plugins: PluginSet) -> HandlerSpec:
+    """The task's default handler; for a chat model with a vision tower, the vision one."""
+    config_path = path / "config.json"
+    vision = task == CHAT and config_path.is_file()
+    if vision and "vision_config" in json.loads(config_path.read_text()):
+        for spec in plugins.handlers.values():
+            if spec.task == CHAT and spec.capabilities.get(IMAGE_INPUT) == "true":
+                return spec
+    return plugins.handler_for_task(task)
 
 
 def resolve(

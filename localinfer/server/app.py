@@ -39,6 +39,7 @@ from localinfer.server.routes import (
     kserve,
     management,
     operations,
+    rerank,
     workers,
 )
 
@@ -48,7 +49,7 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
 
 
 #: the routes a busy server answers by the thousand per second (see DirectRoutes)
-HOT_ROUTES = [*infer.routes, *generation.routes, *embeddings.routes]
+HOT_ROUTES = [*infer.routes, *generation.routes, *embeddings.routes, *rerank.routes]
 
 
 class LocalInferApp(Starlette):

@@ -220,6 +220,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: Answer(p.EmbeddingList)},
         body=p.EmbeddingRequest,
     ),
+    **{
+        ("POST", path): Operation(
+            "Documents ordered by relevance to a query (Cohere/Jina shape), by a "
+            "cross-encoder or by an embeddings model's cosine similarity",
+            "rerank",
+            {200: Answer(p.RerankResponse)},
+            body=p.RerankRequest,
+            # every route under /v2 answers errors in KServe's shape (server/errors.py)
+            kserve_errors=path.startswith("/v2/"),
+        )
+        for path in ("/v1/rerank", "/rerank", "/v2/rerank")
+    },
     ("POST", "/v1/audio/transcriptions"): Operation(
         "Transcribe an audio file (json, text, srt, vtt or verbose_json)",
         "openai",

@@ -93,6 +93,12 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
+    @property
+    def images(self) -> list[ImagePart]:
+        if isinstance(self.content, list):
+            return [part for part in self.content if isinstance(part, ImagePart)]
+        return []
+
     def text(self) -> str:
         if self.content is None:
             return ""
@@ -101,6 +107,12 @@ class ChatMessage(BaseModel):
         if any(isinstance(part, ImagePart) for part in self.content):
             raise InvalidRequest("this model does not accept image parts", param="messages")
         return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def text_beside_images(self) -> str:
+        """The text parts alone (a vision model gets the images as well)."""
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
+        return self.content or ""
 
 
 #: below this a temperature scales logits to infinities (NaN probabilities): greedy instead
@@ -316,6 +328,77 @@ class EmbeddingList(BaseModel):
     data: list[Embedding]
     model: str
     usage: Usage
+
+
+# -- rerank ----------------------------------------------------------------------------------
+
+
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+
+
+class RerankRequest(Request):
+    """Cohere/Jina ``/rerank``. Unknown fields are refused: none of theirs goes unheeded."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000_000)
+
+    model: str = Field(min_length=1, max_length=512)
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument]
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _texts_only(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value  # pydantic says what it should be
+        if not value:
+            raise ValueError("documents must not be empty")
+        for index, document in enumerate(value):
+            text = document.get("text") if isinstance(document, dict) else document
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"documents[{index}] must be a string or an object with a string 'text'"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _top_n_in_range(self) -> RerankRequest:
+        if self.top_n is not None and self.top_n > len(self.documents):
+            raise ValueError(
+                f"top_n must be between 1 and the number of documents ({len(self.documents)}), "
+                f"not {self.top_n}"
+            )
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankItem(BaseModel):
+    index: int
+    relevance_score: float
+    #: with ``return_documents: true`` only
+    document: RerankDocument | None = None
+
+
+class RerankResponse(BaseModel):
+    """Results best first, at most ``top_n`` of them."""
+
+    id: str
+    object: Literal["rerank"] = "rerank"
+    model: str
+    results: list[RerankItem]
+    usage: RerankUsage
 
 
 # -- audio -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ starts (context overflow, unknown model) is a real HTTP status, not an event in 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from localinfer.handlers.tasks import CHAT, GenerationRequest, GenerationResult
 from localinfer.runtime.job import Chunk, Done, Job
 from localinfer.server import protocol as p
 from localinfer.server.bodies import read_json
+from localinfer.server.chat_images import vision_messages
 from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
 from localinfer.server.routes.common import model_for_task, reader_for
 from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
@@ -52,7 +54,7 @@ def _generation_request(
     request: Request,
     body: p.ChatCompletionRequest | p.CompletionRequest,
     *,
-    messages: tuple[dict[str, str], ...] | None = None,
+    messages: tuple[dict[str, Any], ...] | None = None,
     prompt: str | None = None,
 ) -> GenerationRequest:
     """The handler's request from the sampling fields chat and completions share."""
@@ -139,15 +141,18 @@ async def chat_completions(request: Request) -> Response:
     body = p.parse(
         p.ChatCompletionRequest, await read_json(request, settings_of(request).max_body_bytes)
     )
-    texts = [m.text() for m in body.messages]
+    with_images = any(m.images for m in body.messages)
+    texts = [m.text_beside_images() if with_images else m.text() for m in body.messages]
     _check_size(request, texts, messages=len(body.messages))
-    payload = _generation_request(
-        request,
-        body,
-        messages=tuple(
+    if with_images:
+        settings = settings_of(request)
+        model = model_for_task(request, body.model, CHAT)
+        messages = await vision_messages(model, body.messages, settings, settings.max_images)
+    else:
+        messages = tuple(
             {"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)
-        ),
-    )
+        )
+    payload = _generation_request(request, body, messages=messages)
     job, reader, first = await _start(request, body.model, payload)
     reply_id, created = p.new_id("chatcmpl"), p.now()
 
