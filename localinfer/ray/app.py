@@ -47,7 +47,6 @@ def deployment_options(replicas: ReplicaSettings) -> dict[str, Any]:
             # react within seconds: a model replica is costly, its queue more so
             "upscale_delay_s": 3.0,
             "downscale_delay_s": 60.0,
-            "metrics_interval_s": 1.0,
             "look_back_period_s": 5.0,
         }
     return options

@@ -7,9 +7,10 @@ its own node, so weights are found (or pulled) where they run, never shipped.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from localinfer.config import Settings, load_settings
 from localinfer.errors import ConfigurationError
@@ -40,7 +41,8 @@ class RayAppConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: catalog aliases, repo ids or paths, as ``--models``
+    #: catalog aliases, repo ids or paths, as ``--models``; ``name=spec`` serves ``spec``
+    #: under ``name``
     models: list[str] = Field(default_factory=list)
     #: user code, ``module:attr``, as ``localinfer serve module:attr``
     targets: list[str] = Field(default_factory=list)
@@ -53,6 +55,14 @@ class RayAppConfig(BaseModel):
     ingress_replicas: int = Field(1, ge=1)
     ingress_num_cpus: float = Field(0.5, ge=0)
 
+    @field_validator("models", "targets", "trust_remote_code", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``serve run localinfer.ray:build_app models=a,b`` passes strings."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     def load_settings(self) -> Settings:
         return load_settings(**self.settings)
 
@@ -60,15 +70,19 @@ class RayAppConfig(BaseModel):
         """Every model, named. Imports user code (to read its name), loads nothing."""
         from localinfer.runtime.targets import default_name, import_target
 
-        found = [
-            ModelSource(
-                kind="catalog",
-                spec=spec,
-                name=spec,
-                trust_remote_code=spec in self.trust_remote_code,
+        found = []
+        for entry in self.models:
+            name, sep, spec = entry.partition("=")
+            if not sep:
+                name = spec = entry
+            found.append(
+                ModelSource(
+                    kind="catalog",
+                    spec=spec,
+                    name=name,
+                    trust_remote_code=name in self.trust_remote_code,
+                )
             )
-            for spec in self.models
-        ]
         targets = [*self.targets, *(EXAMPLE_TARGETS if self.examples else ())]
         found += [
             ModelSource(kind="target", spec=spec, name=default_name(import_target(spec)))
@@ -103,4 +117,4 @@ def definition_for(source: ModelSource, settings: Settings) -> ModelDefinition:
 
     trust = [source.spec] if source.trust_remote_code else []
     (definition,) = catalog_definitions([source.spec], trust, devices, settings)
-    return definition
+    return dataclasses.replace(definition, name=source.name)
