@@ -52,8 +52,8 @@ class RayAppConfig(BaseModel):
     #: :class:`~localinfer.config.Settings` fields (CLI flags win over the environment)
     settings: dict[str, Any] = Field(default_factory=dict)
     #: replicas of the HTTP ingress (the starlette app; it holds no model)
-    ingress_replicas: int = Field(1, ge=1)
-    ingress_num_cpus: float = Field(0.5, ge=0)
+    ingress_replicas: int = Field(default=1, ge=1)
+    ingress_num_cpus: float = Field(default=0.5, ge=0)
 
     @field_validator("models", "targets", "trust_remote_code", mode="before")
     @classmethod
