@@ -36,19 +36,21 @@ class ReplicaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_replicas: int = Field(1, ge=0, description="fewest replicas (autoscaling floor)")
-    max_replicas: int = Field(1, ge=1, description="most replicas (autoscaling ceiling)")
+    min_replicas: int = Field(default=1, ge=0, description="fewest replicas (autoscaling floor)")
+    max_replicas: int = Field(default=1, ge=1, description="most replicas (autoscaling ceiling)")
     target_ongoing_requests: float = Field(
-        2.0, gt=0, description="requests in flight per replica that autoscaling aims at"
+        default=2.0, gt=0, description="requests in flight per replica that autoscaling aims at"
     )
     max_ongoing_requests: int = Field(
-        64, ge=1, description="requests one replica takes at once; more wait in Serve's router"
+        default=64,
+        ge=1,
+        description="requests one replica takes at once; more wait in Serve's router",
     )
     max_queued_requests: int = Field(
-        256, ge=-1, description="requests waiting for a replica before 429 (-1: unbounded)"
+        default=256, ge=-1, description="requests waiting for a replica before 429 (-1: unbounded)"
     )
-    num_gpus: float = Field(0.0, ge=0, description="GPUs each replica reserves")
-    num_cpus: float = Field(1.0, ge=0, description="CPUs each replica reserves")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs each replica reserves")
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs each replica reserves")
 
 
 class Settings(BaseSettings):
@@ -138,7 +140,7 @@ class Settings(BaseSettings):
     def replica_settings(self, model: str) -> ReplicaSettings:
         """The Ray Serve settings of ``model``: its own, else ``'*'``'s, else defaults."""
         found = self.replicas.get(model) or self.replicas.get("*")
-        return found if found is not None else ReplicaSettings.model_validate({})
+        return found if found is not None else ReplicaSettings()
 
     @property
     def api_key_value(self) -> str | None:

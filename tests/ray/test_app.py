@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localinfer.config import ReplicaSettings, Settings
+from localinfer.config import ReplicaSettings, load_settings
 from localinfer.errors import ConfigurationError
 from localinfer.ray.spec import RayAppConfig
 
@@ -30,10 +30,10 @@ def test_fixed_replicas_and_autoscaling_map_onto_serve_options() -> None:
 
 
 def test_replica_settings_by_name_then_star() -> None:
-    settings = Settings(replicas={"a": {"max_replicas": 3}, "*": {"num_gpus": 1}})
+    settings = load_settings(replicas={"a": {"max_replicas": 3}, "*": {"num_gpus": 1}})
     assert settings.replica_settings("a").max_replicas == 3
     assert settings.replica_settings("b").num_gpus == 1
-    assert Settings().replica_settings("b") == ReplicaSettings()
+    assert load_settings().replica_settings("b") == ReplicaSettings()
 
 
 def test_app_config_names_models_and_reads_serve_run_strings() -> None:
