@@ -109,7 +109,8 @@ def one_repeat(seconds: int) -> dict[str, dict[str, Any]]:
         points["plain/embed"] = measure(port, "/v1/embeddings", EMBED_BODY, CLIENTS, seconds)
     spins = ["bench.ray_models:Spin1", "bench.ray_models:Spin2"]
     ray_env = {"LOCALINFER_REPLICAS": json.dumps(REPLICAS)}
-    with server(["--ray", *models, *spins], "ray", ray_env) as port:
+    # --ray last: its ADDRESS is optional, and would take the next word
+    with server([*spins, *models, "--ray"], "ray", ray_env) as port:
         log("localinfer serve --ray: up")
         points["ray/noop"] = measure(port, "/v1/infer/noop", REQUEST_BODY, CLIENTS, seconds)
         points["ray/embed"] = measure(port, "/v1/embeddings", EMBED_BODY, CLIENTS, seconds)
