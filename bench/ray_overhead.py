@@ -37,7 +37,7 @@ from bench.common import (
 )
 from bench.load import run_wrk
 from bench.models import REQUEST_BODY
-from bench.servers import _stop, _wait_ready
+from bench.servers import _stop, _wait_ready, request
 
 CLIENTS = 16
 EMBED_BODY = {"model": "all-minilm", "input": "The quick brown fox jumps over the lazy dog."}
@@ -56,6 +56,14 @@ REPLICAS = {
     },
 }
 ENV = {"LOCALINFER_EMBEDDING_CACHE_SIZE": "0", "LOCALINFER_MAX_QUEUE": "4096"}
+#: Serve's own throughput settings (part of RAY_SERVE_THROUGHPUT_OPTIMIZED, without its
+#: direct ingress, which opens more ports): user code and the router on the replica's loop
+TUNED = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+}
 
 
 @contextmanager
@@ -84,6 +92,9 @@ def server(args: list[str], name: str, env: dict[str, str]) -> Iterator[int]:
 
 
 def measure(port: int, path: str, body: object, clients: int, seconds: int) -> dict[str, Any]:
+    status, answer = request(port, "POST", path, body, timeout_s=60)
+    if status != 200:
+        raise RuntimeError(f"{path} answered {status}: {answer[:300]!r}")
     result = run_wrk(
         f"http://127.0.0.1:{port}{path}",
         body=body,
@@ -91,6 +102,9 @@ def measure(port: int, path: str, body: object, clients: int, seconds: int) -> d
         seconds=seconds,
         pinning=UNPINNED,
     )
+    if result.non_2xx:
+        sample = _sample(port, path, body)
+        log(f"  {path}: {result.non_2xx} non-2xx answers; one of 8 concurrent: {sample}")
     return {
         "rps": round(result.rps, 1),
         "p50_ms": result.p50_ms,
@@ -98,6 +112,16 @@ def measure(port: int, path: str, body: object, clients: int, seconds: int) -> d
         "errors": result.errors,
         "non_2xx": result.non_2xx,
     }
+
+
+def _sample(port: int, path: str, body: object) -> str:
+    """What a failing request answers (status and the start of its body), for the log."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: request(port, "POST", path, body), range(8)))
+    failed = [(status, text[:200]) for status, text in answers if status != 200]
+    return repr(failed[0]) if failed else "all 200"
 
 
 def one_repeat(seconds: int) -> dict[str, dict[str, Any]]:
@@ -108,17 +132,25 @@ def one_repeat(seconds: int) -> dict[str, dict[str, Any]]:
         points["plain/noop"] = measure(port, "/v1/infer/noop", REQUEST_BODY, CLIENTS, seconds)
         points["plain/embed"] = measure(port, "/v1/embeddings", EMBED_BODY, CLIENTS, seconds)
     spins = ["bench.ray_models:Spin1", "bench.ray_models:Spin2"]
-    ray_env = {"LOCALINFER_REPLICAS": json.dumps(REPLICAS)}
-    # --ray last: its ADDRESS is optional, and would take the next word
-    with server([*spins, *models, "--ray"], "ray", ray_env) as port:
-        log("localinfer serve --ray: up")
-        points["ray/noop"] = measure(port, "/v1/infer/noop", REQUEST_BODY, CLIENTS, seconds)
-        points["ray/embed"] = measure(port, "/v1/embeddings", EMBED_BODY, CLIENTS, seconds)
-        spin_body = {"args": [1]}
-        points["ray/spin x1"] = measure(port, "/v1/infer/spin1", spin_body, SPIN_CLIENTS, seconds)
-        points["ray/spin x2"] = measure(port, "/v1/infer/spin2", spin_body, SPIN_CLIENTS, seconds)
+    for name, tuning in (("ray", {}), ("ray-tuned", TUNED)):
+        ray_env = {"LOCALINFER_REPLICAS": json.dumps(REPLICAS), **tuning}
+        # --ray last: its ADDRESS is optional, and would take the next word
+        with server([*spins, *models, "--ray"], name, ray_env) as port:
+            log(f"localinfer serve --ray ({name}): up")
+            points[f"{name}/noop"] = measure(port, "/v1/infer/noop", REQUEST_BODY, CLIENTS, seconds)
+            points[f"{name}/embed"] = measure(port, "/v1/embeddings", EMBED_BODY, CLIENTS, seconds)
+            spin = {"args": [1]}
+            points[f"{name}/spin x1"] = measure(
+                port, "/v1/infer/spin1", spin, SPIN_CLIENTS, seconds
+            )
+            points[f"{name}/spin x2"] = measure(
+                port, "/v1/infer/spin2", spin, SPIN_CLIENTS, seconds
+            )
     for key, point in points.items():
-        log(f"  {key}: {point['rps']} req/s, p50 {point['p50_ms']} ms, errors {point['errors']}")
+        log(
+            f"  {key}: {point['rps']} req/s, p50 {point['p50_ms']} ms, "
+            f"errors {point['errors']}, non-2xx {point['non_2xx']}"
+        )
     return points
 
 
@@ -130,6 +162,9 @@ def summarise(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "noop_ray_over_plain": ratio("ray/noop", "plain/noop"),
         "embed_ray_over_plain": ratio("ray/embed", "plain/embed"),
         "spin_two_over_one": ratio("ray/spin x2", "ray/spin x1"),
+        "noop_tuned_over_plain": ratio("ray-tuned/noop", "plain/noop"),
+        "embed_tuned_over_plain": ratio("ray-tuned/embed", "plain/embed"),
+        "spin_two_over_one_tuned": ratio("ray-tuned/spin x2", "ray-tuned/spin x1"),
         "rps": {key: median(r[key]["rps"] for r in repeats) for key in repeats[0]},
         "p50_ms": {key: median(r[key]["p50_ms"] for r in repeats) for key in repeats[0]},
     }
@@ -142,8 +177,11 @@ def report(summary: dict[str, Any]) -> str:
     table = markdown_table(["server/model", "req/s (median)", "p50 ms"], rows)
     ratios = (
         f"Ray / plain at {CLIENTS} clients: no-op {fmt(summary['noop_ray_over_plain'], 2)}, "
-        f"embeddings {fmt(summary['embed_ray_over_plain'], 2)}; GIL-bound model, 2 replicas / 1 "
-        f"at {SPIN_CLIENTS} clients: {fmt(summary['spin_two_over_one'], 2)}"
+        f"embeddings {fmt(summary['embed_ray_over_plain'], 2)} (tuned: "
+        f"{fmt(summary['noop_tuned_over_plain'], 2)}, "
+        f"{fmt(summary['embed_tuned_over_plain'], 2)}); GIL-bound model, 2 replicas / 1 "
+        f"at {SPIN_CLIENTS} clients: {fmt(summary['spin_two_over_one'], 2)} (tuned: "
+        f"{fmt(summary['spin_two_over_one_tuned'], 2)})"
     )
     return f"{table}\n\n{ratios}\n"
 

@@ -23,6 +23,10 @@ from localinfer.ray.spec import RayAppConfig
 _HEALTH_CHECK_PERIOD_S = 2.0
 
 
+#: the deployment serving the multiplexed models
+MULTIPLEXED = "models-multiplexed"
+
+
 def deployment_name(model: str) -> str:
     """``model-<name>``, with what Serve cannot take in a name replaced."""
     return "model-" + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
@@ -66,7 +70,15 @@ def build_app(config: RayAppConfig | dict[str, Any]) -> Application:
             **deployment_options(settings.replica_settings(source.name)),
         ).bind(args, source.name, board)
         for source in app_config.sources()
+        if source.name not in app_config.multiplexed
     }
+    if app_config.multiplexed:
+        shared = _deployment(
+            ModelReplica,
+            name=MULTIPLEXED,
+            **deployment_options(settings.replica_settings("multiplexed")),
+        ).bind(args, "", board, app_config.multiplexed, app_config.models_per_replica)
+        models.update({name: shared for name in app_config.multiplexed})
     ingress = _deployment(
         serve.ingress()(Ingress),
         name="ingress",

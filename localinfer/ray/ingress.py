@@ -19,9 +19,15 @@ class Ingress:
     after the constructor and runs the app's lifespan (which opens the registry)."""
 
     def __init__(self, config: dict[str, Any], models: dict[str, Any], board: Any) -> None:
-        self._settings = RayAppConfig.model_validate(config).load_settings()
+        app = RayAppConfig.model_validate(config)
+        self._settings = app.load_settings()
         configure_logging(self._settings.log_level)
-        self._models = models
+        # a multiplexed model's calls carry its name: Serve routes them to a replica
+        # that has it loaded, if any
+        self._models = {
+            name: handle.options(multiplexed_model_id=name) if name in app.multiplexed else handle
+            for name, handle in models.items()
+        }
         self._board = board
 
     def _registry(self, settings: Settings) -> RemoteRegistry:

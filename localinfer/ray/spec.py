@@ -51,11 +51,17 @@ class RayAppConfig(BaseModel):
     trust_remote_code: list[str] = Field(default_factory=list)
     #: :class:`~localinfer.config.Settings` fields (CLI flags win over the environment)
     settings: dict[str, Any] = Field(default_factory=dict)
+    #: models served together by one multiplexed deployment (``models-multiplexed``):
+    #: each replica holds up to ``models_per_replica`` of them, loading one on its first
+    #: call and unloading the least recently used; its replicas are set as
+    #: ``replicas.multiplexed``. For many small models on few replicas.
+    multiplexed: list[str] = Field(default_factory=list)
+    models_per_replica: int = Field(default=2, ge=1)
     #: replicas of the HTTP ingress (the starlette app; it holds no model)
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_num_cpus: float = Field(default=0.5, ge=0)
 
-    @field_validator("models", "targets", "trust_remote_code", mode="before")
+    @field_validator("models", "targets", "trust_remote_code", "multiplexed", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         """``serve run localinfer.ray:build_app models=a,b`` passes strings."""
@@ -94,6 +100,9 @@ class RayAppConfig(BaseModel):
             raise ConfigurationError(f"models named twice: {', '.join(duplicates)}")
         if not found:
             raise ConfigurationError("nothing to serve: name --models, targets or --examples")
+        unknown = sorted(set(self.multiplexed) - set(names))
+        if unknown:
+            raise ConfigurationError(f"multiplexed names no served model: {', '.join(unknown)}")
         return found
 
 

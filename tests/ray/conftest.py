@@ -82,7 +82,12 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
                     "tests.ray.models:Sleep",
                     "tests.ray.models:Busy",
                     "tests.ray.models:Ticks",
+                    "localinfer.examples.demo:Echo",
+                    "localinfer.examples.demo:Countdown",
                 ],
+                # both on one replica that holds one of them at a time
+                "multiplexed": ["echo", "countdown"],
+                "models_per_replica": 1,
                 "settings": {"replicas": ray_replica_settings(), "request_timeout_s": 60},
                 "ingress_num_cpus": 0.25,
             }

@@ -192,3 +192,15 @@ def _replica_actors(serve: Any, app: str, deployment: str) -> list[Any]:
     ]
     assert names, f"no replica actor named {prefix}*"
     return [ray.get_actor(name, namespace="serve") for name in names]
+
+
+def test_multiplexed_models_share_a_replica(ray_served: RayServed) -> None:
+    from ray import serve
+
+    with httpx.Client(base_url=ray_served.url, timeout=60) as http:
+        for _ in range(2):  # each call swaps the other model out
+            assert http.post("/v1/infer/echo", json={"args": ["hi"]}).json() == {"text": "hi"}
+            body = {"args": [2], "kwargs": {"delay_s": 0.01}, "stream": True}
+            streamed = http.post("/v1/infer/countdown", json=body).text
+            assert "liftoff!" in streamed and "[DONE]" in streamed
+    assert _running_replicas(serve, ray_served.app, "models-multiplexed") == 1
