@@ -10,6 +10,7 @@ replica.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -178,6 +179,8 @@ class RemoteModel(ServedModel):
             scope.cancel()  # the call ends, and Serve cancels it on its replica
 
     async def _call(self, job: Job, scope: anyio.CancelScope) -> None:
+        """Feed ``job`` from its replica. Never raises: this task shares the registry's
+        task group, which an escaping error would tear down with every model in it."""
         with scope:
             try:
                 if self.definition.task in UNARY_TASKS:
@@ -189,6 +192,13 @@ class RemoteModel(ServedModel):
                 if isinstance(error, ReplicaLost):
                     logger.warning("request %s: %s", job.request_id, error.message)
                 job.deliver(Failure(error))
+            except asyncio.CancelledError:
+                if scope.cancel_called:
+                    raise  # ours (the job was cancelled): the scope ends it
+                # Serve cancelled the call itself: it ties calls made while a request is
+                # served (this task inherits that request's context) to that request,
+                # and cancels them when its client disconnects
+                job.deliver(Failure(HandlerFailed("the call was cancelled by Ray Serve")))
         self._calls.pop(job, None)
 
     async def _call_once(self, job: Job) -> None:

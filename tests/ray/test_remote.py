@@ -128,3 +128,19 @@ async def test_cancelled_job_cancels_its_call() -> None:
         with anyio.fail_after(5):
             while not call.cancelled:
                 await anyio.sleep(0.01)
+
+
+async def test_a_call_cancelled_by_serve_fails_its_job_only() -> None:
+    """Serve cancels calls tied to a request whose client left; the registry lives on."""
+    import asyncio
+
+    from localinfer.errors import HandlerFailed
+
+    handle = FakeHandle(
+        "embeddings",
+        [FakeResponse(asyncio.CancelledError()), FakeResponse(wire.done([1.0], 0, 0))],
+    )
+    async with RemoteRegistry(settings(), {"m": handle}) as registry:
+        with pytest.raises(HandlerFailed):
+            await registry.get("m").submit("a").next_event()
+        assert await registry.get("m").submit("b").next_event() == Done([1.0])
