@@ -11,6 +11,7 @@ replica.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -203,7 +204,7 @@ class RemoteModel(ServedModel):
 
     async def _call_once(self, job: Job) -> None:
         for attempt in range(1, UNARY_TRIES + 1):
-            response = self._once.remote(job.payload, job.request_id)
+            response = _unlinked(self._once.remote, job.payload, job.request_id)
             try:
                 event = await response
             except Exception as exc:
@@ -218,7 +219,7 @@ class RemoteModel(ServedModel):
             return
 
     async def _call_stream(self, job: Job) -> None:
-        generator = self._stream.remote(job.payload, job.request_id)
+        generator = _unlinked(self._stream.remote, job.payload, job.request_id)
         finished = False
         try:
             async for burst in generator:
@@ -246,6 +247,13 @@ class RemoteModel(ServedModel):
             return True
         job.deliver(Failure(event[1]))
         return True
+
+
+def _unlinked(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` in an empty context: Serve does not tie the handle call to the
+    HTTP request being served (it would cancel it, natively, when that client leaves).
+    The job's own cancellation (disconnect, deadline) cancels the call instead."""
+    return contextvars.Context().run(call, *args)
 
 
 def _replica_summary(report: dict[str, Any]) -> dict[str, Any]:
