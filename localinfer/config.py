@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -28,6 +28,29 @@ def config_file() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("localinfer")) / "config.toml"
+
+
+class ReplicaSettings(BaseModel):
+    """How one model runs on Ray Serve (``localinfer serve --ray``): its replicas, each a
+    process with the model's worker threads, and what each one reserves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(default=1, ge=0, description="fewest replicas (autoscaling floor)")
+    max_replicas: int = Field(default=1, ge=1, description="most replicas (autoscaling ceiling)")
+    target_ongoing_requests: float = Field(
+        default=2.0, gt=0, description="requests in flight per replica that autoscaling aims at"
+    )
+    max_ongoing_requests: int = Field(
+        default=64,
+        ge=1,
+        description="requests one replica takes at once; more wait in Serve's router",
+    )
+    max_queued_requests: int = Field(
+        default=256, ge=-1, description="requests waiting for a replica before 429 (-1: unbounded)"
+    )
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs each replica reserves")
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs each replica reserves")
 
 
 class Settings(BaseSettings):
@@ -96,6 +119,11 @@ class Settings(BaseSettings):
     load_on_demand: bool = Field(
         False, description="a request naming a cached catalog model that is not loaded loads it"
     )
+    replicas: dict[str, ReplicaSettings] = Field(
+        default_factory=dict,
+        description="per model on Ray Serve (name, or '*' for every model): replicas, "
+        "autoscaling and resources; see docs/scale-out.md",
+    )
     loop: Literal["asyncio", "trio"] = Field("asyncio", description="event loop implementation")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -120,6 +148,11 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    def replica_settings(self, model: str) -> ReplicaSettings:
+        """The Ray Serve settings of ``model``: its own, else ``'*'``'s, else defaults."""
+        found = self.replicas.get(model) or self.replicas.get("*")
+        return found if found is not None else ReplicaSettings()
 
     @property
     def api_key_value(self) -> str | None:

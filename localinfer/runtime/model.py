@@ -525,6 +525,11 @@ class ServedModel:
             "model": self.name,
         }
 
+    def replica_stats(self) -> dict[str, Any]:
+        """Stats of the processes serving this model elsewhere (Ray Serve replicas: see
+        :mod:`localinfer.ray.remote`); none for a model served here."""
+        return {}
+
     def health(self) -> dict[str, Any]:
         return {
             "task": self.definition.task,

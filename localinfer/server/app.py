@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
 from starlette.applications import Starlette
@@ -76,23 +76,23 @@ class LocalInferApp(Starlette):
 
 
 def create_app(
-    definitions: Sequence[ModelDefinition], settings: Settings, *, owns_process: bool = False
+    definitions: Sequence[ModelDefinition],
+    settings: Settings,
+    *,
+    owns_process: bool = False,
+    registry_factory: Callable[[Settings], ModelRegistry] | None = None,
 ) -> Starlette:
     """An app that loads ``definitions`` at startup and stops them (draining) at shutdown.
 
     ``owns_process``: the server is the process's only job (``localinfer serve``), so its
     heap may be frozen once the models have loaded (see :mod:`localinfer.server.heap`).
+    ``registry_factory``: the registry the routes use, if not a local one (Ray Serve's
+    ingress passes one whose models run in replicas elsewhere: :mod:`localinfer.ray`).
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with ModelRegistry(
-            # a handler's call to another model gets the deadline a request would
-            drain_timeout_s=settings.drain_timeout_s,
-            call_timeout_s=settings.request_timeout_s,
-            hang_grace_s=settings.hang_grace_s,
-            max_abandoned_workers=settings.max_abandoned_workers,
-        ) as registry:
+        async with (registry_factory or local_registry)(settings) as registry:
             for definition in definitions:
                 registry.add(definition)
             app.state.registry = registry
@@ -129,6 +129,17 @@ def create_app(
     app.state.settings = settings
     app.state.embedding_caches = {}
     return app
+
+
+def local_registry(settings: Settings) -> ModelRegistry:
+    """The registry whose models run here, in this process's worker threads."""
+    return ModelRegistry(
+        # a handler's call to another model gets the deadline a request would
+        drain_timeout_s=settings.drain_timeout_s,
+        call_timeout_s=settings.request_timeout_s,
+        hang_grace_s=settings.hang_grace_s,
+        max_abandoned_workers=settings.max_abandoned_workers,
+    )
 
 
 def middleware_for(settings: Settings) -> list[Middleware]:

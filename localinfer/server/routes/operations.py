@@ -50,6 +50,7 @@ def _model_stats(model: ServedModel, caches: dict[str, Any]) -> dict[str, Any]:
         "abandoned_workers": len(model.abandoned_workers),
         "draining": model.draining,
         **({"embedding_cache": caches[model.name].snapshot()} if model.name in caches else {}),
+        **model.replica_stats(),
     }
 
 

@@ -157,6 +157,20 @@ class MonitorScreen(AppScreen):
                 f"{s.succeeded}/{s.failed}/{s.cancelled}",
                 key=name,
             )
+            for replica in s.replicas:  # a model on Ray Serve: one row per replica
+                tag = f"{name} · {replica.raw.get('replica', '?')}"
+                table.add_row(
+                    tag,
+                    "replica",
+                    str(replica.queue_depth),
+                    str(replica.in_flight),
+                    units.rate(replica.requests_per_second),
+                    "",
+                    units.millis(replica.latency_p50_ms),
+                    units.millis(replica.latency_p95_ms),
+                    f"{replica.succeeded}/{replica.failed}/{replica.cancelled}",
+                    key=tag,
+                )
 
     async def _show_throughput(self, stats: Stats) -> None:
         container = self.query_one("#throughput", Vertical)

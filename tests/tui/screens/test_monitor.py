@@ -49,3 +49,27 @@ async def test_devices_and_models_refresh_about_once_a_poll(chat_client: Client)
         assert screen.samples <= seen + 1
         await pilot.press("f3")
         await wait_for(pilot, lambda: screen.samples >= seen + 2, what="polling again")
+
+
+async def test_a_model_on_ray_serve_shows_a_row_per_replica(chat_client: Client) -> None:
+    from localinfer.client.results import Stats, statistics_from
+
+    replica = {"queue_depth": 2, "in_flight": 3, "requests_per_second": 4.0, "succeeded": 5}
+    raw = {
+        "task": "chat",
+        "succeeded": 9,
+        "replicas": [{**replica, "replica": "a1"}, {**replica, "replica": "b2"}],
+    }
+    app = app_for(chat_client, poll_interval_s=60)  # one poll, then the sample below
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        await wait_for(pilot, lambda: screen.samples >= 1, what="the first poll")
+        await screen.show(Stats(models={"llm": statistics_from(raw)}))
+        await pilot.pause()
+        table = screen.query_one("#models", DataTable)
+        assert table.row_count == 3
+        row = table.get_row("llm · b2")
+        assert (str(row[1]), str(row[2]), str(row[3])) == ("replica", "2", "3")
+        assert str(row[-1]).startswith("5/")

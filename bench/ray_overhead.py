@@ -1,0 +1,208 @@
+"""The Ray Serve path's cost and its gain.
+
+- Overhead: the same model behind plain ``localinfer serve`` and behind
+  ``localinfer serve --ray`` (Serve's proxy -> the ingress replica -> the model replica),
+  at 16 wrk clients: the no-op model (``/v1/infer``) and all-MiniLM embeddings
+  (``/v1/embeddings``, the embedding cache off). Ratio = Ray / plain, same repeat.
+- Gain: a pure-Python (GIL-bound) model on 2 replicas vs 1, on the Ray path.
+
+Each repeat starts both servers fresh, unpinned (Ray's processes need the cores), one
+after the other; wrk runs beside them. Results: bench/results/ray_overhead-latest.json.
+
+    python -m bench.ray_overhead [--seconds 10] [--reps 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench.common import (
+    RESULTS_DIR,
+    ROOT,
+    Pinning,
+    fmt,
+    free_port,
+    log,
+    machine,
+    markdown_table,
+    median,
+    write_results,
+)
+from bench.load import run_wrk
+from bench.models import REQUEST_BODY
+from bench.servers import _stop, _wait_ready, request
+
+CLIENTS = 16
+EMBED_BODY = {"model": "all-minilm", "input": "The quick brown fox jumps over the lazy dog."}
+SPIN_CLIENTS = 4
+UNPINNED = Pinning(None, None)
+
+#: on the Ray path: every replica reserves a tenth of a CPU (all fit on 2 cores)
+REPLICAS = {
+    "*": {"num_cpus": 0.1, "max_ongoing_requests": 256, "max_queued_requests": -1},
+    "spin2": {
+        "num_cpus": 0.1,
+        "min_replicas": 2,
+        "max_replicas": 2,
+        "max_ongoing_requests": 256,
+        "max_queued_requests": -1,
+    },
+}
+ENV = {"LOCALINFER_EMBEDDING_CACHE_SIZE": "0", "LOCALINFER_MAX_QUEUE": "4096"}
+#: Serve's own throughput settings (part of RAY_SERVE_THROUGHPUT_OPTIMIZED, without its
+#: direct ingress, which opens more ports): user code and the router on the replica's loop
+TUNED = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+}
+
+
+@contextmanager
+def server(args: list[str], name: str, env: dict[str, str]) -> Iterator[int]:
+    port = free_port()
+    logs = RESULTS_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "localinfer", "serve", *args, "--port", str(port)]
+    command += ["--device", "cpu", "--log-level", "warning"]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **ENV, **env}
+    with open(logs / f"ray_overhead-{name}.log", "wb") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            _wait_ready(process, port, "/ready", 300.0)
+            yield port
+        finally:
+            _stop(process, 30.0)
+
+
+def measure(port: int, path: str, body: object, clients: int, seconds: int) -> dict[str, Any]:
+    status, answer = request(port, "POST", path, body, timeout_s=60)
+    if status != 200:
+        log(f"  {path} answered {status}: {answer[:300]!r}; not measured")
+        return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0, "non_2xx": 1}
+    result = run_wrk(
+        f"http://127.0.0.1:{port}{path}",
+        body=body,
+        connections=clients,
+        seconds=seconds,
+        pinning=UNPINNED,
+    )
+    if result.non_2xx:
+        sample = _sample(port, path, body)
+        log(f"  {path}: {result.non_2xx} non-2xx answers; one of 8 concurrent: {sample}")
+    return {
+        "rps": round(result.rps, 1),
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "errors": result.errors,
+        "non_2xx": result.non_2xx,
+    }
+
+
+def _sample(port: int, path: str, body: object) -> str:
+    """What a failing request answers (status and the start of its body), for the log."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: request(port, "POST", path, body), range(8)))
+    failed = [(status, text[:200]) for status, text in answers if status != 200]
+    return repr(failed[0]) if failed else "all 200"
+
+
+def one_repeat(seconds: int) -> dict[str, dict[str, Any]]:
+    points: dict[str, dict[str, Any]] = {}
+    models = ["bench.models:NoOp", "--models", "all-minilm"]
+    with server(models, "plain", {}) as port:
+        log("plain localinfer serve: up")
+        points["plain/noop"] = measure(port, "/v1/infer/noop", REQUEST_BODY, CLIENTS, seconds)
+        points["plain/embed"] = measure(port, "/v1/embeddings", EMBED_BODY, CLIENTS, seconds)
+    spins = ["bench.ray_models:Spin1", "bench.ray_models:Spin2"]
+    for name, tuning in (("ray", {}), ("ray-tuned", TUNED)):
+        ray_env = {"LOCALINFER_REPLICAS": json.dumps(REPLICAS), **tuning}
+        # --ray last: its ADDRESS is optional, and would take the next word
+        with server([*spins, *models, "--ray"], name, ray_env) as port:
+            log(f"localinfer serve --ray ({name}): up")
+            spin = {"args": [1]}
+            for key, path, body, clients in (
+                ("spin x1", "/v1/infer/spin1", spin, SPIN_CLIENTS),
+                ("spin x2", "/v1/infer/spin2", spin, SPIN_CLIENTS),
+                ("noop", "/v1/infer/noop", REQUEST_BODY, CLIENTS),
+                ("embed", "/v1/embeddings", EMBED_BODY, CLIENTS),
+            ):
+                points[f"{name}/{key}"] = measure(port, path, body, clients, seconds)
+    for key, point in points.items():
+        log(
+            f"  {key}: {point['rps']} req/s, p50 {point['p50_ms']} ms, "
+            f"errors {point['errors']}, non-2xx {point['non_2xx']}"
+        )
+    return points
+
+
+def summarise(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    def ratio(numerator: str, denominator: str) -> float | None:
+        return median(
+            r[numerator]["rps"] / r[denominator]["rps"] if r[denominator]["rps"] else None
+            for r in repeats
+        )
+
+    return {
+        "noop_ray_over_plain": ratio("ray/noop", "plain/noop"),
+        "embed_ray_over_plain": ratio("ray/embed", "plain/embed"),
+        "spin_two_over_one": ratio("ray/spin x2", "ray/spin x1"),
+        "noop_tuned_over_plain": ratio("ray-tuned/noop", "plain/noop"),
+        "embed_tuned_over_plain": ratio("ray-tuned/embed", "plain/embed"),
+        "spin_two_over_one_tuned": ratio("ray-tuned/spin x2", "ray-tuned/spin x1"),
+        "rps": {key: median(r[key]["rps"] for r in repeats) for key in repeats[0]},
+        "p50_ms": {key: median(r[key]["p50_ms"] for r in repeats) for key in repeats[0]},
+    }
+
+
+def report(summary: dict[str, Any]) -> str:
+    rows = [
+        [key, fmt(summary["rps"][key]), fmt(summary["p50_ms"][key], 2)] for key in summary["rps"]
+    ]
+    table = markdown_table(["server/model", "req/s (median)", "p50 ms"], rows)
+    ratios = (
+        f"Ray / plain at {CLIENTS} clients: no-op {fmt(summary['noop_ray_over_plain'], 2)}, "
+        f"embeddings {fmt(summary['embed_ray_over_plain'], 2)} (tuned: "
+        f"{fmt(summary['noop_tuned_over_plain'], 2)}, "
+        f"{fmt(summary['embed_tuned_over_plain'], 2)}); GIL-bound model, 2 replicas / 1 "
+        f"at {SPIN_CLIENTS} clients: {fmt(summary['spin_two_over_one'], 2)} (tuned: "
+        f"{fmt(summary['spin_two_over_one_tuned'], 2)})"
+    )
+    return f"{table}\n\n{ratios}\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=2)
+    options = parser.parse_args()
+    repeats = [one_repeat(options.seconds) for _ in range(options.reps)]
+    summary = summarise(repeats)
+    path = write_results(
+        "ray_overhead",
+        {"machine": machine(), "repeats": repeats, "summary": summary, "clients": CLIENTS},
+    )
+    print(report(summary))
+    log(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

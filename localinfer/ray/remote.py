@@ -1,0 +1,338 @@
+"""Models whose workers run in Ray Serve replicas, seen by the routes as local ones.
+
+:class:`RemoteModel` is a :class:`~localinfer.runtime.model.ServedModel` with no worker
+of its own: :meth:`RemoteModel.submit` returns an ordinary :class:`Job` on the ingress's
+loop and a task feeds it from the replica's events (``DeploymentHandle`` calls). The
+routes, the deadlines, the disconnect watch and the error mapping stay as they are; a
+job cancelled here (client gone, deadline) cancels the call, and so the job on its
+replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from localinfer.config import Settings
+from localinfer.errors import (
+    ConfigurationError,
+    HandlerFailed,
+    LocalInferError,
+    QueueFull,
+    ReplicaLost,
+    ShuttingDown,
+)
+from localinfer.ray import wire
+from localinfer.runtime.job import Chunk, Done, Failure, Job
+from localinfer.runtime.loop import LoopHandle
+from localinfer.runtime.model import ModelDefinition, ServedModel
+from localinfer.runtime.registry import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+#: tasks whose jobs answer once: one round trip, and retried on another replica when
+#: the first one dies (they change nothing, so running them twice is safe)
+UNARY_TASKS = frozenset({"embeddings", "rerank"})
+#: tries of a unary call whose replica dies under it
+UNARY_TRIES = 3
+#: how often the ingress reads the replicas' board
+READ_BOARD_EVERY_S = 1.0
+
+
+def as_call_error(exc: BaseException) -> LocalInferError:
+    """A failed ``DeploymentHandle`` call, in the error hierarchy (mapped to HTTP once)."""
+    if isinstance(exc, LocalInferError):
+        return exc
+    from ray import exceptions as ray_errors
+    from ray.serve import exceptions as serve_errors
+
+    if isinstance(exc, serve_errors.BackPressureError):
+        return QueueFull(f"every replica is busy and Serve's queue is full: {exc}")
+    if isinstance(exc, ray_errors.RayTaskError):
+        cause = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
+        if isinstance(cause, LocalInferError):
+            return cause
+    if isinstance(
+        exc,
+        (
+            ray_errors.RayActorError,
+            ray_errors.ActorUnavailableError,
+            serve_errors.ReplicaUnavailableError,
+            serve_errors.DeploymentUnavailableError,
+        ),
+    ):
+        return ReplicaLost(
+            "the replica serving this request died or became unreachable; Ray Serve "
+            f"restarts it, retry the request ({type(exc).__name__})"
+        )
+    return HandlerFailed(f"{type(exc).__name__}: {exc}")
+
+
+def _is_replica_lost(exc: BaseException) -> bool:
+    return isinstance(as_call_error(exc), ReplicaLost)
+
+
+class RemoteModel(ServedModel):
+    """A model served by a Serve deployment; every method runs on the ingress's loop."""
+
+    def __init__(
+        self,
+        definition: ModelDefinition,
+        handle: Any,
+        *,
+        loop: LoopHandle,
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+        start_soon: Callable[..., object],
+    ):
+        super().__init__(definition, loop=loop, spawn=spawn)
+        self._stream = handle.options(method_name="stream", stream=True)
+        self._once = handle.options(method_name="once")
+        self._start_soon = start_soon
+        #: a cancel scope per job whose call is in flight
+        self._calls: dict[Job, anyio.CancelScope] = {}
+        #: the replicas' reports (see :mod:`localinfer.ray.board`)
+        self.replicas: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        """Nothing to start: the replicas are Serve's."""
+
+    async def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop taking jobs; calls in flight may finish within the drain timeout."""
+        self._closing = True
+        with anyio.move_on_after(drain_timeout_s):
+            while self._live:
+                await anyio.sleep(0.05)
+        for job in list(self._live):
+            job.abort(ShuttingDown(f"model {self.name!r}: the ingress is shutting down"))
+        self._stopped = True
+
+    def begin_drain(self, drain_timeout_s: float = 30.0) -> None:
+        self._closing = True
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Not draining, and a replica is ready (Serve starts the ingress after one is)."""
+        if self._closing:
+            return False
+        return not self.replicas or any(r.get("ready") for r in self.replicas)
+
+    @property
+    def can_serve(self) -> bool:
+        return not self._closing
+
+    def health(self) -> dict[str, Any]:
+        reports = self.replicas
+        return {
+            "task": self.definition.task,
+            "ready": self.ready,
+            "draining": self._closing,
+            "restarts": sum(int(r.get("restarts", 0)) for r in reports),
+            "hangs": sum(int(r.get("hangs", 0)) for r in reports),
+            "queue_depth": sum(int(r.get("queue_depth", 0)) for r in reports),
+            "target_workers": sum(int(r.get("target_workers", 0)) for r in reports),
+            "capabilities": self.capabilities,
+            "workers": [
+                {**worker, "replica": r["replica"]}
+                for r in reports
+                for worker in r.get("workers", [])
+            ],
+            "abandoned_workers": [],
+            "replicas": [_replica_summary(r) for r in reports],
+        }
+
+    def replica_stats(self) -> dict[str, Any]:
+        return {"replicas": [_replica_summary(r) for r in self.replicas]}
+
+    # -- requests --------------------------------------------------------------------------
+
+    def submit(self, payload: Any, *, request_id: str | None = None) -> Job:
+        if self._closing:
+            raise ShuttingDown(f"model {self.name!r} is shutting down")
+        job = Job(
+            payload,
+            model=self.name,
+            request_id=request_id or f"{self.name}-{time.perf_counter_ns()}",
+            stream_buffer=self.definition.stream_buffer,
+            stall_s=self.definition.stream_stall_s,
+            on_finished=self._remote_job_finished,
+        )
+        self.stats.submitted += 1
+        self._live.add(job)
+        self.last_used = time.monotonic()
+        scope = self._calls[job] = anyio.CancelScope()
+        self._start_soon(self._call, job, scope)
+        return job
+
+    def _remote_job_finished(self, job: Job) -> None:
+        self._job_finished(job)
+        scope = self._calls.pop(job, None)
+        if scope is not None and job.cancelled:
+            scope.cancel()  # the call ends, and Serve cancels it on its replica
+
+    async def _call(self, job: Job, scope: anyio.CancelScope) -> None:
+        """Feed ``job`` from its replica. Never raises: this task shares the registry's
+        task group, which an escaping error would tear down with every model in it."""
+        with scope:
+            try:
+                if self.definition.task in UNARY_TASKS:
+                    await self._call_once(job)
+                else:
+                    await self._call_stream(job)
+            except Exception as exc:
+                error = as_call_error(exc)
+                if isinstance(error, ReplicaLost):
+                    logger.warning("request %s: %s", job.request_id, error.message)
+                job.deliver(Failure(error))
+            except asyncio.CancelledError:
+                if scope.cancel_called:
+                    raise  # ours (the job was cancelled): the scope ends it
+                # Serve cancelled the call itself: it ties calls made while a request is
+                # served (this task inherits that request's context) to that request,
+                # and cancels them when its client disconnects
+                job.deliver(Failure(HandlerFailed("the call was cancelled by Ray Serve")))
+        self._calls.pop(job, None)
+
+    async def _call_once(self, job: Job) -> None:
+        for attempt in range(1, UNARY_TRIES + 1):
+            response = _unlinked(self._once.remote, job.payload, job.request_id)
+            try:
+                event = await response
+            except Exception as exc:
+                if attempt < UNARY_TRIES and _is_replica_lost(exc):
+                    logger.warning("request %s: replica lost (%s); retrying", job.request_id, exc)
+                    continue
+                raise
+            except BaseException:
+                response.cancel()
+                raise
+            self._deliver(job, event)
+            return
+
+    async def _call_stream(self, job: Job) -> None:
+        generator = _unlinked(self._stream.remote, job.payload, job.request_id)
+        finished = False
+        try:
+            async for burst in generator:
+                for event in burst:
+                    finished = self._deliver(job, event)
+            if not finished:
+                raise ReplicaLost("the replica's stream ended without a result")
+        finally:
+            if not finished:
+                generator.cancel()
+
+    def _deliver(self, job: Job, event: wire.WireEvent) -> bool:
+        """Hand one replica event to the job; ``True`` once it is the final one."""
+        kind = event[0]
+        if kind == wire.CHUNK:
+            if job.first_output_at is None:
+                job.started_at = job.first_output_at = time.perf_counter()
+            job.deliver(Chunk(event[1]))
+            return False
+        if kind == wire.DONE:
+            queue_ms = event[2]
+            if job.started_at is None:
+                job.started_at = job.submitted_at + (queue_ms or 0.0) / 1e3
+            job.deliver(Done(event[1]))
+            return True
+        job.deliver(Failure(event[1]))
+        return True
+
+
+def _unlinked(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` in an empty context: Serve does not tie the handle call to the
+    HTTP request being served (it would cancel it, natively, when that client leaves).
+    The job's own cancellation (disconnect, deadline) cancels the call instead."""
+    return contextvars.Context().run(call, *args)
+
+
+def _replica_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """One replica in ``/v1/stats``: its queue, work in flight, throughput and devices."""
+    stats = report.get("stats", {})
+    workers = report.get("workers", [])
+    return {
+        "replica": report.get("replica"),
+        "ready": report.get("ready"),
+        "queue_depth": report.get("queue_depth", 0),
+        "in_flight": stats.get("in_flight", 0),
+        "succeeded": stats.get("succeeded", 0),
+        "failed": stats.get("failed", 0),
+        "cancelled": stats.get("cancelled", 0),
+        "rejected": stats.get("rejected", 0),
+        "requests_per_second": stats.get("requests_per_second", 0.0),
+        "chunks_per_second": stats.get("chunks_per_second", 0.0),
+        "latency_ms": stats.get("latency_ms", {}),
+        "workers": len(workers),
+        "busy_workers": sum(bool(w.get("busy")) for w in workers),
+        "restarts": report.get("restarts", 0),
+        "devices": report.get("devices", {}),
+    }
+
+
+class RemoteRegistry(ModelRegistry):
+    """The ingress's registry: one :class:`RemoteModel` per model deployment."""
+
+    def __init__(self, settings: Settings, handles: dict[str, Any], board: Any = None):
+        super().__init__(
+            drain_timeout_s=settings.drain_timeout_s,
+            call_timeout_s=settings.request_timeout_s,
+        )
+        self._handles = handles
+        self._board = board
+        self._calls_group: TaskGroup | None = None
+
+    async def __aenter__(self) -> RemoteRegistry:
+        await super().__aenter__()
+        assert self._task_group is not None and self._loop is not None
+        for name, handle in self._handles.items():
+            # waits for a replica to be up: the definition comes from where the model runs
+            definition: ModelDefinition = await handle.options(method_name="describe").remote()
+            self._models[name] = RemoteModel(
+                definition,
+                handle,
+                loop=self._loop,
+                spawn=self._spawn,
+                start_soon=self._task_group.start_soon,
+            )
+        if self._board is not None:
+            self._task_group.start_soon(self._read_board)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await super().__aexit__(exc_type, exc, tb)
+
+    def add(self, definition: ModelDefinition) -> ServedModel:
+        raise ConfigurationError(
+            "models served on Ray Serve are set by the application's config "
+            "(localinfer serve --ray, or a serve config file), not loaded at run time"
+        )
+
+    async def remove(self, name: str) -> None:
+        raise ConfigurationError("models served on Ray Serve cannot be unloaded at run time")
+
+    async def _read_board(self) -> None:
+        while True:
+            try:
+                reports: dict[str, list[dict[str, Any]]] = await self._board.read.remote()
+            except Exception:
+                logger.debug("reading the replicas' board failed", exc_info=True)
+            else:
+                for model in self._models.values():
+                    if isinstance(model, RemoteModel):
+                        model.replicas = reports.get(model.name, [])
+            await anyio.sleep(READ_BOARD_EVERY_S)

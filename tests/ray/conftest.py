@@ -1,0 +1,99 @@
+"""One local Ray instance (loopback only, no dashboard) and one localinfer application
+on Ray Serve, shared by the ``ray`` tests of a session.
+
+Replicas are other processes: they import this checkout (``PYTHONPATH`` in the job's
+``runtime_env``), so a fresh clone tests its own code, not an installed copy.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "localinfer"
+CHAT = "tiny-chat"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class RayServed:
+    url: str
+    app: str
+
+
+def ray_replica_settings() -> dict[str, Any]:
+    small = {"num_cpus": 0.25}
+    return {
+        "*": {**small, "min_replicas": 1, "max_replicas": 1},
+        CHAT: {**small, "min_replicas": 2, "max_replicas": 2},
+        # 2 replicas x 2 requests each in flight, 4 more wait in Serve's router, then 429
+        "sleep": {
+            **small,
+            "min_replicas": 2,
+            "max_replicas": 2,
+            "max_ongoing_requests": 2,
+            "max_queued_requests": 4,
+        },
+        "busy": {
+            **small,
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 1,
+            "max_ongoing_requests": 4,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
+    ray = pytest.importorskip("ray")
+    serve = pytest.importorskip("ray.serve")
+    from localinfer.ray import build_app
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(
+        num_cpus=8,  # logical: replicas reserve a quarter each; the machine has what it has
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}},
+        namespace="localinfer-tests",
+        log_to_driver=False,
+    )
+    try:
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build_app(
+            {
+                "models": [f"{CHAT}={tiny_llama_dir}"],
+                "targets": [
+                    "tests.ray.models:Sleep",
+                    "tests.ray.models:Busy",
+                    "tests.ray.models:Ticks",
+                    "localinfer.examples.demo:Echo",
+                    "localinfer.examples.demo:Countdown",
+                ],
+                # both on one replica that holds one of them at a time
+                "multiplexed": ["echo", "countdown"],
+                "models_per_replica": 1,
+                "settings": {"replicas": ray_replica_settings(), "request_timeout_s": 60},
+                "ingress_num_cpus": 0.25,
+            }
+        )
+        serve.run(app, name=APP, route_prefix="/")
+        yield RayServed(url=f"http://127.0.0.1:{port}", app=APP)
+    finally:
+        serve.shutdown()
+        ray.shutdown()

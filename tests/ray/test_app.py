@@ -1,0 +1,51 @@
+"""localinfer's per-model settings become Serve's deployment options (no Ray started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from localinfer.config import ReplicaSettings, load_settings
+from localinfer.errors import ConfigurationError
+from localinfer.ray.spec import RayAppConfig
+
+pytestmark = pytest.mark.ray
+
+
+def test_fixed_replicas_and_autoscaling_map_onto_serve_options() -> None:
+    pytest.importorskip("ray.serve")
+    from localinfer.ray.app import deployment_name, deployment_options
+
+    fixed = deployment_options(ReplicaSettings(min_replicas=2, max_replicas=2, num_gpus=1))
+    assert fixed["num_replicas"] == 2
+    assert fixed["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert "autoscaling_config" not in fixed
+    scaled = deployment_options(
+        ReplicaSettings(min_replicas=0, max_replicas=4, target_ongoing_requests=3)
+    )
+    assert scaled["autoscaling_config"]["min_replicas"] == 0
+    assert scaled["autoscaling_config"]["initial_replicas"] == 1
+    assert scaled["autoscaling_config"]["max_replicas"] == 4
+    assert scaled["autoscaling_config"]["target_ongoing_requests"] == 3
+    assert deployment_name("org/model:q4") == "model-org_model_q4"
+
+
+def test_replica_settings_by_name_then_star() -> None:
+    settings = load_settings(replicas={"a": {"max_replicas": 3}, "*": {"num_gpus": 1}})
+    assert settings.replica_settings("a").max_replicas == 3
+    assert settings.replica_settings("b").num_gpus == 1
+    assert load_settings().replica_settings("b") == ReplicaSettings()
+
+
+def test_app_config_names_models_and_reads_serve_run_strings() -> None:
+    config = RayAppConfig.model_validate(
+        {"models": "chat=org/chat,all-minilm", "targets": "tests.ray.models:Sleep"}
+    )
+    assert [(s.kind, s.name, s.spec) for s in config.sources()] == [
+        ("catalog", "chat", "org/chat"),
+        ("catalog", "all-minilm", "all-minilm"),
+        ("target", "sleep", "tests.ray.models:Sleep"),
+    ]
+    with pytest.raises(ConfigurationError):
+        RayAppConfig(models=["sleep"], targets=["tests.ray.models:Sleep"]).sources()
+    with pytest.raises(ConfigurationError):
+        RayAppConfig().sources()

@@ -1,0 +1,146 @@
+"""RemoteModel against fake DeploymentHandles (no Ray started): events become the job's,
+a lost replica is a 503 (retried for unary tasks), a cancelled job cancels its call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from localinfer.errors import QueueFull, ReplicaLost
+from localinfer.ray import wire
+from localinfer.ray.remote import RemoteRegistry
+from localinfer.runtime.job import Chunk, Done
+from localinfer.runtime.model import ModelDefinition
+from tests.support import settings
+
+pytestmark = [pytest.mark.ray, pytest.mark.anyio]
+
+
+def _no_handler(index: int, device: str) -> Any:
+    raise AssertionError("never called")
+
+
+class FakeGenerator:
+    def __init__(self, bursts: list[Any], hang: bool = False) -> None:
+        self._bursts = list(bursts)
+        self._hang = hang
+        self.cancelled = False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        for burst in self._bursts:
+            if isinstance(burst, BaseException):
+                raise burst
+            yield burst
+        if self._hang:
+            await anyio.sleep_forever()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeResponse:
+    def __init__(self, outcome: Any) -> None:
+        self._outcome = outcome
+        self.cancelled = False
+
+    def __await__(self) -> Any:
+        async def result() -> Any:
+            if isinstance(self._outcome, BaseException):
+                raise self._outcome
+            return self._outcome
+
+        return result().__await__()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeHandle:
+    """What RemoteModel uses of a DeploymentHandle: options(...).remote(...)."""
+
+    def __init__(self, task: str, results: list[Any]) -> None:
+        self.definition = ModelDefinition("m", _no_handler, task=task)
+        self.results = results
+        self.calls: list[Any] = []
+        self._method = "describe"
+
+    def options(self, *, method_name: str, stream: bool = False) -> FakeHandle:
+        bound = FakeHandle.__new__(FakeHandle)
+        bound.__dict__ = self.__dict__.copy()
+        bound._method = method_name
+        return bound
+
+    def remote(self, *args: Any) -> Any:
+        if self._method == "describe":
+            return FakeResponse(self.definition)
+        result = self.results.pop(0)
+        self.calls.append(result)
+        return result
+
+
+def _actor_died() -> BaseException:
+    ray_errors = pytest.importorskip("ray.exceptions")
+    return ray_errors.ActorDiedError()  # type: ignore[no-any-return]
+
+
+async def test_unary_call_is_retried_when_its_replica_dies() -> None:
+    handle = FakeHandle(
+        "embeddings",
+        [FakeResponse(_actor_died()), FakeResponse(wire.done([0.5], 1.0, 2.0))],
+    )
+    async with RemoteRegistry(settings(), {"m": handle}) as registry:
+        job = registry.get("m").submit("text")
+        assert await job.next_event() == Done([0.5])
+    assert len(handle.calls) == 2
+
+
+async def test_stream_events_and_a_lost_replica() -> None:
+    streamed = FakeGenerator([[(wire.CHUNK, "a"), (wire.CHUNK, "b")], [wire.done(None, 0, 1)]])
+    lost = FakeGenerator([[(wire.CHUNK, "a")], _actor_died()])
+    refused = FakeGenerator([[wire.failed(QueueFull("busy", retry_after_s=3))]])
+    handle = FakeHandle("chat", [streamed, lost, refused])
+    async with RemoteRegistry(settings(), {"m": handle}) as registry:
+        model = registry.get("m")
+        job = model.submit("prompt")
+        assert [await job.next_event() for _ in range(3)] == [Chunk("a"), Chunk("b"), Done(None)]
+        job = model.submit("prompt")
+        assert await job.next_event() == Chunk("a")
+        with pytest.raises(ReplicaLost):
+            await job.next_event()
+        job = model.submit("prompt")
+        with pytest.raises(QueueFull) as refusal:
+            await job.next_event()
+        assert refusal.value.retry_after_s == 3
+
+
+async def test_cancelled_job_cancels_its_call() -> None:
+    call = FakeGenerator([[(wire.CHUNK, "a")]], hang=True)
+    async with RemoteRegistry(settings(), {"m": FakeHandle("chat", [call])}) as registry:
+        job = registry.get("m").submit("prompt")
+        assert await job.next_event() == Chunk("a")
+        job.release("client left")
+        with anyio.fail_after(5):
+            while not call.cancelled:
+                await anyio.sleep(0.01)
+
+
+async def test_a_call_cancelled_by_serve_fails_its_job_only() -> None:
+    """Serve cancels calls tied to a request whose client left; the registry lives on."""
+    import asyncio
+
+    from localinfer.errors import HandlerFailed
+
+    handle = FakeHandle(
+        "embeddings",
+        [FakeResponse(asyncio.CancelledError()), FakeResponse(wire.done([1.0], 0, 0))],
+    )
+    async with RemoteRegistry(settings(), {"m": handle}) as registry:
+        with pytest.raises(HandlerFailed):
+            await registry.get("m").submit("a").next_event()
+        assert await registry.get("m").submit("b").next_event() == Done([1.0])
