@@ -8,6 +8,10 @@ dataclasses: no torch, no pydantic, nothing HTTP.
   finishes with a :class:`GenerationResult`. It stops early when ``item.cancelled``.
 - ``embeddings``: input :class:`EmbeddingRequest`; result :class:`EmbeddingResult`.
 - ``transcription``: input :class:`TranscriptionRequest`; result :class:`TranscriptionResult`.
+  With ``stream=True`` the handler first emits each :class:`Segment` as it is decoded.
+- ``speech``: input :class:`SpeechRequest`; the handler emits :class:`SpeechAudio` pieces
+  as they are synthesised (a sentence at a time), then finishes with a
+  :class:`SpeechResult`. Input :class:`VoiceListRequest`: result, a list of :class:`Voice`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Literal
 CHAT = "chat"
 EMBEDDINGS = "embeddings"
 TRANSCRIPTION = "transcription"
+SPEECH = "speech"
 INFER = "infer"
 
 FinishReason = Literal["stop", "length"]
@@ -81,6 +86,8 @@ class TranscriptionRequest:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    #: emit each :class:`Segment` as it is decoded, before the result
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +118,49 @@ class TranscriptionResult:
     duration: float
     segments: list[Segment] = field(default_factory=list)
     words: list[Word] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRequest:
+    """Text to say. ``voice`` None: the model's default voice."""
+
+    text: str
+    voice: str | None = None
+    #: 1.0 is the voice's own pace
+    speed: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechAudio:
+    """One piece of synthesised speech: mono signed 16-bit little-endian PCM."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResult:
+    """How a synthesis ended: what was said, with which voice, and how long it took."""
+
+    voice: str
+    sample_rate: int
+    audio_seconds: float
+    characters: int
+    synthesis_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceListRequest:
+    """Ask a speech handler which voices it can use now (without a download)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    id: str
+    language: str = ""
+    gender: str = ""
+    description: str = ""

@@ -39,6 +39,7 @@ from localinfer.server.routes import (
     kserve,
     management,
     operations,
+    speech,
     workers,
 )
 
@@ -110,6 +111,7 @@ def create_app(
             # inference first: starlette tries routes in order, one regex each
             *HOT_ROUTES,
             *audio.routes,
+            *speech.routes,
             *kserve.routes,
             *workers.routes,  # before operations' GET /v1/models/{model:path}
             *management.routes,
