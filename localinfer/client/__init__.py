@@ -24,13 +24,19 @@ if TYPE_CHECKING:
         ModelList,
         ModelStatistics,
         Similarity,
+        Speech,
         Stats,
         Timing,
         Transcription,
         TranscriptSegment,
         Usage,
     )
-    from localinfer.client.streams import ChatStream, SyncChatStream
+    from localinfer.client.streams import (
+        ChatStream,
+        SyncChatStream,
+        SyncTranscriptStream,
+        TranscriptStream,
+    )
     from localinfer.client.sync_client import SyncClient
 
 _WHERE = {
@@ -38,6 +44,8 @@ _WHERE = {
     "SyncClient": "sync_client",
     "ChatStream": "streams",
     "SyncChatStream": "streams",
+    "TranscriptStream": "streams",
+    "SyncTranscriptStream": "streams",
     **{
         name: "results"
         for name in (
@@ -51,6 +59,7 @@ _WHERE = {
             "ModelList",
             "ModelStatistics",
             "Similarity",
+            "Speech",
             "Stats",
             "Timing",
             "TranscriptSegment",
@@ -73,11 +82,14 @@ __all__ = [
     "ModelList",
     "ModelStatistics",
     "Similarity",
+    "Speech",
     "Stats",
     "SyncChatStream",
     "SyncClient",
+    "SyncTranscriptStream",
     "Timing",
     "TranscriptSegment",
+    "TranscriptStream",
     "Transcription",
     "Usage",
 ]

@@ -20,7 +20,7 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_INPUT_CHARS = 4096
 
 #: the closing quotes or brackets after a sentence's end, then the space after them
-_SENTENCE_END = re.compile("(?<=[.!?\u2026])([\"\u201d\u2019)\\]]*)\\s+(?=\\S)")
+_SENTENCE_END = re.compile('(?<=[.!?\u2026])(["\u201d\u2019)\\]]*)\\s+(?=\\S)')
 
 
 def checked_voice(request: SpeechRequest, voices: Mapping[str, object], default: str) -> str:

@@ -9,7 +9,7 @@ audio keeps streaming, and the encoding runs in that process, off the event loop
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Literal, get_args
 
 import anyio
@@ -83,7 +83,7 @@ def wav_file(pcm: bytes, sample_rate: int) -> bytes:
 
 async def encode(
     first: SpeechAudio, rest: AsyncIterable[SpeechAudio], fmt: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The encoded bytes of ``first`` and then ``rest``, yielded as they are made."""
     check_format(fmt)
     if fmt == "pcm":
@@ -113,7 +113,7 @@ def _ffmpeg_command(fmt: str, sample_rate: int) -> list[str]:
 
 async def _ffmpeg(
     first: SpeechAudio, rest: AsyncIterable[SpeechAudio], fmt: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """ffmpeg fed by one task while this generator reads its output (pipes never fill up)."""
     command = _ffmpeg_command(fmt, first.sample_rate)
     process = await anyio.open_process(command)
@@ -153,7 +153,7 @@ async def _feed(
             await stdin.send(piece.pcm)
 
 
-async def _chunks(stdout: ByteReceiveStream) -> AsyncIterator[bytes]:
+async def _chunks(stdout: ByteReceiveStream) -> AsyncGenerator[bytes, None]:
     while True:
         try:
             data = await stdout.receive(_READ_SIZE)

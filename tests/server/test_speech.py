@@ -174,3 +174,38 @@ def test_first_bytes_leave_early_and_a_client_that_leaves_frees_the_worker(
     )
     assert ok.status_code == 200
     assert time.perf_counter() - left < 5  # not after the abandoned reading ran its course
+
+
+# -- streamed transcription ------------------------------------------------------------------
+
+PARAGRAPH = (
+    "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins "
+    "with a single step. All that glitters is not gold."
+)
+
+
+def test_a_streamed_transcription_sends_deltas_then_the_whole_text(
+    client: openai.OpenAI,
+) -> None:
+    if not _installed(ASR):
+        pytest.skip("Whisper tiny.en is not installed: run `bash scripts/install.sh`")
+    audio = _say(client, PARAGRAPH)
+    whole = client.audio.transcriptions.create(model=ASR, file=("speech.wav", audio))
+    stream = client.audio.transcriptions.create(
+        model=ASR, file=("speech.wav", audio), stream=True
+    )
+    events = list(stream)
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    assert len(deltas) >= 2  # a segment at a time
+    assert events[-1].type == "transcript.text.done"
+    assert events[-1].text == "".join(deltas) == whole.text
+    assert _words(whole.text)[:4] == ["the", "quick", "brown", "fox"]
+
+
+def test_a_streamed_transcription_refuses_subtitle_formats(server: ThreadedServer) -> None:
+    r = httpx.post(
+        f"{server.url}/v1/audio/transcriptions",
+        data={"model": ASR, "stream": "true", "response_format": "srt"},
+        files={"file": ("a.wav", b"RIFF")},
+    )
+    assert r.status_code == 400 and "stream" in r.json()["error"]["message"]
