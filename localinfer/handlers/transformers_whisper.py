@@ -499,19 +499,21 @@ class _WindowStreamer:
         self._seek, self._kept = seek, []
 
     def _settle(self, tokens: list[int], consumed_s: float, start_s: float) -> None:
-        """Emit the window's text up to the last timestamp within ``consumed_s``."""
-        begin = self._handler._timestamp_begin
-        cut = len(tokens)
-        if consumed_s < WINDOW_SAMPLES / SAMPLE_RATE - 0.01:
-            stamps = [
-                i
-                for i, t in enumerate(tokens)
-                if t >= begin and (t - begin) * 0.02 <= consumed_s + 1e-3
-            ]
-            cut = stamps[-1] + 1 if stamps else 0
-        text_tokens = [t for t in tokens[:cut] if t < self._handler._eot]
+        """Emit the text of the window's segments, cut where transformers cuts them."""
+        text_tokens = [t for t in self.segment_tokens(tokens) if t < self._handler._eot]
         text = self._handler._processor.tokenizer.decode(text_tokens, skip_special_tokens=True)
         self._send(text, start_s, start_s + consumed_s)
+
+    def segment_tokens(self, tokens: list[int]) -> list[int]:
+        """The tokens of a window that its segments keep: as ``_retrieve_segment`` does,
+        up to the last pair of timestamps, unless the window ends on a single one."""
+        begin, eot = self._handler._timestamp_begin, self._handler._eot
+        sequence = tokens[:-1] if tokens and tokens[-1] == eot else tokens
+        stamps = [t >= begin for t in sequence]
+        pairs = [i + 1 for i in range(len(stamps) - 1) if stamps[i] and stamps[i + 1]]
+        if pairs and stamps[-2:] != [False, True]:
+            return sequence[: pairs[-1] + 1]
+        return sequence
 
     def _send(self, text: str, start: float, end: float) -> None:
         if not text:
