@@ -191,9 +191,7 @@ def test_a_streamed_transcription_sends_deltas_then_the_whole_text(
         pytest.skip("Whisper tiny.en is not installed: run `bash scripts/install.sh`")
     audio = _say(client, PARAGRAPH)
     whole = client.audio.transcriptions.create(model=ASR, file=("speech.wav", audio))
-    stream = client.audio.transcriptions.create(
-        model=ASR, file=("speech.wav", audio), stream=True
-    )
+    stream = client.audio.transcriptions.create(model=ASR, file=("speech.wav", audio), stream=True)
     events = list(stream)
     deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
     assert len(deltas) >= 2  # a segment at a time
