@@ -37,5 +37,15 @@ plugin = Plugin(
             # pip install hibari-tts (Apache-2.0): the voice 'heart' is in the package
             packaged="hibari/assets",
         ),
+        CatalogEntry(
+            alias="hibari-all",
+            repo="maureesewilliams/hibari",
+            task=SPEECH,
+            handler=HANDLER,
+            description="hibari with every voice (heart, emma, fenrir, fable, kore), "
+            "distilled from Kokoro-82M; `localinfer pull hibari-all` fetches them",
+            files=("voices/*.onnx",),
+            origin="hibari",
+        ),
     ],
 )
