@@ -34,6 +34,7 @@ from localinfer.client.results import (
     ModelList,
     RankedDocument,
     Reranking,
+    Speech,
     Stats,
     Timing,
     Transcription,
@@ -41,7 +42,7 @@ from localinfer.client.results import (
     Usage,
     statistics_from,
 )
-from localinfer.client.streams import ChatStream
+from localinfer.client.streams import ChatStream, TranscriptStream
 from localinfer.config import Settings, load_settings
 from localinfer.errors import ConfigurationError, InvalidRequest, RequestTimeout
 from localinfer.handlers.rerank import check_rerank, ranked, rerank_payload, rerank_result
@@ -49,12 +50,16 @@ from localinfer.handlers.tasks import (
     CHAT,
     EMBEDDINGS,
     RERANK,
+    SPEECH,
     TRANSCRIPTION,
     EmbeddingRequest,
     EmbeddingResult,
     GenerationRequest,
     GenerationResult,
     RerankRequest,
+    Segment,
+    SpeechAudio,
+    SpeechRequest,
     TranscriptionRequest,
     TranscriptionResult,
 )
@@ -428,8 +433,33 @@ class Engine(InProcessService):
         if any(m.definition.task == RERANK for m in self.registry):
             return self._model(None, RERANK)
         return self._model(None, EMBEDDINGS)
-
-    async def transcribe(
+    @overload
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = ...,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        temperature: float = ...,
+        translate: bool = ...,
+        sample_rate: int = ...,
+        stream: Literal[False] = ...,
+    ) -> Awaitable[Transcription]: ...
+    @overload
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = ...,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        temperature: float = ...,
+        translate: bool = ...,
+        sample_rate: int = ...,
+        stream: Literal[True],
+    ) -> TranscriptStream: ...
+    def transcribe(
         self,
         audio: AudioInput,
         *,
@@ -439,19 +469,32 @@ class Engine(InProcessService):
         temperature: float = 0.0,
         translate: bool = False,
         sample_rate: int = 16_000,
+        stream: bool = False,
+    ) -> Awaitable[Transcription] | TranscriptStream:
+        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
+        ``stream=True`` for the text as segments are decoded."""
+
+        async def request() -> TranscriptionRequest:
+            return TranscriptionRequest(
+                audio=await self._samples(audio, sample_rate),
+                task="translate" if translate else "transcribe",
+                language=language,
+                prompt=prompt,
+                temperature=temperature,
+                stream=stream,
+            )
+
+        if stream:
+            return TranscriptStream(self._transcript_stream(model, request))
+        return self._transcribe(model, request)
+
+    async def _transcribe(
+        self, name: str | None, request: Callable[[], Awaitable[TranscriptionRequest]]
     ) -> Transcription:
-        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz)."""
         from localinfer.handlers.subtitles import language_name
 
-        served = self._model(model, TRANSCRIPTION)
-        request = TranscriptionRequest(
-            audio=await self._samples(audio, sample_rate),
-            task="translate" if translate else "transcribe",
-            language=language,
-            prompt=prompt,
-            temperature=temperature,
-        )
-        _, value, _ = await self._run(served, request)
+        served = self._model(name, TRANSCRIPTION)
+        _, value, _ = await self._run(served, await request())
         assert isinstance(value, TranscriptionResult)
         return Transcription(
             text=value.text,
@@ -460,6 +503,90 @@ class Engine(InProcessService):
             duration=value.duration,
             segments=tuple(TranscriptSegment(s.id, s.start, s.end, s.text) for s in value.segments),
         )
+
+    async def _transcript_stream(
+        self, name: str | None, request: Callable[[], Awaitable[TranscriptionRequest]]
+    ) -> AsyncGenerator[str, None]:
+        served = self._model(name, TRANSCRIPTION)
+        async with aclosing(self._events(served.submit(await request()))) as events:
+            async for event in events:
+                if (
+                    isinstance(event, Chunk)
+                    and isinstance(event.value, Segment)
+                    and event.value.text
+                ):
+                    yield event.value.text
+
+    @overload
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = ...,
+        voice: str | None = ...,
+        response_format: str = ...,
+        speed: float = ...,
+        stream: Literal[False] = ...,
+    ) -> Awaitable[Speech]: ...
+    @overload
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = ...,
+        voice: str | None = ...,
+        response_format: str = ...,
+        speed: float = ...,
+        stream: Literal[True],
+    ) -> AsyncIterator[bytes]: ...
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        voice: str | None = None,
+        response_format: str = "wav",
+        speed: float = 1.0,
+        stream: bool = False,
+    ) -> Awaitable[Speech] | AsyncIterator[bytes]:
+        """Text to speech: the audio file (which plays in a notebook), or with
+        ``stream=True`` its bytes as they are made (a sentence at a time)."""
+        from localinfer.handlers.speech_formats import check_format
+
+        check_format(response_format)
+        request = SpeechRequest(text=text, voice=voice, speed=speed)
+        chunks = self._speech_stream(model, request, response_format)
+        if stream:
+            return chunks
+        return self._speech(chunks, response_format)
+
+    async def _speech(self, chunks: AsyncGenerator[bytes, None], response_format: str) -> Speech:
+        async with aclosing(chunks):
+            return Speech(b"".join([chunk async for chunk in chunks]), response_format)
+
+    async def _speech_stream(
+        self, name: str | None, request: SpeechRequest, response_format: str
+    ) -> AsyncGenerator[bytes, None]:
+        from localinfer.handlers.speech_formats import encode
+
+        served = self._model(name, SPEECH)
+        async with aclosing(self._events(served.submit(request))) as events:
+            first = await events.__anext__()
+            if isinstance(first, Done):  # nothing to say (punctuation only)
+                piece = SpeechAudio(b"", int(getattr(first.value, "sample_rate", 24_000)))
+            else:
+                piece = first.value
+
+            async def rest() -> AsyncGenerator[SpeechAudio, None]:
+                if isinstance(first, Done):
+                    return
+                async for event in events:
+                    if isinstance(event, Chunk):
+                        yield event.value
+
+            async with aclosing(encode(piece, rest(), response_format)) as encoded:
+                async for data in encoded:
+                    yield data
 
     async def _samples(self, audio: object, sample_rate: int) -> np.typing.NDArray[np.float32]:
         from localinfer.handlers.audio import SAMPLE_RATE, decode_audio_async, resample

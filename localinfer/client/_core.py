@@ -44,6 +44,7 @@ DEFAULT_TIMEOUT_S = 300.0
 
 CHAT, EMBEDDINGS, TRANSCRIPTION = "chat", "embeddings", "transcription"
 RERANK = "rerank"
+SPEECH = "speech"
 
 __all__ = ["CONNECTION_ERROR", "Messages", "as_texts", "chat_messages"]  # and the functions below
 
@@ -422,6 +423,30 @@ def transcription_form(
     if temperature is not None:
         form["temperature"] = str(temperature)
     return form
+
+
+def transcript_delta(data: str) -> str | None:
+    """The text of a ``transcript.text.delta`` event (None for ``done`` and others)."""
+    payload = event_payload(data)
+    if isinstance(payload, Mapping) and payload.get("type") == "transcript.text.delta":
+        return str(payload.get("delta", ""))
+    return None
+
+
+def speech_body(
+    model: str,
+    text: str,
+    *,
+    voice: str | None,
+    response_format: str,
+    speed: float | None,
+) -> dict[str, object]:
+    body: dict[str, object] = {"model": model, "input": text, "response_format": response_format}
+    if voice is not None:
+        body["voice"] = voice
+    if speed is not None:
+        body["speed"] = speed
+    return body
 
 
 def transcription_result(body: Mapping[str, object], model: str) -> Transcription:

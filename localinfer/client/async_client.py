@@ -31,10 +31,11 @@ from localinfer.client.results import (
     ModelInfo,
     ModelList,
     Reranking,
+    Speech,
     Stats,
     Transcription,
 )
-from localinfer.client.streams import ChatStream
+from localinfer.client.streams import ChatStream, TranscriptStream
 
 #: builds a request body once the default model is known (that may need a request)
 BodyFactory: TypeAlias = Callable[[], Awaitable[dict[str, object]]]
@@ -255,8 +256,33 @@ class Client:
         body = core.rerank_body(name, query, documents, top_n, return_documents)
         response = await self._request("POST", "/v1/rerank", json=body)
         return core.reranking_result(response.json())
-
-    async def transcribe(
+    @overload
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = ...,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        temperature: float | None = ...,
+        translate: bool = ...,
+        sample_rate: int = ...,
+        stream: Literal[False] = ...,
+    ) -> Awaitable[Transcription]: ...
+    @overload
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = ...,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        temperature: float | None = ...,
+        translate: bool = ...,
+        sample_rate: int = ...,
+        stream: Literal[True],
+    ) -> TranscriptStream: ...
+    def transcribe(
         self,
         audio: AudioInput,
         *,
@@ -266,16 +292,109 @@ class Client:
         temperature: float | None = None,
         translate: bool = False,
         sample_rate: int = 16_000,
-    ) -> Transcription:
-        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz)."""
-        name = await self._model_for(core.TRANSCRIPTION, model)
-        upload = await to_thread.run_sync(audio_upload, audio, sample_rate)
-        form = core.transcription_form(
-            name, language=language, prompt=prompt, temperature=temperature
-        )
+        stream: bool = False,
+    ) -> Awaitable[Transcription] | TranscriptStream:
+        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
+        ``stream=True`` for the text as segments are decoded."""
         route = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
+
+        async def request() -> tuple[str, dict[str, str], tuple[str, bytes, str]]:
+            name = await self._model_for(core.TRANSCRIPTION, model)
+            upload = await to_thread.run_sync(audio_upload, audio, sample_rate)
+            form = core.transcription_form(
+                name, language=language, prompt=prompt, temperature=temperature
+            )
+            return name, form, upload
+
+        if stream:
+            return TranscriptStream(self._transcript_stream(route, request))
+        return self._transcribe(route, request)
+
+    async def _transcribe(
+        self,
+        route: str,
+        request: Callable[[], Awaitable[tuple[str, dict[str, str], tuple[str, bytes, str]]]],
+    ) -> Transcription:
+        name, form, upload = await request()
         response = await self._request("POST", route, data=form, files={"file": upload})
         return core.transcription_result(response.json(), name)
+
+    async def _transcript_stream(
+        self,
+        route: str,
+        request: Callable[[], Awaitable[tuple[str, dict[str, str], tuple[str, bytes, str]]]],
+    ) -> AsyncGenerator[str, None]:
+        _, form, upload = await request()
+        form = {**form, "response_format": "json", "stream": "true"}
+        with core.transport_errors(self.base_url):
+            async with self._http.stream("POST", route, data=form, files={"file": upload}) as reply:
+                if reply.is_error:
+                    await reply.aread()
+                    core.check(reply)
+                decoder = core.SSEDecoder()
+                async for line in reply.aiter_lines():
+                    data = decoder.feed(line)
+                    if data is not None and (delta := core.transcript_delta(data)):
+                        yield delta
+
+    @overload
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = ...,
+        voice: str | None = ...,
+        response_format: str = ...,
+        speed: float | None = ...,
+        stream: Literal[False] = ...,
+    ) -> Awaitable[Speech]: ...
+    @overload
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = ...,
+        voice: str | None = ...,
+        response_format: str = ...,
+        speed: float | None = ...,
+        stream: Literal[True],
+    ) -> AsyncIterator[bytes]: ...
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        voice: str | None = None,
+        response_format: str = "wav",
+        speed: float | None = None,
+        stream: bool = False,
+    ) -> Awaitable[Speech] | AsyncIterator[bytes]:
+        """Text to speech: the audio file (which plays in a notebook), or with
+        ``stream=True`` its bytes as they are made (a sentence at a time)."""
+
+        async def body() -> dict[str, object]:
+            name = await self._model_for(core.SPEECH, model)
+            return core.speech_body(
+                name, text, voice=voice, response_format=response_format, speed=speed
+            )
+
+        if stream:
+            return self._speech_stream(body)
+        return self._speech(body, response_format)
+
+    async def _speech(self, body: BodyFactory, response_format: str) -> Speech:
+        response = await self._request("POST", "/v1/audio/speech", json=await body())
+        return Speech(response.content, response_format)
+
+    async def _speech_stream(self, body: BodyFactory) -> AsyncGenerator[bytes, None]:
+        payload = await body()
+        with core.transport_errors(self.base_url):
+            async with self._http.stream("POST", "/v1/audio/speech", json=payload) as reply:
+                if reply.is_error:
+                    await reply.aread()
+                    core.check(reply)
+                async for chunk in reply.aiter_bytes():
+                    yield chunk
 
     # -- user code -------------------------------------------------------------------------
 

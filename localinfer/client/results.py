@@ -7,6 +7,7 @@ similarity matrix as a shaded table. Plain ``repr`` stays one line.
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -217,6 +218,52 @@ class Transcription:
         for s in self.segments[:20]:
             lines.append(f"- `{s.start:6.2f}-{s.end:6.2f}` {s.text.strip()}")
         return "\n".join(lines)
+
+
+_AUDIO_MEDIA = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+
+
+class Speech(bytes):
+    """Synthesised speech: the audio file's bytes, which play when a notebook shows them.
+
+    It *is* ``bytes`` (write it to a file, send it on); ``format`` says which kind.
+    """
+
+    format: str
+
+    def __new__(cls, data: bytes, format: str = "wav") -> Speech:
+        speech = super().__new__(cls, data)
+        speech.format = format
+        return speech
+
+    @property
+    def media_type(self) -> str:
+        return _AUDIO_MEDIA.get(self.format, "application/octet-stream")
+
+    def save(self, path: str) -> str:
+        """Write the audio to ``path``; returns it."""
+        with open(path, "wb") as f:
+            f.write(self)
+        return path
+
+    def _repr_html_(self) -> str:
+        if self.format == "pcm":  # raw samples: browsers need a container
+            return f"<code>{len(self)} bytes of 16-bit PCM at 24 kHz</code>"
+        data = base64.b64encode(self).decode("ascii")
+        return (
+            f'<audio controls src="data:{self.media_type};base64,{data}"></audio>'
+            f"<div><small>{self.format}, {len(self) / 1024:.1f} KiB</small></div>"
+        )
+
+    def __repr__(self) -> str:
+        return f"Speech({self.format}, {len(self)} bytes)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,3 +112,84 @@ class SyncChatStream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class TranscriptStream:
+    """``async for delta in stream``: a transcript's text as segments are decoded;
+    ``stream.text`` so far, the whole text once it has ended."""
+
+    def __init__(self, source: AsyncGenerator[str, None]):
+        self._source = source
+        self._parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def __aiter__(self) -> TranscriptStream:
+        return self
+
+    async def __anext__(self) -> str:
+        item = await self._source.__anext__()
+        self._parts.append(item)
+        return item
+
+    async def collect(self) -> str:
+        """Read the rest; the whole text."""
+        async for _ in self:
+            pass
+        return self.text
+
+    async def aclose(self) -> None:
+        """Stop reading: the transcription is cancelled if it is still running."""
+        await self._source.aclose()
+
+    async def __aenter__(self) -> TranscriptStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class SyncTranscriptStream:
+    """``for delta in stream``: the blocking twin of :class:`TranscriptStream`."""
+
+    def __init__(self, source: Generator[str, None, None]):
+        self._source = source
+        self._parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def __iter__(self) -> SyncTranscriptStream:
+        return self
+
+    def __next__(self) -> str:
+        item = next(self._source)
+        self._parts.append(item)
+        return item
+
+    def collect(self) -> str:
+        for _ in self:
+            pass
+        return self.text
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> SyncTranscriptStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -27,10 +27,11 @@ from localinfer.client.results import (
     ModelInfo,
     ModelList,
     Reranking,
+    Speech,
     Stats,
     Transcription,
 )
-from localinfer.client.streams import SyncChatStream
+from localinfer.client.streams import SyncChatStream, SyncTranscriptStream
 
 
 class SyncClient:
@@ -250,6 +251,32 @@ class SyncClient:
         response = self._request("POST", "/v1/rerank", json=body)
         return core.reranking_result(response.json())
 
+    @overload
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = ...,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        temperature: float | None = ...,
+        translate: bool = ...,
+        sample_rate: int = ...,
+        stream: Literal[False] = ...,
+    ) -> Transcription: ...
+    @overload
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = ...,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        temperature: float | None = ...,
+        translate: bool = ...,
+        sample_rate: int = ...,
+        stream: Literal[True],
+    ) -> SyncTranscriptStream: ...
     def transcribe(
         self,
         audio: AudioInput,
@@ -260,16 +287,87 @@ class SyncClient:
         temperature: float | None = None,
         translate: bool = False,
         sample_rate: int = 16_000,
-    ) -> Transcription:
+        stream: bool = False,
+    ) -> Transcription | SyncTranscriptStream:
         name = self._model_for(core.TRANSCRIPTION, model)
         form = core.transcription_form(
             name, language=language, prompt=prompt, temperature=temperature
         )
         route = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
         files = {"file": audio_upload(audio, sample_rate)}
+        if stream:
+            form = {**form, "response_format": "json", "stream": "true"}
+            return SyncTranscriptStream(self._transcript_stream(route, form, files))
         return core.transcription_result(
             self._request("POST", route, data=form, files=files).json(), name
         )
+
+    def _transcript_stream(
+        self, route: str, form: dict[str, str], files: dict[str, tuple[str, bytes, str]]
+    ) -> Generator[str, None, None]:
+        with (
+            core.transport_errors(self.base_url),
+            self._http.stream("POST", route, data=form, files=files) as reply,
+        ):
+            if reply.is_error:
+                reply.read()
+                core.check(reply)
+            decoder = core.SSEDecoder()
+            for line in reply.iter_lines():
+                data = decoder.feed(line)
+                if data is not None and (delta := core.transcript_delta(data)):
+                    yield delta
+
+    @overload
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = ...,
+        voice: str | None = ...,
+        response_format: str = ...,
+        speed: float | None = ...,
+        stream: Literal[False] = ...,
+    ) -> Speech: ...
+    @overload
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = ...,
+        voice: str | None = ...,
+        response_format: str = ...,
+        speed: float | None = ...,
+        stream: Literal[True],
+    ) -> Iterator[bytes]: ...
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        voice: str | None = None,
+        response_format: str = "wav",
+        speed: float | None = None,
+        stream: bool = False,
+    ) -> Speech | Iterator[bytes]:
+        """Text to speech: the audio file, or with ``stream=True`` its bytes as made."""
+        name = self._model_for(core.SPEECH, model)
+        body = core.speech_body(
+            name, text, voice=voice, response_format=response_format, speed=speed
+        )
+        if stream:
+            return self._speech_stream(body)
+        return Speech(self._request("POST", "/v1/audio/speech", json=body).content, response_format)
+
+    def _speech_stream(self, body: dict[str, object]) -> Generator[bytes, None, None]:
+        with (
+            core.transport_errors(self.base_url),
+            self._http.stream("POST", "/v1/audio/speech", json=body) as reply,
+        ):
+            if reply.is_error:
+                reply.read()
+                core.check(reply)
+            yield from reply.iter_bytes()
 
     # -- user code -------------------------------------------------------------------------
 

@@ -76,7 +76,10 @@ class SentenceEmbeddingHandler(Handler):
         from transformers import AutoModel, AutoTokenizer
 
         directory = local_model_dir(self.source)
-        common = {"trust_remote_code": self.source.trust_remote_code, "local_files_only": True}
+        common: dict[str, Any] = {
+            "trust_remote_code": self.source.trust_remote_code,
+            "local_files_only": True,
+        }
         self._tokenizer = AutoTokenizer.from_pretrained(directory, **common)
         if self._tokenizer.pad_token is None:  # decoder-style embedders (last-token pooling)
             self._tokenizer.pad_token = self._tokenizer.eos_token

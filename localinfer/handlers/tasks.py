@@ -8,8 +8,12 @@ dataclasses: no torch, no pydantic, nothing HTTP.
   finishes with a :class:`GenerationResult`. It stops early when ``item.cancelled``.
 - ``embeddings``: input :class:`EmbeddingRequest`; result :class:`EmbeddingResult`.
 - ``transcription``: input :class:`TranscriptionRequest`; result :class:`TranscriptionResult`.
+  With ``stream=True`` the handler first emits each :class:`Segment` as it is decoded.
 - ``rerank``: input :class:`RerankRequest`; result :class:`RerankResult` (one score per
   document, in the documents' order; the route sorts and cuts to ``top_n``).
+- ``speech``: input :class:`SpeechRequest`; the handler emits :class:`SpeechAudio` pieces
+  as they are synthesised (a sentence at a time), then finishes with a
+  :class:`SpeechResult`. Input :class:`VoiceListRequest`: result, a list of :class:`Voice`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Literal
 CHAT = "chat"
 EMBEDDINGS = "embeddings"
 TRANSCRIPTION = "transcription"
+SPEECH = "speech"
 INFER = "infer"
 RERANK = "rerank"
 
@@ -92,6 +97,8 @@ class TranscriptionRequest:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    #: emit each :class:`Segment` as it is decoded, before the result
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +144,49 @@ class RerankResult:
     #: one relevance score per document, in the request's order (higher: more relevant)
     scores: list[float]
     prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRequest:
+    """Text to say. ``voice`` None: the model's default voice."""
+
+    text: str
+    voice: str | None = None
+    #: 1.0 is the voice's own pace
+    speed: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechAudio:
+    """One piece of synthesised speech: mono signed 16-bit little-endian PCM."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResult:
+    """How a synthesis ended: what was said, with which voice, and how long it took."""
+
+    voice: str
+    sample_rate: int
+    audio_seconds: float
+    characters: int
+    synthesis_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceListRequest:
+    """Ask a speech handler which voices it can use now (without a download)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    id: str
+    language: str = ""
+    gender: str = ""
+    description: str = ""

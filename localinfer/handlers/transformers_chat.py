@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,6 +34,7 @@ from localinfer.handlers.generation.transformers_sampling import (
     StreamEachToken,
     sampling_processors,
 )
+from localinfer.handlers.model_facts import context_length, eos_token_ids
 from localinfer.handlers.tasks import CHAT, GenerationRequest
 from localinfer.handlers.torch_devices import (
     avoid_cudnn_attention,
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
-
-#: tokenizers without a known limit report this (transformers' VERY_LARGE_INTEGER)
-_NO_LIMIT = 10**29
 
 
 class TransformersChatHandler(Handler):
@@ -134,8 +132,8 @@ class TransformersChatHandler(Handler):
         model.eval()  # type: ignore[no-untyped-call]
         self.model = model
 
-        self.context_length = _context_length(self.model, self.tokenizer, options)
-        self.eos_token_ids = _eos_token_ids(self.model, self.tokenizer)
+        self.context_length = context_length(self.model, self.tokenizer, options)
+        self.eos_token_ids = eos_token_ids(self.model, self.tokenizer)
         pad = self.model.generation_config.pad_token_id
         if pad is None:
             pad = self.tokenizer.pad_token_id
@@ -296,33 +294,3 @@ def _dense_copy_of_gguf(source: ModelSource, dtype: Any) -> str:
     assert source.filename is not None
     gguf = locate_gguf(source.location, source.filename, source.revision)
     return str(dense_checkpoint(gguf, dtype))
-
-
-def _context_length(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, options: Mapping[str, Any]
-) -> int | None:
-    """The smallest meaningful limit among the model's positions and the tokenizer's maximum."""
-    if options.get("context_length"):
-        return int(options["context_length"])
-    limits = []
-    config = model.config.get_text_config()
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            limits.append(value)
-            break
-    value = getattr(tokenizer, "model_max_length", None)
-    if isinstance(value, int) and 0 < value < _NO_LIMIT:
-        limits.append(value)
-    return min(limits) if limits else None
-
-
-def _eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
-    """Every id that ends a turn: the generation config's list, else the tokenizer's EOS."""
-    configured = model.generation_config.eos_token_id
-    if configured is None:
-        configured = tokenizer.eos_token_id
-    if configured is None:
-        return frozenset()
-    ids = [configured] if isinstance(configured, int) else list(configured)
-    return frozenset(int(i) for i in ids if int(i) >= 0)

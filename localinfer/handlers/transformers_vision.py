@@ -2,8 +2,8 @@
 
 ``AutoModelForImageTextToText`` + ``AutoProcessor``: the processor's chat template places
 the images in the prompt and prepares their pixels. Generation, streaming and stop
-strings are the text chat handler's own pieces (:class:`_Generation` and friends from
-:mod:`localinfer.handlers.transformers_chat`), so a reply streams token by token and
+strings are the text chat handler's own pieces (:class:`Generation` and friends from
+:mod:`localinfer.handlers.generation`), so a reply streams token by token and
 ends exactly as a text model's would. One request at a time per worker (``generate``).
 """
 
@@ -17,16 +17,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
-from localinfer.handlers.tasks import CHAT, GenerationRequest
-from localinfer.handlers.transformers_chat import (
-    _context_length,
-    _eos_token_ids,
-    _Generation,
-    _release_cuda_memory_after,
-    _resolve_dtype,
-    _sampling_processors,
-    _StreamEachToken,
+from localinfer.handlers.generation.sequence import Generation
+from localinfer.handlers.generation.text import hf_decode
+from localinfer.handlers.generation.transformers_sampling import (
+    StreamEachToken,
+    sampling_processors,
 )
+from localinfer.handlers.model_facts import context_length, eos_token_ids
+from localinfer.handlers.tasks import CHAT, GenerationRequest
+from localinfer.handlers.torch_devices import release_cuda_memory_after, resolve_dtype
 
 if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel, ProcessorMixin
@@ -66,14 +65,14 @@ class TransformersVisionHandler(Handler):
         self.processor = AutoProcessor.from_pretrained(source.location, **common)  # type: ignore[no-untyped-call]
         if options.get("attn_implementation"):
             common["attn_implementation"] = options["attn_implementation"]
-        dtype = _resolve_dtype(options.get("dtype"), device)
+        dtype = resolve_dtype(options.get("dtype"), device)
         model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, **common)
         model.to(device)  # type: ignore[arg-type]
         model.eval()  # type: ignore[no-untyped-call]
         self.model = model
         tokenizer = self._tokenizer
-        self.context_length = _context_length(model, tokenizer, options)
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.context_length = context_length(model, tokenizer, options)
+        self.eos_token_ids = eos_token_ids(model, tokenizer)
         pad = model.generation_config.pad_token_id
         if pad is None:
             pad = tokenizer.pad_token_id
@@ -108,7 +107,7 @@ class TransformersVisionHandler(Handler):
             try:
                 self._generate(item)
             except Exception as exc:
-                _release_cuda_memory_after(exc, self.device)
+                release_cuda_memory_after(exc, self.device)
                 item.fail(exc)
 
     def encode(self, request: GenerationRequest) -> Mapping[str, Any]:
@@ -155,7 +154,9 @@ class TransformersVisionHandler(Handler):
                 param="max_tokens",
                 code="context_length_exceeded",
             )
-        generation = _Generation(item, request, prompt_ids, self._tokenizer, self.eos_token_ids)
+        generation = Generation(
+            item, request, prompt_ids, hf_decode(self._tokenizer), self.eos_token_ids
+        )
         generation.start()
         with torch.inference_mode():
             cast("GenerationMixin", self.model).generate(
@@ -163,8 +164,8 @@ class TransformersVisionHandler(Handler):
                 max_new_tokens=request.max_new_tokens,
                 do_sample=False,  # sampling happens in the shared processors, per request
                 num_beams=1,
-                logits_processor=LogitsProcessorList(_sampling_processors(request)),
-                stopping_criteria=StoppingCriteriaList([_StreamEachToken(generation)]),
+                logits_processor=LogitsProcessorList(sampling_processors(request)),
+                stopping_criteria=StoppingCriteriaList([StreamEachToken(generation)]),
                 eos_token_id=sorted(self.eos_token_ids) or None,
                 pad_token_id=self._pad_token_id,
             )

@@ -191,6 +191,10 @@ class WhisperHandler(Handler):
                 item.fail(exc)
             else:
                 live.append(item)
+        streamed = [item for item in live if item.payload.stream]
+        live = [item for item in live if not item.payload.stream]
+        for item in streamed:
+            self._serve_stream(item)
         if not live:
             return
         self._should_stop = lambda: all(item.cancelled for item in live)
@@ -200,6 +204,24 @@ class WhisperHandler(Handler):
             return  # the worker finishes cancelled items
         finally:
             self._should_stop = None
+
+    def _serve_stream(self, item: WorkItem) -> None:
+        """One request alone (a streamer follows one sequence), its segments emitted as
+        each 30 s window is settled, the rest when the result is."""
+        self._should_stop = lambda: item.cancelled
+        try:
+            prepared = self._prepare(item.payload)
+            streamer = _WindowStreamer(self, item.emit)
+            (result,) = self._transcribe([prepared], streamer)
+            streamer.flush_rest(result)
+        except _Stopped:
+            return
+        except Exception as exc:
+            item.fail(exc)
+            return
+        finally:
+            self._should_stop = None
+        item.finish(result)
 
     def run_batch(self, inputs: list[TranscriptionRequest]) -> list[TranscriptionResult]:
         if self._model is None:
@@ -222,7 +244,9 @@ class WhisperHandler(Handler):
 
     # --- one generate call ------------------------------------------------------------------
 
-    def _transcribe(self, batch: list[_Prepared]) -> list[TranscriptionResult]:
+    def _transcribe(
+        self, batch: list[_Prepared], streamer: _WindowStreamer | None = None
+    ) -> list[TranscriptionResult]:
         import torch
 
         first = batch[0].request
@@ -240,11 +264,13 @@ class WhisperHandler(Handler):
                 if first.temperature == 0 and self.temperature_fallback
                 else first.temperature
             ),
-            "monitor_progress": self._check_stop,
+            "monitor_progress": self._check_stop if streamer is None else streamer.progress,
             **{key: value for key, value in self.thresholds.items() if value is not None},
         }
         if self.max_new_tokens:
             kwargs["max_new_tokens"] = int(self.max_new_tokens)
+        if streamer is not None:
+            kwargs["streamer"] = streamer
         if self.multilingual:
             kwargs["task"] = first.task
             kwargs["language"] = languages
@@ -431,6 +457,81 @@ class WhisperHandler(Handler):
         if resample_audio and request.sample_rate != SAMPLE_RATE:
             audio = resample(audio, request.sample_rate, SAMPLE_RATE)
         return _Prepared(request, audio, language, prompt_ids)
+
+
+class _WindowStreamer:
+    """Emits a streamed request's text window by window, as ``generate`` settles each.
+
+    ``generate`` hands every decode attempt's tokens to the streamer (a transformers
+    ``BaseStreamer``: ``put`` the prompt, then each token, then ``end``); a window re-decoded
+    at a higher temperature is a new attempt, so the last attempt before the next window
+    starts is the one kept. ``monitor_progress`` marks that start, with how far the window
+    moved ``seek``: the text up to that point is final, and emitted as one segment.
+    """
+
+    def __init__(self, handler: WhisperHandler, emit: Callable[[Segment], None]) -> None:
+        self._handler = handler
+        self._emit = emit
+        self._attempt: list[int] = []
+        self._kept: list[int] = []
+        self._prompt_pending = True
+        self._seek: int | None = None
+        self.emitted = ""
+        self._count = 0
+        self._end_s = 0.0
+
+    # transformers' streamer protocol
+    def put(self, value: Any) -> None:
+        if self._prompt_pending:  # the decoder prompt (start tokens) of a new attempt
+            self._prompt_pending = False
+            return
+        self._attempt += [int(t) for t in value.reshape(-1).tolist()]
+
+    def end(self) -> None:
+        self._kept, self._attempt, self._prompt_pending = self._attempt, [], True
+
+    # generate's monitor_progress: called before each window
+    def progress(self, progress: torch.Tensor) -> None:
+        self._handler._check_stop(progress)
+        seek = int(progress[0, 0])
+        if self._seek is not None and self._kept:
+            self._settle(self._kept, (seek - self._seek) / 100.0, self._seek / 100.0)
+        self._seek, self._kept = seek, []
+
+    def _settle(self, tokens: list[int], consumed_s: float, start_s: float) -> None:
+        """Emit the text of the window's segments, cut where transformers cuts them."""
+        text_tokens = [t for t in self.segment_tokens(tokens) if t < self._handler._eot]
+        text = self._handler._processor.tokenizer.decode(text_tokens, skip_special_tokens=True)
+        self._send(text, start_s, start_s + consumed_s)
+
+    def segment_tokens(self, tokens: list[int]) -> list[int]:
+        """The tokens of a window that its segments keep: as ``_retrieve_segment`` does,
+        up to the last pair of timestamps, unless the window ends on a single one."""
+        begin, eot = self._handler._timestamp_begin, self._handler._eot
+        sequence = tokens[:-1] if tokens and tokens[-1] == eot else tokens
+        stamps = [t >= begin for t in sequence]
+        pairs = [i + 1 for i in range(len(stamps) - 1) if stamps[i] and stamps[i + 1]]
+        if pairs and stamps[-2:] != [False, True]:
+            return sequence[: pairs[-1] + 1]
+        return sequence
+
+    def _send(self, text: str, start: float, end: float) -> None:
+        if not text:
+            return
+        self._emit(Segment(id=self._count, start=round(start, 3), end=round(end, 3), text=text))
+        self._count += 1
+        self.emitted += text
+        self._end_s = end
+
+    def flush_rest(self, result: TranscriptionResult) -> None:
+        """After ``generate``: the text not emitted yet (the last window's)."""
+        if result.text.startswith(self.emitted):
+            self._send(result.text[len(self.emitted) :], self._end_s, result.duration)
+            return
+        # the windows' text and the final segments differ (spacing): send what follows
+        for segment in result.segments:
+            if segment.start >= self._end_s - 1e-3:
+                self._send(segment.text, segment.start, segment.end)
 
 
 def compression_ratio(text: str) -> float:

@@ -40,6 +40,7 @@ from localinfer.server.routes import (
     management,
     operations,
     rerank,
+    speech,
     workers,
 )
 
@@ -111,6 +112,7 @@ def create_app(
             # inference first: starlette tries routes in order, one regex each
             *HOT_ROUTES,
             *audio.routes,
+            *speech.routes,
             *kserve.routes,
             *workers.routes,  # before operations' GET /v1/models/{model:path}
             *management.routes,

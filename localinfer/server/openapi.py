@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from localinfer import __version__
+from localinfer.handlers.speech_formats import MEDIA_TYPES
 from localinfer.server import protocol as p
 from localinfer.server.routes.management import DownloadRequest, LoadModelRequest
 from localinfer.server.routes.workers import ScaleRequest
@@ -233,9 +234,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         for path in ("/v1/rerank", "/rerank", "/v2/rerank")
     },
     ("POST", "/v1/audio/transcriptions"): Operation(
-        "Transcribe an audio file (json, text, srt, vtt or verbose_json)",
+        "Transcribe an audio file (json, text, srt, vtt or verbose_json); with stream: "
+        "true, transcript.text.delta events as segments are decoded, then "
+        "transcript.text.done",
         "openai",
-        {200: Answer(p.Transcription, media=("text/plain", "text/vtt"))},
+        {
+            200: Answer(
+                p.Transcription,
+                media=("text/plain", "text/vtt"),
+                events=p.TranscriptStreamEvent,
+                sse=True,
+            )
+        },
         form=p.TranscriptionForm,
     ),
     ("POST", "/v1/audio/translations"): Operation(
@@ -243,6 +253,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "openai",
         {200: Answer(p.Transcription, media=("text/plain", "text/vtt"))},
         form=p.TranscriptionForm,
+    ),
+    ("POST", "/v1/audio/speech"): Operation(
+        "Say a text: audio (mp3, opus, aac, flac, wav or pcm) streamed as it is made; with "
+        "stream_format: sse, speech.audio.delta events then speech.audio.done",
+        "openai",
+        {
+            200: Answer(
+                json=False,
+                media=tuple(MEDIA_TYPES.values()),
+                events=p.SpeechStreamEvent,
+                sse=True,
+            )
+        },
+        body=p.SpeechRequest,
+    ),
+    ("GET", "/v1/audio/voices"): Operation(
+        "The voices of the served speech models (?model= for one)",
+        "openai",
+        {200: Answer(p.VoiceList)},
     ),
     ("GET", "/v1/models"): Operation("Served models", "openai", {200: Answer(p.ModelList)}),
     ("GET", "/v1/models/{model:path}"): Operation(

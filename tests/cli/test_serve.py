@@ -135,6 +135,10 @@ def test_serve_without_targets_serves_the_packaged_real_models() -> None:
             }
             r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
             assert "Paris" in r.json()["choices"][0]["message"]["content"]
+        if "hibari" in models:
+            body = {"model": "hibari", "input": "Hello.", "response_format": "wav"}
+            r = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=60)
+            assert r.content[:4] == b"RIFF" and len(r.content) > 10_000
 
 
 def test_api_key_from_environment() -> None:

@@ -276,3 +276,22 @@ def test_tokens_group_into_words_with_their_times(whisper: WhisperHandler) -> No
     assert words[0].start == 1.25  # the first text token, after the timestamp
     assert words[-1].end == times[-1]  # where the closing timestamp token sits
     assert all(a.end <= b.start for a, b in pairwise(words))
+
+
+def test_a_streamed_request_emits_each_window_as_it_is_settled(whisper: WhisperHandler) -> None:
+    from localinfer.testing import RecordingItem
+
+    item = RecordingItem(TranscriptionRequest(audio=tone(70), language="en", stream=True))
+    with Recorder(whisper) as recorder:
+        whisper.process([item])
+    assert item.error is None
+    result = item.result
+    assert_well_formed(result, 70.0)
+    assert recorder.calls[0]["batch"] == 1 and "streamer" in recorder.calls[0]
+    segments = item.chunks
+    assert all(isinstance(s, Segment) for s in segments)
+    # one per window settled before the last, then the last window's text
+    assert len(segments) >= len(recorder.windows) >= 3
+    assert "".join(s.text for s in segments) == result.text
+    assert [s.id for s in segments] == list(range(len(segments)))
+    assert segments[0].start == 0.0 and segments[0].end <= 30.0

@@ -33,3 +33,18 @@ def test_transcribes_speech_with_word_timings(
     assert {"quick", "lazy", "dog"} <= set(words)
     assert words["quick"].start < words["lazy"].start <= words["dog"].start
     assert all(0 <= w.start <= w.end <= result.duration for w in result.words)
+
+
+def test_a_streamed_transcription_ends_with_the_same_text(
+    whisper_tiny_en_hf_dir: Path, speech_wav: Path
+) -> None:
+    from localinfer.testing import RecordingItem
+
+    handler = WhisperHandler(ModelSource(str(whisper_tiny_en_hf_dir)))
+    handler.load("cpu")
+    audio = decode_audio(speech_wav.read_bytes(), max_seconds=60)
+    item = RecordingItem(TranscriptionRequest(audio=audio, stream=True))
+    handler.process([item])
+    (whole,) = handler.run_batch([TranscriptionRequest(audio=audio)])
+    assert item.error is None and item.chunks
+    assert "".join(segment.text for segment in item.chunks) == item.result.text == whole.text

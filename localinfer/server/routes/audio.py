@@ -2,10 +2,13 @@
 
 The upload is bounded while it is read, decoded off the loop (ffmpeg in a subprocess,
 or the pure-Python WAV path in a thread), then transcribed by the model's workers.
+With ``stream=true`` each segment is sent as a ``transcript.text.delta`` event as soon as
+the model has decoded it, then the whole text in ``transcript.text.done`` (OpenAI's events).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -14,14 +17,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from localinfer.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from localinfer.errors import InvalidRequest, LocalInferError, RequestTooLarge, UnsupportedMediaType
 from localinfer.handlers import subtitles
 from localinfer.handlers.audio import decode_audio_async
-from localinfer.handlers.tasks import TRANSCRIPTION, TranscriptionRequest, TranscriptionResult
+from localinfer.handlers.tasks import (
+    TRANSCRIPTION,
+    Segment,
+    TranscriptionRequest,
+    TranscriptionResult,
+)
+from localinfer.runtime.job import Chunk, Done
 from localinfer.server import protocol as p
 from localinfer.server.bodies import bounded
-from localinfer.server.routes.common import model_for_task, run_to_result
-from localinfer.server.state import settings_of
+from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
+from localinfer.server.routes.common import model_for_task, reader_for, run_to_result
+from localinfer.server.sse import SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
+from localinfer.server.state import request_id_of, settings_of
 
 _FORM_OVERHEAD = 1024 * 1024
 
@@ -96,9 +107,36 @@ async def _transcribe(request: Request, task: str) -> Response:
         prompt=form.prompt,
         temperature=form.temperature,
         word_timestamps="word" in form.timestamp_granularities,
+        stream=form.stream,
     )
+    if form.stream:
+        job = model.submit(payload, request_id=request_id_of(request))
+        reader = reader_for(request, job)
+        first = await reader.guarded(request)  # a bad request fails here: a real 400
+        return JobStreamingResponse(
+            job, _deltas(first, reader), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS
+        )
     _, result = await run_to_result(request, model, payload)
     return render(result, form, "translate" if task == "translate" else "transcribe")
+
+
+async def _deltas(first: Chunk | Done, reader: JobReader) -> AsyncIterator[bytes]:
+    """A delta per segment, then the whole text; an error after the start as the last event."""
+    try:
+        event = first
+        while True:
+            if isinstance(event, Done):
+                result: TranscriptionResult = event.value
+                yield sse_event(p.TranscriptTextDone(text=result.text).model_dump())
+                return
+            segment: Segment = event.value
+            if segment.text:
+                yield sse_event(p.TranscriptTextDelta(delta=segment.text).model_dump())
+            event = await reader.next()
+    except LocalInferError as exc:
+        yield sse_event(error_event(exc))
+    finally:
+        await reader.aclose()
 
 
 async def transcriptions(request: Request) -> Response:

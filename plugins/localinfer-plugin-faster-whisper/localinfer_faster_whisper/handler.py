@@ -4,7 +4,8 @@ localinfer has already decoded the upload to mono float32 samples, so faster-whi
 an array and never opens a file (its PyAV decoder stays unused). One request is
 transcribed at a time per worker: faster-whisper walks a file in 30 s windows with
 temperature fallback and yields segments lazily, so a cancelled request stops at the
-next segment. Segments, words and their timings come back as localinfer's
+next segment. A streamed request (``stream=True``) has each segment emitted as it is
+decoded, before the result. Segments, words and their timings come back as localinfer's
 :class:`~localinfer.handlers.tasks.TranscriptionResult`; the routes format every
 response type from it.
 """
@@ -114,7 +115,8 @@ class FasterWhisperHandler(Handler):
             if item.cancelled:
                 continue
             try:
-                result = self.transcribe(item.payload, cancelled=_cancelled(item))
+                emit = item.emit if getattr(item.payload, "stream", False) else None
+                result = self.transcribe(item.payload, cancelled=_cancelled(item), emit=emit)
             except Exception as exc:
                 item.fail(exc)
                 continue
@@ -126,9 +128,14 @@ class FasterWhisperHandler(Handler):
         return [result for result in results if result is not None]
 
     def transcribe(
-        self, request: TranscriptionRequest, cancelled: Callable[[], bool] | None = None
+        self,
+        request: TranscriptionRequest,
+        cancelled: Callable[[], bool] | None = None,
+        emit: Callable[[Segment], None] | None = None,
     ) -> TranscriptionResult | None:
-        """Transcribe (or translate) one request; None when ``cancelled()`` turned true."""
+        """Transcribe (or translate) one request; None when ``cancelled()`` turned true.
+
+        ``emit``: called with each segment as soon as it is decoded."""
         if self._model is None:
             raise RuntimeError("the model is not loaded")
         audio, language = self._prepare(request)
@@ -151,6 +158,8 @@ class FasterWhisperHandler(Handler):
             segment = _segment(raw, len(kept), duration)
             kept.append(segment)
             words += _words(raw.words or (), segment)
+            if emit is not None:
+                emit(segment)
             if cancelled is not None and cancelled():
                 return None
         return TranscriptionResult(

