@@ -19,12 +19,8 @@ from localinfer.errors import (
 )
 from localinfer.runtime.context import DEFAULT_CALL_TIMEOUT_S, CallContext, CallGraph
 from localinfer.runtime.loop import LoopHandle
-from localinfer.runtime.model import (
-    DEFAULT_HANG_GRACE_S,
-    DEFAULT_MAX_ABANDONED,
-    ModelDefinition,
-    ServedModel,
-)
+from localinfer.runtime.model import ModelDefinition, ServedModel
+from localinfer.runtime.supervision import DEFAULT_HANG_GRACE_S, DEFAULT_MAX_ABANDONED
 
 
 class ModelRegistry:
