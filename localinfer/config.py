@@ -52,6 +52,18 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         60.0, gt=0, description="a request body must arrive within this after reading starts (408)"
     )
+    max_header_line_bytes: int = Field(
+        8192, ge=256, description="longest request line or header line, name and value (431)"
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="all request headers together, names and values (431)"
+    )
+    max_header_count: int = Field(100, ge=8, description="most request headers (431)")
+    max_connections: int | None = Field(
+        1024, ge=1, description="open client connections; one more is answered 503 and closed"
+    )
+    certfile: Path | None = Field(None, description="TLS certificate chain (PEM); with keyfile")
+    keyfile: Path | None = Field(None, description="TLS private key (PEM); with certfile")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps, or a comma list")
     workers: int = Field(1, ge=1, le=64, description="worker threads per device per model")
     max_queue: int = Field(256, ge=1, description="queued requests per model before 429")

@@ -51,6 +51,18 @@ class RequestBodyTimeout(InvalidRequest):
     code = "request_body_timeout"
 
 
+class HeaderFieldsTooLarge(InvalidRequest):
+    """A header line, all headers together, or their number exceed the configured bounds."""
+
+    code = "request_header_fields_too_large"
+
+
+class MalformedRequest(InvalidRequest):
+    """The HTTP framing itself is broken (refused by the HTTP server before the app runs)."""
+
+    code = "malformed_request"
+
+
 class HostNotAllowed(InvalidRequest):
     """The ``Host`` header names no address this server answers to (DNS rebinding)."""
 
@@ -154,6 +166,14 @@ class ResourceExhausted(LocalInferError):
     """The device ran out of memory for this request; the worker survived."""
 
     code = "resource_exhausted"
+
+
+class TooManyConnections(LocalInferError):
+    """The server holds ``max_connections`` open connections already."""
+
+    code = "too_many_connections"
+    #: seconds a client should wait before it connects again
+    retry_after_s: float = 1.0
 
 
 class RequestTimeout(LocalInferError):

@@ -18,6 +18,9 @@ from starlette.applications import Starlette
 from localinfer.config import Settings
 from localinfer.errors import ConfigurationError
 from localinfer.runtime.loop import running_backend
+from localinfer.server import connections, refusals
+from localinfer.server.connections import ConnectionLimit
+from localinfer.server.middleware.header_limits import HeaderLimits
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +35,26 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind_is_safe(settings: Settings) -> None:
-    """Refuse to expose models beyond this machine without an API key."""
-    if not is_loopback(settings.host) and not settings.api_key_value:
+    """Refuse to expose models beyond this machine without an API key; warn when that key
+    would cross the network in clear (no TLS)."""
+    if (settings.certfile is None) != (settings.keyfile is None):
+        raise ConfigurationError("TLS needs both --certfile and --keyfile")
+    for path in (settings.certfile, settings.keyfile):
+        if path is not None and not path.is_file():
+            raise ConfigurationError(f"TLS file {path} does not exist or is not a file")
+    if is_loopback(settings.host):
+        return
+    if not settings.api_key_value:
         raise ConfigurationError(
             f"refusing to listen on {settings.host}: that address is reachable from other "
             "machines, and no API key is set. Set one with --api-key or LOCALINFER_API_KEY, "
             "or bind 127.0.0.1."
+        )
+    if settings.certfile is None:
+        logger.warning(
+            "listening on %s without TLS: the API key and every prompt and answer travel "
+            "in clear over the network; pass --certfile and --keyfile to encrypt them",
+            settings.host,
         )
 
 
@@ -55,8 +72,18 @@ def open_socket(host: str, port: int) -> socket.socket:
 DRAIN_REPLY_MARGIN_S = 1.0
 
 
-def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
-    config = Config()
+class ServerConfig(Config):
+    """hypercorn's config, with what localinfer's additions to it read (see
+    :mod:`.connections` and :mod:`.refusals`)."""
+
+    connection_limit: ConnectionLimit | None = None
+    localinfer_refusals: bool = True
+
+
+def hypercorn_config(
+    sock: socket.socket, settings: Settings, limit: ConnectionLimit | None = None
+) -> ServerConfig:
+    config = ServerConfig()
     # hypercorn closes the descriptor it is given: hand it a duplicate, keep ours
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
@@ -68,7 +95,15 @@ def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
     # keep-alive timeout. ``read_timeout`` stays unset: it would cut a long streamed
     # answer whose client sends nothing meanwhile. Slow bodies: bodies.py (408).
     config.keep_alive_timeout = settings.header_timeout_s
-    config.h11_max_incomplete_size = 64 * 1024  # headers larger than this: 400
+    # header limits: exact ones (431, OpenAI shape) in the app (middleware/header_limits);
+    # hypercorn's buffer bound above them refuses what is larger still (431, see refusals)
+    limits = HeaderLimits.for_settings(settings)
+    config.h11_max_incomplete_size = limits.incomplete_bytes
+    config.h2_max_header_list_size = limits.incomplete_bytes
+    config.connection_limit = limit
+    if settings.certfile is not None and settings.keyfile is not None:
+        config.certfile = str(settings.certfile)
+        config.keyfile = str(settings.keyfile)
     return config
 
 
@@ -76,11 +111,12 @@ def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
 class BoundAddress:
     host: str
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 async def serve(
@@ -94,9 +130,12 @@ async def serve(
     check_bind_is_safe(settings)
     sock = sock or open_socket(settings.host, settings.port)
     trigger = _then_drain(app, sock, shutdown_trigger or _until_signal)
-    config = hypercorn_config(sock, settings)
+    limit = getattr(app.state, "connections", None)
+    config = hypercorn_config(sock, settings, limit)
+    connections.install()
+    refusals.install()
     host, port = sock.getsockname()[:2]
-    logger.info("listening on %s", BoundAddress(host, port).url)
+    logger.info("listening on %s", BoundAddress(host, port, config.ssl_enabled).url)
     try:
         if running_backend() == "trio":
             from hypercorn.trio import serve as trio_serve
@@ -160,7 +199,7 @@ async def serving(app: Starlette, settings: Settings) -> AsyncIterator[BoundAddr
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
         try:
-            yield BoundAddress(host, port)
+            yield BoundAddress(host, port, settings.certfile is not None)
         finally:
             stop.set()
 

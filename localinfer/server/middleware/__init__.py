@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from localinfer.server.middleware.cors import EXPOSED_HEADERS, CORSMiddleware
 from localinfer.server.middleware.guard import Guard, GuardMiddleware
+from localinfer.server.middleware.header_limits import HeaderLimits
 from localinfer.server.middleware.headers import scan_headers
 from localinfer.server.middleware.hosts import LOOPBACK_NAMES, AllowedHosts, split_host
 from localinfer.server.middleware.origins import same_origin
@@ -17,6 +18,7 @@ __all__ = [
     "CORSMiddleware",
     "Guard",
     "GuardMiddleware",
+    "HeaderLimits",
     "RequestContextMiddleware",
     "RequestIds",
     "same_origin",

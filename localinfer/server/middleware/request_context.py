@@ -13,8 +13,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localinfer.log import request_id_var
-from localinfer.server.errors import error_response_for
+from localinfer.server.errors import error_response, error_response_for
 from localinfer.server.middleware.guard import Guard
+from localinfer.server.middleware.header_limits import HeaderLimits
 from localinfer.server.middleware.headers import scan_headers
 
 logger = logging.getLogger(__name__)
@@ -39,14 +40,23 @@ _ids = RequestIds()
 class RequestContextMiddleware:
     """Gives every request an id (``x-request-id``, the caller's if it is sane), logs it,
     turns any error that escaped the app into an OpenAI error body carrying that id, and
-    runs ``guard``'s checks (one pass over the headers for all of them)."""
+    runs ``limits`` (431) and ``guard``'s checks (one pass over the headers for all of them)."""
 
-    def __init__(self, app: ASGIApp, guard: Guard | None = None):
+    def __init__(
+        self, app: ASGIApp, guard: Guard | None = None, limits: HeaderLimits | None = None
+    ):
         self.app = app
         self.guard = guard if guard is not None and guard.checks else None
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if (
+                scope["type"] == "websocket"
+                and self.limits is not None
+                and self.limits.violation(scope) is not None
+            ):
+                return  # a websocket refused: closed before it is accepted
             if self.guard is None or (refusal := self.guard.refusal(scope)) is None:
                 await self.app(scope, receive, send)
             else:
@@ -74,7 +84,10 @@ class RequestContextMiddleware:
 
         try:
             guard = self.guard
-            if (
+            if self.limits is not None and (too_large := self.limits.violation(scope)):
+                logger.warning("refused: %s", too_large.message)
+                await error_response(too_large)(scope, receive, send_with_id)
+            elif (
                 guard is None
                 or (refusal := guard.judge(scope, host, origin, api_key, authorization)) is None
             ):

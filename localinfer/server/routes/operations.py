@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from localinfer.runtime.model import ServedModel
 from localinfer.server import protocol as p
+from localinfer.server.connections import ConnectionLimit
 from localinfer.server.state import registry_of
 from localinfer.server.telemetry import device_telemetry
 
@@ -57,10 +58,12 @@ async def stats(request: Request) -> Response:
     """Per-model counters, and the server machine's devices (CPU/RAM, GPUs)."""
     caches = request.app.state.embedding_caches
     devices = await anyio.to_thread.run_sync(device_telemetry)  # driver calls: off the loop
+    connections: ConnectionLimit | None = getattr(request.app.state, "connections", None)
     return JSONResponse(
         {
             "models": {m.name: _model_stats(m, caches) for m in registry_of(request)},
             "devices": devices,
+            **({"connections": connections.snapshot()} if connections is not None else {}),
         }
     )
 
