@@ -85,6 +85,8 @@ def serve_command(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         allowed_hosts=args.allowed_hosts,
         cors_origins=args.cors_origins,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
         device=args.device,
         workers=args.workers,
         request_timeout_s=args.request_timeout_s,

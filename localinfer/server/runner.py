@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,13 +36,23 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind_is_safe(settings: Settings) -> None:
-    """Refuse to expose models beyond this machine without an API key; warn when that key
-    would cross the network in clear (no TLS)."""
+    """Refuse to expose models beyond this machine without an API key, or TLS files that
+    are not there."""
     if (settings.certfile is None) != (settings.keyfile is None):
         raise ConfigurationError("TLS needs both --certfile and --keyfile")
     for path in (settings.certfile, settings.keyfile):
         if path is not None and not path.is_file():
             raise ConfigurationError(f"TLS file {path} does not exist or is not a file")
+    if settings.certfile is not None and settings.keyfile is not None:
+        try:  # hypercorn would only fail once serving: say which file is wrong now
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                settings.certfile, settings.keyfile
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigurationError(
+                f"cannot use the TLS certificate {settings.certfile} with the key "
+                f"{settings.keyfile}: {exc}"
+            ) from exc
     if is_loopback(settings.host):
         return
     if not settings.api_key_value:
@@ -50,7 +61,11 @@ def check_bind_is_safe(settings: Settings) -> None:
             "machines, and no API key is set. Set one with --api-key or LOCALINFER_API_KEY, "
             "or bind 127.0.0.1."
         )
-    if settings.certfile is None:
+
+
+def warn_if_clear_text(settings: Settings) -> None:
+    """A non-loopback bind without TLS: the key crosses the network in clear."""
+    if not is_loopback(settings.host) and settings.certfile is None:
         logger.warning(
             "listening on %s without TLS: the API key and every prompt and answer travel "
             "in clear over the network; pass --certfile and --keyfile to encrypt them",
@@ -128,6 +143,7 @@ async def serve(
 ) -> None:
     """Serve until ``shutdown_trigger`` returns (default: SIGINT/SIGTERM)."""
     check_bind_is_safe(settings)
+    warn_if_clear_text(settings)
     sock = sock or open_socket(settings.host, settings.port)
     trigger = _then_drain(app, sock, shutdown_trigger or _until_signal)
     limit = getattr(app.state, "connections", None)
