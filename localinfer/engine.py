@@ -97,6 +97,7 @@ class Engine(InProcessService):
             drain_timeout_s=self.settings.drain_timeout_s,
             hang_grace_s=self.settings.hang_grace_s,
             max_abandoned_workers=self.settings.max_abandoned_workers,
+            load_timeout_s=self.settings.load_timeout_s,
         ) as registry:
             for definition in self.definitions:
                 registry.add(definition)

@@ -37,6 +37,7 @@ from localinfer.runtime.scheduler import JobQueue, retry_after_seconds
 from localinfer.runtime.stats import ModelStats
 from localinfer.runtime.supervision import (
     DEFAULT_HANG_GRACE_S,
+    DEFAULT_LOAD_TIMEOUT_S,
     DEFAULT_MAX_ABANDONED,
     WorkerSupervisor,
 )
@@ -65,6 +66,7 @@ class ServedModel:
         context: HandlerContext | None = None,
         hang_grace_s: float = DEFAULT_HANG_GRACE_S,
         max_abandoned: int = DEFAULT_MAX_ABANDONED,
+        load_timeout_s: float | None = DEFAULT_LOAD_TIMEOUT_S,
     ):
         if definition.worker_count < 1:
             raise ValueError("a model needs at least one worker")
@@ -75,7 +77,11 @@ class ServedModel:
         self.context = context
         self._workers: dict[int, DeviceWorker] = {}
         self.supervisor = WorkerSupervisor(
-            self, spawn=spawn, hang_grace_s=hang_grace_s, max_abandoned=max_abandoned
+            self,
+            spawn=spawn,
+            hang_grace_s=hang_grace_s,
+            max_abandoned=max_abandoned,
+            load_timeout_s=load_timeout_s,
         )
         #: jobs submitted and not answered yet: none is left unanswered at shutdown
         self._live: set[Job] = set()
@@ -324,6 +330,13 @@ class ServedModel:
         return self._closing
 
     @property
+    def failure(self) -> str | None:
+        """Why the model cannot serve without help (every worker failed to load), if so."""
+        if self._closing or self.can_serve:
+            return None
+        return "; ".join(sorted({w.error for w in self.workers if w.error})) or None
+
+    @property
     def restarts(self) -> int:
         """Workers restarted after their thread died."""
         return self.supervisor.restarts
@@ -370,6 +383,7 @@ class ServedModel:
             "workers": [_worker_health(w) for w in self.workers],
             # threads stuck in a handler and replaced; they end if they ever return
             "abandoned_workers": [_worker_health(w) for w in self.supervisor.abandoned],
+            "abandoned_device_memory_bytes": self.supervisor.abandoned_memory_bytes,
         }
 
     # -- requests ------------------------------------------------------------------------
@@ -421,6 +435,7 @@ def _worker_health(worker: DeviceWorker) -> dict[str, Any]:
         "retiring": worker.retiring and worker.state != WorkerState.ABANDONED,
         "generation": worker.generation,
         "error": worker.error,
+        "device_memory_bytes": worker.device_memory_bytes,
         "hung_s": None
         if worker.hung_since is None
         else round(time.monotonic() - worker.hung_since, 3),

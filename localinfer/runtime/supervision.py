@@ -10,6 +10,9 @@ Every change is made on the loop:
   no further job and exits if it ever returns — and a new worker (the next generation,
   loading a fresh handler) takes its place. At most ``max_abandoned`` abandoned threads
   per model; past that a hung worker stays in place, reported, and the model is degraded.
+- A worker whose ``load()`` runs past ``load_timeout_s`` (its turn to load counted, not
+  the wait for it) has failed: its thread is abandoned (it ends if the load ever returns),
+  its turn to load goes to the next model, and the model reports the reason.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import anyio
 from localinfer.errors import LocalInferError, ModelNotReady, WorkerCrashed
 from localinfer.runtime.job import Failure, Job
 from localinfer.runtime.scheduler import JobQueue
-from localinfer.runtime.worker import DeviceWorker, WorkerState
+from localinfer.runtime.worker import LOADS, DeviceWorker, WorkerState
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ _MAX_RESTART_DELAY_S = 10.0
 DEFAULT_HANG_GRACE_S = 30.0
 #: abandoned (hung) threads a model may leave behind before it stops replacing them
 DEFAULT_MAX_ABANDONED = 1
+#: how long one ``load()`` may take
+DEFAULT_LOAD_TIMEOUT_S = 600.0
 #: the watchdog's tick bounds, seconds
 _WATCH_MIN_S, _WATCH_MAX_S = 0.02, 1.0
 
@@ -74,11 +79,13 @@ class WorkerSupervisor:
         spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
         hang_grace_s: float = DEFAULT_HANG_GRACE_S,
         max_abandoned: int = DEFAULT_MAX_ABANDONED,
+        load_timeout_s: float | None = DEFAULT_LOAD_TIMEOUT_S,
     ):
         self.pool = pool
         self._spawn = spawn
         self.hang_grace_s = hang_grace_s
         self.max_abandoned = max_abandoned
+        self.load_timeout_s = load_timeout_s
         self.restarts = 0
         #: workers found hung so far (replaced or not)
         self.hangs = 0
@@ -114,7 +121,8 @@ class WorkerSupervisor:
     async def watch(self, stopped: Callable[[], bool]) -> None:
         """Finds hung workers, workers back from a hang, and threads that ended without a
         word. Runs until ``stopped()``."""
-        tick = min(max(self.hang_grace_s / 4, _WATCH_MIN_S), _WATCH_MAX_S)
+        shortest = min(self.hang_grace_s, self.load_timeout_s or self.hang_grace_s)
+        tick = min(max(shortest / 4, _WATCH_MIN_S), _WATCH_MAX_S)
         while not stopped():
             await anyio.sleep(tick)
             self.check_workers()
@@ -141,6 +149,12 @@ class WorkerSupervisor:
                         WorkerState.DEAD,
                         WorkerCrashed("the worker thread ended without reporting"),
                     )
+                continue
+            if worker.state == WorkerState.LOADING:
+                loading = worker.loading_for(time.monotonic())
+                if self.load_timeout_s is not None and (loading or 0.0) >= self.load_timeout_s:
+                    self.on_load_timeout(worker)
+                    changed = True
                 continue
             stuck = worker.stuck_for(now)
             if worker.state == WorkerState.HUNG and stuck is None:
@@ -202,6 +216,25 @@ class WorkerSupervisor:
                 f"not replaced ({len(self.abandoned)} abandoned thread(s) already)"
             )
             logger.error("model %s worker %d: %s", pool.name, worker.index, worker.error)
+
+    def on_load_timeout(self, worker: DeviceWorker) -> None:
+        """``worker``'s ``load()`` overran ``load_timeout_s``: failed, its thread abandoned."""
+        worker.abandoned = True  # should the load return, the thread ends at once
+        worker.measure_memory()
+        LOADS.give_up(worker)
+        worker.state = WorkerState.FAILED
+        worker.hung_since = time.monotonic()
+        worker.error = (
+            f"load() did not finish within load_timeout_s ({self.load_timeout_s:g} s) on "
+            f"{worker.device}; its thread is abandoned and ends if the load ever returns"
+        )
+        self.abandoned.append(worker)
+        logger.error("model %s worker %d: %s", self.pool.name, worker.index, worker.error)
+
+    @property
+    def abandoned_memory_bytes(self) -> int:
+        """Device memory the abandoned threads still hold, as far as it was measured."""
+        return sum(w.device_memory_bytes or 0 for w in self.abandoned)
 
     def abandoned_returned(self, worker: DeviceWorker, state: str) -> None:
         """An abandoned thread came back from its handler and ended."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from queue import SimpleQueue
 from typing import TYPE_CHECKING
@@ -31,10 +33,54 @@ PREFETCH_JOBS_UNDER_S = 0.002
 
 HandlerFactory = Callable[[int, str], "Handler"]
 
-#: Loads run one at a time, process-wide: transformers' ``from_pretrained`` patches global
-#: state while it builds a model (default dtype, ``tie_weights``, ``torch.linspace``), and
-#: two loads in parallel threads corrupt each other ("Cannot copy out of meta tensor").
-_LOAD_LOCK = threading.Lock()
+
+class LoadTurn:
+    """Loads run one at a time, process-wide: transformers' ``from_pretrained`` patches
+    global state while it builds a model (default dtype, ``tie_weights``,
+    ``torch.linspace``), and two loads in parallel threads corrupt each other ("Cannot copy
+    out of meta tensor").
+
+    Unlike a lock, a turn can be taken back from a load that overran its deadline (see
+    ``load_timeout_s``): a hung ``load()`` would otherwise keep every later model, of every
+    name, from loading. The overrunning load goes on in its abandoned thread.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._holder: object | None = None
+
+    @contextmanager
+    def turn(self, owner: object) -> Iterator[None]:
+        with self._changed:
+            while self._holder is not None:
+                self._changed.wait()
+            self._holder = owner
+        try:
+            yield
+        finally:
+            self.give_up(owner)
+
+    def give_up(self, owner: object) -> None:
+        """End ``owner``'s turn, if it still has it (from any thread)."""
+        with self._changed:
+            if self._holder is owner:
+                self._holder = None
+                self._changed.notify()
+
+
+LOADS = LoadTurn()
+
+
+def device_memory_allocated(device: str) -> int | None:
+    """Bytes torch has allocated on a CUDA ``device`` (``None`` elsewhere, or before torch
+    was imported by a handler: the runtime never imports it itself)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not device.startswith("cuda"):
+        return None
+    try:
+        return int(torch.cuda.memory_allocated(torch.device(device)))
+    except Exception:  # no driver, or a device that went away
+        return None
 
 
 class WorkerState:
@@ -76,6 +122,11 @@ def _take_slots(slots: threading.BoundedSemaphore, most: int) -> int:
     return taken
 
 
+def _grown(before: int | None, device: str) -> int | None:
+    after = device_memory_allocated(device)
+    return None if before is None or after is None else max(after - before, 0)
+
+
 class DeviceWorker:
     """One dedicated thread of one model on one device.
 
@@ -115,6 +166,12 @@ class DeviceWorker:
         self.abandoned = False
         #: ticks of the model's watchdog that found the thread gone without a report
         self.silent_checks = 0
+        #: when (``time.monotonic``) its ``load()`` got its turn, while it loads
+        self.load_started: float | None = None
+        #: CUDA memory allocated on its device when the load began, and what the load
+        #: added (``None``: not CUDA, or not measured); what an abandoned thread holds
+        self.memory_before_load: int | None = None
+        self.device_memory_bytes: int | None = None
         # Jobs taken from the queue and not started yet (filled on the loop, taken by the
         # thread one batch at a time), and the jobs in the handler right now. The lock
         # makes "the thread starts a job" and "the loop takes the rest back" exclusive.
@@ -150,6 +207,16 @@ class DeviceWorker:
     def retiring(self) -> bool:
         return self.stop.triggered
 
+    def loading_for(self, now: float) -> float | None:
+        """Seconds its ``load()`` has run (not counting the wait for its turn), if loading."""
+        started = self.load_started
+        return None if started is None else now - started
+
+    def measure_memory(self) -> None:
+        """What its load has allocated so far: for a load given up on before it ended."""
+        if self.device_memory_bytes is None:
+            self.device_memory_bytes = _grown(self.memory_before_load, self.device)
+
     def _report(self, state: str, error: BaseException | None = None) -> None:
         try:
             self._loop.call_soon(self._on_state, self, state, error)
@@ -161,11 +228,15 @@ class DeviceWorker:
             bind_thread_to_device(self.device)
             if self._context is not None:
                 bind_context(None, self._context)  # for user code, before it is even built
-            with _LOAD_LOCK:
+            with LOADS.turn(self):
+                self.memory_before_load = device_memory_allocated(self.device)
+                self.load_started = time.monotonic()
                 handler = self._create_handler(self.index, self.device)
                 if self._context is not None:
                     bind_context(handler, self._context)
                 handler.load(self.device)
+                self.device_memory_bytes = _grown(self.memory_before_load, self.device)
+                self.load_started = None
         except BaseException as exc:
             logger.exception(
                 "model %s worker %d failed to load on %s", self.model, self.index, self.device

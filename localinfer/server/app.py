@@ -93,6 +93,7 @@ def create_app(
             call_timeout_s=settings.request_timeout_s,
             hang_grace_s=settings.hang_grace_s,
             max_abandoned_workers=settings.max_abandoned_workers,
+            load_timeout_s=settings.load_timeout_s,
         ) as registry:
             for definition in definitions:
                 registry.add(definition)

@@ -29,7 +29,10 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """200 once every worker of every model has loaded, else 503."""
     registry = registry_of(request)
-    body = {"ready": registry.ready, "models": {m.name: m.ready for m in registry}}
+    body: dict[str, Any] = {"ready": registry.ready, "models": {m.name: m.ready for m in registry}}
+    failed = {m.name: m.failure for m in registry if m.failure is not None}
+    if failed:  # why a model will not become ready without help
+        body["failed"] = failed
     return JSONResponse(body, status_code=200 if registry.ready else 503)
 
 
@@ -49,6 +52,7 @@ def _model_stats(model: ServedModel, caches: dict[str, Any]) -> dict[str, Any]:
         "hangs": model.hangs,
         "hung_workers": model.hung_workers,
         "abandoned_workers": len(model.abandoned_workers),
+        "abandoned_device_memory_bytes": model.supervisor.abandoned_memory_bytes,
         "draining": model.draining,
         **({"embedding_cache": caches[model.name].snapshot()} if model.name in caches else {}),
     }
