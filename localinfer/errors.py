@@ -212,6 +212,17 @@ class ConfigurationError(LocalInferError):
     code = "configuration_error"
 
 
+class CorruptModelFile(ConfigurationError):
+    """A model file in the cache is truncated or corrupted; the message names the file and
+    the command that fetches a whole copy."""
+
+    code = "corrupt_model_file"
+
+    def __init__(self, message: str, *, path: str, **kwargs: str | None):
+        super().__init__(message, **kwargs)
+        self.path = path
+
+
 class IncompatiblePlugin(ConfigurationError):
     """A plugin was written for a plugin API version this localinfer does not provide."""
 

@@ -34,6 +34,7 @@ from localinfer.handlers.generation.transformers_sampling import (
     StreamEachToken,
     sampling_processors,
 )
+from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import CHAT, GenerationRequest
 from localinfer.handlers.torch_devices import (
     avoid_cudnn_attention,
@@ -103,6 +104,7 @@ class TransformersChatHandler(Handler):
         from transformers.utils.import_utils import is_accelerate_available
 
         source, options = self.source, self.source.options
+        verify_model_files(source)
         self.device = device
         if device.startswith("cuda") and not options.get("cudnn_attention", False):
             avoid_cudnn_attention()
