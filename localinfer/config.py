@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest audio upload")
     max_audio_seconds: float = Field(3600.0, gt=0, description="longest audio accepted (413)")
     embedding_cache_size: int = Field(1024, ge=0, description="LRU entries per model (0: off)")
+    gguf_cache_max_bytes: int | None = Field(
+        64 * 1024**3,
+        ge=0,
+        description="converted GGUF checkpoints kept at most (least recently used removed)",
+    )
     offline: bool = Field(False, description="never download (HF_HUB_OFFLINE=1 does the same)")
     keep_alive_s: float | None = Field(
         None, gt=0, description="unload a model idle this long; its next request reloads it"
