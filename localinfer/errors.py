@@ -137,6 +137,12 @@ class DownloadFailed(LocalInferError):
     code = "download_failed"
 
 
+class DiskFull(DownloadFailed):
+    """The disk holding the model cache has no room for a download; nothing partial kept."""
+
+    code = "disk_full"
+
+
 class DownloadCancelled(LocalInferError):
     """A download stopped because someone cancelled it."""
 

@@ -26,6 +26,7 @@ STATUS: list[tuple[type[e.LocalInferError], int, str]] = [
     (e.ModelNotFound, 404, "invalid_request_error"),
     (e.DownloadNotFound, 404, "invalid_request_error"),
     (e.OfflineModeEnabled, 503, "service_unavailable"),
+    (e.DiskFull, 507, "server_error"),
     (e.DownloadFailed, 502, "server_error"),
     (e.QueueFull, 429, "rate_limit_error"),
     (e.ModelNotReady, 503, "service_unavailable"),
