@@ -168,6 +168,12 @@ class ShuttingDown(ModelNotReady):
     code = "shutting_down"
 
 
+class EngineStalled(ModelNotReady):
+    """A batching engine made no progress while requests waited; it restarts."""
+
+    code = "engine_stalled"
+
+
 class ResourceExhausted(LocalInferError):
     """The device ran out of memory for this request; the worker survived."""
 

@@ -69,6 +69,8 @@ class TransformersChatHandler(Handler):
     - ``kv_cache_gib``: the continuous-batching KV cache's budget (1 GiB on CPU, half the
       free GPU memory on CUDA); the cache holds ``max_in_flight`` full-context requests
       when the budget allows.
+    - ``engine_stall_s``: seconds the continuous-batching engine may produce nothing while
+      requests wait before it counts as stalled (503 ``engine_stalled``, restarted; 120)
     - ``continuous_batching_config``: keyword arguments for transformers'
       ``ContinuousBatchingConfig`` (``num_blocks``, ``max_batch_tokens``, ``page_size``, ...).
     - ``context_length``: override the context limit read from the model and tokenizer.
