@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         ge=0,
         description="converted GGUF checkpoints kept at most (least recently used removed)",
     )
+    allow_slow_fallback: bool = Field(
+        False,
+        description="serve without a capability a dependency lacks (e.g. continuous batching) "
+        "instead of refusing to start",
+    )
     offline: bool = Field(False, description="never download (HF_HUB_OFFLINE=1 does the same)")
     keep_alive_s: float | None = Field(
         None, gt=0, description="unload a model idle this long; its next request reloads it"

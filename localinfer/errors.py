@@ -235,6 +235,13 @@ class CorruptModelFile(ConfigurationError):
         self.path = path
 
 
+class CapabilityUnavailable(ConfigurationError):
+    """A capability the installed version of a dependency cannot give (continuous batching,
+    a grammar backend, CUDA), with the package and version that would give it."""
+
+    code = "capability_unavailable"
+
+
 class IncompatiblePlugin(ConfigurationError):
     """A plugin was written for a plugin API version this localinfer does not provide."""
 

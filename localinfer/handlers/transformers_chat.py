@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from localinfer.errors import ConfigurationError, InvalidRequest
+from localinfer.errors import CapabilityUnavailable, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
 from localinfer.handlers.generation.sequence import Generation
@@ -49,6 +49,34 @@ logger = logging.getLogger(__name__)
 
 #: tokenizers without a known limit report this (transformers' VERY_LARGE_INTEGER)
 _NO_LIMIT = 10**29
+
+
+#: the transformers whose ContinuousBatchingManager this engine works with: older ones
+#: lack ``ContinuousBatchingConfig(page_size=...)`` (issue 21: 5.17 fell back to serving
+#: one request at a time, 1.09x sequential at 32 streams)
+CONTINUOUS_BATCHING_REQUIREMENT = "transformers>=5.20"
+
+
+def batching_by_default(device: str) -> bool:
+    """Continuous batching is the default on CUDA (on CPU one request at a time decodes
+    faster, and a desktop rarely has many users)."""
+    return device.startswith("cuda")
+
+
+def slow_fallback_allowed() -> bool:
+    """Whether the operator allows serving without a capability a dependency lacks."""
+    from localinfer.config import load_settings
+
+    return load_settings().allow_slow_fallback
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return "?"
 
 
 class TransformersChatHandler(Handler):
@@ -147,24 +175,34 @@ class TransformersChatHandler(Handler):
 
         wanted = options.get("continuous_batching")
         if wanted is None:
-            wanted = device.startswith("cuda")
+            wanted = batching_by_default(device)
         if wanted:
             try:
                 self._engine = ContinuousBatchingEngine.start(
                     self.model, self.eos_token_ids, self.context_length, options
                 )
             except Exception as exc:
-                if options.get("continuous_batching"):
-                    raise ConfigurationError(
-                        f"continuous batching does not work for {source.location}: {exc}"
+                if options.get("continuous_batching") or not slow_fallback_allowed():
+                    raise CapabilityUnavailable(
+                        f"continuous batching does not work for {source.location} with "
+                        f"transformers {_transformers_version()}: {exc}. Install "
+                        f"{CONTINUOUS_BATCHING_REQUIREMENT!r} (pip install -U "
+                        f"'{CONTINUOUS_BATCHING_REQUIREMENT}'), or, to serve one request at "
+                        "a time (many times slower under load), allow the slower path: "
+                        "--allow-slow-fallback or LOCALINFER_ALLOW_SLOW_FALLBACK=1 (every "
+                        "model), or the model option continuous_batching=false"
                     ) from exc
                 logger.warning(
-                    "%s: continuous batching unavailable (%s); serving one request at a time",
+                    "%s: continuous batching unavailable (%s); serving one request at a time "
+                    "(allowed by allow_slow_fallback)",
                     source.location,
                     exc,
                 )
         if self._engine is not None:
             self.max_in_flight = self._engine.max_in_flight
+            self.engine = f"transformers continuous batching x{self.max_in_flight}"
+        else:
+            self.engine = "transformers generate (one request at a time)"
         logger.info(
             "loaded %s on %s (%s, context %s, %s)",
             source.location,

@@ -380,6 +380,8 @@ class ServedModel:
             "queue_depth": self.queue.depth,
             "target_workers": self.target_workers,
             "capabilities": self.capabilities,
+            # what serves it, as its handlers report (e.g. continuous batching or not)
+            "engine": next((w.engine for w in self.workers if w.engine), None),
             "workers": [_worker_health(w) for w in self.workers],
             # threads stuck in a handler and replaced; they end if they ever return
             "abandoned_workers": [_worker_health(w) for w in self.supervisor.abandoned],
@@ -435,6 +437,7 @@ def _worker_health(worker: DeviceWorker) -> dict[str, Any]:
         "retiring": worker.retiring and worker.state != WorkerState.ABANDONED,
         "generation": worker.generation,
         "error": worker.error,
+        "engine": worker.engine,
         "device_memory_bytes": worker.device_memory_bytes,
         "hung_s": None
         if worker.hung_since is None

@@ -172,6 +172,8 @@ class DeviceWorker:
         #: added (``None``: not CUDA, or not measured); what an abandoned thread holds
         self.memory_before_load: int | None = None
         self.device_memory_bytes: int | None = None
+        #: what its handler serves with (``Handler.engine``), once loaded
+        self.engine: str | None = None
         # Jobs taken from the queue and not started yet (filled on the loop, taken by the
         # thread one batch at a time), and the jobs in the handler right now. The lock
         # makes "the thread starts a job" and "the loop takes the rest back" exclusive.
@@ -237,6 +239,8 @@ class DeviceWorker:
                 handler.load(self.device)
                 self.device_memory_bytes = _grown(self.memory_before_load, self.device)
                 self.load_started = None
+                engine = getattr(handler, "engine", None)
+                self.engine = None if engine is None else str(engine)
         except BaseException as exc:
             logger.exception(
                 "model %s worker %d failed to load on %s", self.model, self.index, self.device
