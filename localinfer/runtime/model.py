@@ -382,9 +382,9 @@ class ServedModel:
             "capabilities": self.capabilities,
             # what serves it, as its handlers report (e.g. continuous batching or not)
             "engine": next((w.engine for w in self.workers if w.engine), None),
-            "workers": [_worker_health(w) for w in self.workers],
+            "workers": [w.health() for w in self.workers],
             # threads stuck in a handler and replaced; they end if they ever return
-            "abandoned_workers": [_worker_health(w) for w in self.supervisor.abandoned],
+            "abandoned_workers": [w.health() for w in self.supervisor.abandoned],
             "abandoned_device_memory_bytes": self.supervisor.abandoned_memory_bytes,
         }
 
@@ -426,23 +426,6 @@ class ServedModel:
 
 #: worker states that are, or may soon be, able to take jobs
 _MAY_SERVE = frozenset({WorkerState.LOADING, WorkerState.READY, WorkerState.DEAD})
-
-
-def _worker_health(worker: DeviceWorker) -> dict[str, Any]:
-    return {
-        "index": worker.index,
-        "device": worker.device,
-        "state": worker.state,
-        "busy": worker.busy_since is not None,
-        "retiring": worker.retiring and worker.state != WorkerState.ABANDONED,
-        "generation": worker.generation,
-        "error": worker.error,
-        "engine": worker.engine,
-        "device_memory_bytes": worker.device_memory_bytes,
-        "hung_s": None
-        if worker.hung_since is None
-        else round(time.monotonic() - worker.hung_since, 3),
-    }
 
 
 def _retire_order(worker: DeviceWorker) -> tuple[bool, bool, int]:

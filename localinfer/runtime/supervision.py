@@ -26,8 +26,9 @@ import anyio
 
 from localinfer.errors import LocalInferError, ModelNotReady, WorkerCrashed
 from localinfer.runtime.job import Failure, Job
+from localinfer.runtime.loading import LOADS
 from localinfer.runtime.scheduler import JobQueue
-from localinfer.runtime.worker import LOADS, DeviceWorker, WorkerState
+from localinfer.runtime.worker import DeviceWorker, WorkerState
 
 logger = logging.getLogger(__name__)
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from queue import SimpleQueue
 from typing import TYPE_CHECKING
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING
 from localinfer.errors import WorkerCrashed
 from localinfer.handlers.base import bind_context
 from localinfer.runtime.job import Event, Job, JobHandle, Outbox, deliver_all
+from localinfer.runtime.loading import LOADS, device_memory_allocated, grown_since
 from localinfer.runtime.loop import LoopClosed, LoopHandle
 from localinfer.runtime.scheduler import JobQueue, StopSignal
 
@@ -32,55 +31,6 @@ logger = logging.getLogger(__name__)
 PREFETCH_JOBS_UNDER_S = 0.002
 
 HandlerFactory = Callable[[int, str], "Handler"]
-
-
-class LoadTurn:
-    """Loads run one at a time, process-wide: transformers' ``from_pretrained`` patches
-    global state while it builds a model (default dtype, ``tie_weights``,
-    ``torch.linspace``), and two loads in parallel threads corrupt each other ("Cannot copy
-    out of meta tensor").
-
-    Unlike a lock, a turn can be taken back from a load that overran its deadline (see
-    ``load_timeout_s``): a hung ``load()`` would otherwise keep every later model, of every
-    name, from loading. The overrunning load goes on in its abandoned thread.
-    """
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._holder: object | None = None
-
-    @contextmanager
-    def turn(self, owner: object) -> Iterator[None]:
-        with self._changed:
-            while self._holder is not None:
-                self._changed.wait()
-            self._holder = owner
-        try:
-            yield
-        finally:
-            self.give_up(owner)
-
-    def give_up(self, owner: object) -> None:
-        """End ``owner``'s turn, if it still has it (from any thread)."""
-        with self._changed:
-            if self._holder is owner:
-                self._holder = None
-                self._changed.notify()
-
-
-LOADS = LoadTurn()
-
-
-def device_memory_allocated(device: str) -> int | None:
-    """Bytes torch has allocated on a CUDA ``device`` (``None`` elsewhere, or before torch
-    was imported by a handler: the runtime never imports it itself)."""
-    torch = sys.modules.get("torch")
-    if torch is None or not device.startswith("cuda"):
-        return None
-    try:
-        return int(torch.cuda.memory_allocated(torch.device(device)))
-    except Exception:  # no driver, or a device that went away
-        return None
 
 
 class WorkerState:
@@ -120,11 +70,6 @@ def _take_slots(slots: threading.BoundedSemaphore, most: int) -> int:
     while taken < most and slots.acquire(blocking=False):
         taken += 1
     return taken
-
-
-def _grown(before: int | None, device: str) -> int | None:
-    after = device_memory_allocated(device)
-    return None if before is None or after is None else max(after - before, 0)
 
 
 class DeviceWorker:
@@ -209,6 +154,23 @@ class DeviceWorker:
     def retiring(self) -> bool:
         return self.stop.triggered
 
+    def health(self) -> dict[str, object]:
+        """This worker's state, for ``/health``."""
+        return {
+            "index": self.index,
+            "device": self.device,
+            "state": self.state,
+            "busy": self.busy_since is not None,
+            "retiring": self.retiring and self.state != WorkerState.ABANDONED,
+            "generation": self.generation,
+            "error": self.error,
+            "engine": self.engine,
+            "device_memory_bytes": self.device_memory_bytes,
+            "hung_s": None
+            if self.hung_since is None
+            else round(time.monotonic() - self.hung_since, 3),
+        }
+
     def loading_for(self, now: float) -> float | None:
         """Seconds its ``load()`` has run (not counting the wait for its turn), if loading."""
         started = self.load_started
@@ -217,7 +179,7 @@ class DeviceWorker:
     def measure_memory(self) -> None:
         """What its load has allocated so far: for a load given up on before it ended."""
         if self.device_memory_bytes is None:
-            self.device_memory_bytes = _grown(self.memory_before_load, self.device)
+            self.device_memory_bytes = grown_since(self.memory_before_load, self.device)
 
     def _report(self, state: str, error: BaseException | None = None) -> None:
         try:
@@ -237,7 +199,7 @@ class DeviceWorker:
                 if self._context is not None:
                     bind_context(handler, self._context)
                 handler.load(self.device)
-                self.device_memory_bytes = _grown(self.memory_before_load, self.device)
+                self.device_memory_bytes = grown_since(self.memory_before_load, self.device)
                 self.load_started = None
                 engine = getattr(handler, "engine", None)
                 self.engine = None if engine is None else str(engine)

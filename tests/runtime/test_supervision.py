@@ -14,7 +14,8 @@ import pytest
 from localinfer.errors import ModelNotReady
 from localinfer.handlers.base import Handler
 from localinfer.runtime import ModelDefinition, ModelRegistry
-from localinfer.runtime.worker import LoadTurn, WorkerState
+from localinfer.runtime.loading import LoadTurn
+from localinfer.runtime.worker import WorkerState
 from tests.support import wait_until
 
 pytestmark = pytest.mark.anyio
