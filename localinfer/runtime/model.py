@@ -330,6 +330,11 @@ class ServedModel:
         return self._closing
 
     @property
+    def engine(self) -> str | None:
+        """What serves it, as its loaded handlers report (e.g. continuous batching or not)."""
+        return next((w.engine for w in self.workers if w.engine), None)
+
+    @property
     def failure(self) -> str | None:
         """Why the model cannot serve without help (every worker failed to load), if so."""
         if self._closing or self.can_serve:
@@ -380,8 +385,7 @@ class ServedModel:
             "queue_depth": self.queue.depth,
             "target_workers": self.target_workers,
             "capabilities": self.capabilities,
-            # what serves it, as its handlers report (e.g. continuous batching or not)
-            "engine": next((w.engine for w in self.workers if w.engine), None),
+            "engine": self.engine,
             "workers": [w.health() for w in self.workers],
             # threads stuck in a handler and replaced; they end if they ever return
             "abandoned_workers": [w.health() for w in self.supervisor.abandoned],

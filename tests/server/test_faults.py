@@ -378,3 +378,21 @@ async def test_a_load_past_load_timeout_s_fails_the_model_on_health_ready_and_st
             assert r.status_code == 503 and "load_timeout_s" in r.json()["error"]["message"]
     finally:
         SlowStart.release.set()
+
+
+async def test_health_and_models_say_which_engine_serves_each_model() -> None:
+    from localinfer.handlers.base import Handler
+
+    class Engined(Handler):
+        engine = "test engine x2"
+
+        def run_batch(self, inputs: list[Any]) -> list[Any]:
+            return inputs
+
+    definition = ModelDefinition(name="engined", create_handler=lambda i, d: Engined())
+    async with running_server([definition]) as client:
+        models = (await client.get("/v1/models")).json()["data"]
+        assert [m["engine"] for m in models if m["id"] == "engined"] == ["test engine x2"]
+        health = await health_of(client, "engined")
+        assert health["engine"] == "test engine x2"
+        assert health["workers"][0]["engine"] == "test engine x2"

@@ -72,18 +72,18 @@ async def stats(request: Request) -> Response:
     )
 
 
-def _model_card(model_name: str, task: str) -> p.ModelCard:
-    return p.ModelCard(id=model_name, created=_STARTED, task=task)
+def _model_card(model_name: str, task: str, engine: str | None = None) -> p.ModelCard:
+    return p.ModelCard(id=model_name, created=_STARTED, task=task, engine=engine)
 
 
 async def list_models(request: Request) -> Response:
-    cards = [_model_card(m.name, m.definition.task) for m in registry_of(request)]
+    cards = [_model_card(m.name, m.definition.task, m.engine) for m in registry_of(request)]
     return JSONResponse(p.ModelList(data=cards).model_dump())
 
 
 async def get_model(request: Request) -> Response:
     model = registry_of(request).get(request.path_params["model"])
-    card = _model_card(model.name, model.definition.task).model_dump()
+    card = _model_card(model.name, model.definition.task, model.engine).model_dump()
     return JSONResponse({**card, **model.health()})
 
 
