@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         60.0, gt=0, description="a request body must arrive within this after reading starts (408)"
     )
+    max_header_line_bytes: int = Field(
+        8192, ge=256, description="longest request line or header line, name and value (431)"
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="all request headers together, names and values (431)"
+    )
+    max_header_count: int = Field(100, ge=8, description="most request headers (431)")
+    max_connections: int | None = Field(
+        1024, ge=1, description="open client connections; one more is answered 503 and closed"
+    )
+    certfile: Path | None = Field(None, description="TLS certificate chain (PEM); with keyfile")
+    keyfile: Path | None = Field(None, description="TLS private key (PEM); with certfile")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps, or a comma list")
     workers: int = Field(1, ge=1, le=64, description="worker threads per device per model")
     max_queue: int = Field(256, ge=1, description="queued requests per model before 429")
@@ -91,6 +103,9 @@ class Settings(BaseSettings):
     )
     max_abandoned_workers: int = Field(
         1, ge=0, description="hung threads a model may leave behind and replace (0: never)"
+    )
+    load_timeout_s: float | None = Field(
+        600.0, gt=0, description="a worker whose load() runs longer has failed (thread abandoned)"
     )
     default_max_tokens: int = Field(1024, ge=1, description="max_tokens when a request sets none")
     max_tokens_limit: int = Field(32768, ge=1, description="largest max_tokens accepted (400)")
@@ -112,6 +127,16 @@ class Settings(BaseSettings):
     max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest audio upload")
     max_audio_seconds: float = Field(3600.0, gt=0, description="longest audio accepted (413)")
     embedding_cache_size: int = Field(1024, ge=0, description="LRU entries per model (0: off)")
+    gguf_cache_max_bytes: int | None = Field(
+        64 * 1024**3,
+        ge=0,
+        description="converted GGUF checkpoints kept at most (least recently used removed)",
+    )
+    allow_slow_fallback: bool = Field(
+        False,
+        description="serve without a capability a dependency lacks (e.g. continuous batching) "
+        "instead of refusing to start",
+    )
     offline: bool = Field(False, description="never download (HF_HUB_OFFLINE=1 does the same)")
     keep_alive_s: float | None = Field(
         None, gt=0, description="unload a model idle this long; its next request reloads it"

@@ -108,6 +108,7 @@ class Engine(InProcessService):
             drain_timeout_s=self.settings.drain_timeout_s,
             hang_grace_s=self.settings.hang_grace_s,
             max_abandoned_workers=self.settings.max_abandoned_workers,
+            load_timeout_s=self.settings.load_timeout_s,
         ) as registry:
             for definition in self.definitions:
                 registry.add(definition)
@@ -433,6 +434,7 @@ class Engine(InProcessService):
         if any(m.definition.task == RERANK for m in self.registry):
             return self._model(None, RERANK)
         return self._model(None, EMBEDDINGS)
+
     @overload
     def transcribe(
         self,

@@ -51,6 +51,18 @@ class RequestBodyTimeout(InvalidRequest):
     code = "request_body_timeout"
 
 
+class HeaderFieldsTooLarge(InvalidRequest):
+    """A header line, all headers together, or their number exceed the configured bounds."""
+
+    code = "request_header_fields_too_large"
+
+
+class MalformedRequest(InvalidRequest):
+    """The HTTP framing itself is broken (refused by the HTTP server before the app runs)."""
+
+    code = "malformed_request"
+
+
 class HostNotAllowed(InvalidRequest):
     """The ``Host`` header names no address this server answers to (DNS rebinding)."""
 
@@ -125,6 +137,12 @@ class DownloadFailed(LocalInferError):
     code = "download_failed"
 
 
+class DiskFull(DownloadFailed):
+    """The disk holding the model cache has no room for a download; nothing partial kept."""
+
+    code = "disk_full"
+
+
 class DownloadCancelled(LocalInferError):
     """A download stopped because someone cancelled it."""
 
@@ -157,10 +175,24 @@ class ReplicaLost(ModelNotReady):
     code = "replica_lost"
 
 
+class EngineStalled(ModelNotReady):
+    """A batching engine made no progress while requests waited; it restarts."""
+
+    code = "engine_stalled"
+
+
 class ResourceExhausted(LocalInferError):
     """The device ran out of memory for this request; the worker survived."""
 
     code = "resource_exhausted"
+
+
+class TooManyConnections(LocalInferError):
+    """The server holds ``max_connections`` open connections already."""
+
+    code = "too_many_connections"
+    #: seconds a client should wait before it connects again
+    retry_after_s: float = 1.0
 
 
 class RequestTimeout(LocalInferError):
@@ -197,6 +229,24 @@ class ConfigurationError(LocalInferError):
     """Settings that cannot work (an unknown device, a non-loopback bind without a key)."""
 
     code = "configuration_error"
+
+
+class CorruptModelFile(ConfigurationError):
+    """A model file in the cache is truncated or corrupted; the message names the file and
+    the command that fetches a whole copy."""
+
+    code = "corrupt_model_file"
+
+    def __init__(self, message: str, *, path: str, **kwargs: str | None):
+        super().__init__(message, **kwargs)
+        self.path = path
+
+
+class CapabilityUnavailable(ConfigurationError):
+    """A capability the installed version of a dependency cannot give (continuous batching,
+    a grammar backend, CUDA), with the package and version that would give it."""
+
+    code = "capability_unavailable"
 
 
 class IncompatiblePlugin(ConfigurationError):

@@ -84,6 +84,8 @@ class ThreadedServer:
         **setting_overrides: Any,
     ):
         self._app = create_app(definitions, settings(**setting_overrides))
+        #: the app served (its state: the registry, the connection count)
+        self.app = self._app
         self._headers = headers  # sent while waiting for readiness (an API key)
         self._started = threading.Event()
         self._stop: anyio.Event | None = None

@@ -57,6 +57,15 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--api-key", help="require this key (also LOCALINFER_API_KEY)")
     p.add_argument(
+        "--allow-slow-fallback",
+        action="store_true",
+        default=None,
+        help="serve without a capability an installed package lacks (e.g. continuous "
+        "batching on an old transformers: one request at a time) instead of refusing to start",
+    )
+    p.add_argument("--certfile", help="TLS certificate chain, PEM (with --keyfile)")
+    p.add_argument("--keyfile", help="TLS private key, PEM (with --certfile)")
+    p.add_argument(
         "--allowed-hosts",
         metavar="A,B",
         help="Host header names accepted besides loopback and the bind address ('*': any); "

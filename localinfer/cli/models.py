@@ -171,6 +171,7 @@ def ls_command(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no models in the Hugging Face cache yet: `localinfer pull <model>` fetches one")
+        _print_gguf_cache()
         return 0
     table = [
         [
@@ -184,7 +185,26 @@ def ls_command(args: argparse.Namespace) -> int:
         for row in rows
     ]
     _print_table(["MODEL", "ALIAS", "TASK", "HANDLER", "SIZE", "USED"], table)
+    _print_gguf_cache()
     return 0
+
+
+def _print_gguf_cache() -> None:
+    """The converted GGUF copies (see ``localinfer.handlers.gguf_cache``), if any."""
+    from localinfer.handlers.gguf_cache import cache_root, converted_copies, max_bytes
+
+    copies = converted_copies()
+    if not copies:
+        return
+    total = sum(c.size_bytes for c in copies)
+    limit = max_bytes()
+    bound = "no limit" if limit is None else f"limit {human_bytes(limit)}"
+    print(f"\nGGUF conversions in {cache_root()}: {human_bytes(total)} ({bound})")
+    rows = [
+        [Path(c.source).name, c.dtype, human_bytes(c.size_bytes), _ago(c.last_used)]
+        for c in reversed(copies)
+    ]
+    _print_table(["GGUF FILE", "DTYPE", "SIZE", "USED"], rows)
 
 
 # -- rm -----------------------------------------------------------------------------------

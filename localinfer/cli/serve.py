@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from localinfer.config import Settings, load_settings
 from localinfer.errors import ConfigurationError
@@ -85,6 +86,9 @@ def serve_command(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         allowed_hosts=args.allowed_hosts,
         cors_origins=args.cors_origins,
+        allow_slow_fallback=args.allow_slow_fallback,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
         device=args.device,
         workers=args.workers,
         request_timeout_s=args.request_timeout_s,
@@ -97,6 +101,8 @@ def serve_command(args: argparse.Namespace) -> int:
     )
     settings = load_settings(**overrides)
     check_bind_is_safe(settings)  # before loading anything
+    if settings.allow_slow_fallback:  # handlers read it from the settings' environment
+        os.environ["LOCALINFER_ALLOW_SLOW_FALLBACK"] = "1"
     configure_logging(settings.log_level)
     if args.name and len(args.targets) > 1:
         raise ConfigurationError("--name applies to a single target")

@@ -256,6 +256,7 @@ class Client:
         body = core.rerank_body(name, query, documents, top_n, return_documents)
         response = await self._request("POST", "/v1/rerank", json=body)
         return core.reranking_result(response.json())
+
     @overload
     def transcribe(
         self,

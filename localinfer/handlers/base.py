@@ -133,6 +133,9 @@ class Handler:
     #: Such a handler must end every item it is given, cancelled ones included: an item
     #: never finished or failed keeps its slot.
     max_in_flight: int = 1
+    #: what serves the requests once loaded ("transformers continuous batching x32", ...),
+    #: for ``/health``: a capability a dependency could not give shows there
+    engine: str | None = None
     #: the other served models, set by the runtime before :meth:`load`
     context: HandlerContext = DETACHED
 

@@ -11,6 +11,11 @@ from a bfloat16 one for GPUs (a 7B model in float32 would be 28 GB).
 
 A conversion runs under a file lock: two workers (or two servers) starting at once
 convert once, and a directory only appears complete, by an atomic rename.
+
+The cache is bounded (``gguf_cache_max_bytes``): each use touches the copy's manifest, and
+after a conversion the least recently used copies are removed until the rest fit (never
+the one just made, nor one whose lock another process holds). ``localinfer ls`` shows
+the copies and their total.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +94,7 @@ def dense_checkpoint(gguf_file: Path, dtype: torch.dtype | str) -> Path:
 
     target = converted_directory(gguf_file, dtype)
     if (target / MANIFEST).is_file():
+        _touch(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
@@ -109,7 +116,91 @@ def dense_checkpoint(gguf_file: Path, dtype: torch.dtype | str) -> Path:
         time.perf_counter() - started,
         target,
     )
+    prune(max_bytes(), keep=target)
     return target
+
+
+@dataclass(frozen=True)
+class ConvertedCopy:
+    """One converted checkpoint in the cache."""
+
+    directory: Path
+    source: str
+    dtype: str
+    size_bytes: int
+    #: when it was last loaded (its manifest's mtime), seconds since the epoch
+    last_used: float
+
+
+def converted_copies() -> list[ConvertedCopy]:
+    """Every complete converted copy, least recently used first."""
+    root = cache_root()
+    copies = []
+    for manifest in root.glob(f"*/*/{MANIFEST}") if root.is_dir() else ():
+        directory = manifest.parent
+        try:
+            meta = json.loads(manifest.read_text())
+            size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+            used = manifest.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        copies.append(
+            ConvertedCopy(
+                directory,
+                str(meta.get("source", "?")),
+                str(meta.get("dtype", directory.name)),
+                size,
+                used,
+            )
+        )
+    return sorted(copies, key=lambda c: c.last_used)
+
+
+def max_bytes() -> int | None:
+    """The cache's bound, from the settings (``gguf_cache_max_bytes``)."""
+    from localinfer.config import load_settings
+
+    return load_settings().gguf_cache_max_bytes
+
+
+def prune(limit: int | None, keep: Path | None = None) -> list[ConvertedCopy]:
+    """Remove least recently used copies until the rest fit in ``limit`` bytes; the
+    removed ones. ``keep`` and copies locked by a conversion are never removed."""
+    from filelock import FileLock, Timeout
+
+    if limit is None:
+        return []
+    copies = converted_copies()
+    total = sum(c.size_bytes for c in copies)
+    removed = []
+    for copy in copies:
+        if total <= limit:
+            break
+        if keep is not None and copy.directory == keep:
+            continue
+        try:
+            with FileLock(str(copy.directory) + ".lock", timeout=0):
+                shutil.rmtree(copy.directory, ignore_errors=True)
+        except Timeout:
+            continue
+        total -= copy.size_bytes
+        removed.append(copy)
+        logger.info(
+            "gguf cache over %d bytes: removed the copy of %s (%s, last used %s)",
+            limit,
+            copy.source,
+            copy.dtype,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(copy.last_used)),
+        )
+    return removed
+
+
+def _touch(directory: Path) -> None:
+    """Mark a copy as used now (the pruning order)."""
+    try:
+        os.utime(directory / MANIFEST)
+    except OSError:
+        pass  # a read-only cache still serves
 
 
 def _convert(gguf_file: Path, dtype: torch.dtype | str, out: Path) -> None:

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import EMBEDDINGS, EmbeddingRequest, EmbeddingResult
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class SentenceEmbeddingHandler(Handler):
         from transformers import AutoModel, AutoTokenizer
 
         directory = local_model_dir(self.source)
+        verify_model_files(self.source)
         common: dict[str, Any] = {
             "trust_remote_code": self.source.trust_remote_code,
             "local_files_only": True,

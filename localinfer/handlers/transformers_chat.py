@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from localinfer.errors import ConfigurationError, InvalidRequest
+from localinfer.errors import CapabilityUnavailable, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
 from localinfer.handlers.generation.sequence import Generation
@@ -35,6 +35,7 @@ from localinfer.handlers.generation.transformers_sampling import (
     sampling_processors,
 )
 from localinfer.handlers.model_facts import context_length, eos_token_ids
+from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import CHAT, GenerationRequest
 from localinfer.handlers.torch_devices import (
     avoid_cudnn_attention,
@@ -46,6 +47,34 @@ if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
+
+
+#: the transformers whose ContinuousBatchingManager this engine works with: older ones
+#: lack ``ContinuousBatchingConfig(page_size=...)`` (issue 21: 5.17 fell back to serving
+#: one request at a time, 1.09x sequential at 32 streams)
+CONTINUOUS_BATCHING_REQUIREMENT = "transformers>=5.20"
+
+
+def batching_by_default(device: str) -> bool:
+    """Continuous batching is the default on CUDA (on CPU one request at a time decodes
+    faster, and a desktop rarely has many users)."""
+    return device.startswith("cuda")
+
+
+def slow_fallback_allowed() -> bool:
+    """Whether the operator allows serving without a capability a dependency lacks."""
+    from localinfer.config import load_settings
+
+    return load_settings().allow_slow_fallback
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return "?"
 
 
 class TransformersChatHandler(Handler):
@@ -66,6 +95,8 @@ class TransformersChatHandler(Handler):
     - ``kv_cache_gib``: the continuous-batching KV cache's budget (1 GiB on CPU, half the
       free GPU memory on CUDA); the cache holds ``max_in_flight`` full-context requests
       when the budget allows.
+    - ``engine_stall_s``: seconds the continuous-batching engine may produce nothing while
+      requests wait before it counts as stalled (503 ``engine_stalled``, restarted; 120)
     - ``continuous_batching_config``: keyword arguments for transformers'
       ``ContinuousBatchingConfig`` (``num_blocks``, ``max_batch_tokens``, ``page_size``, ...).
     - ``context_length``: override the context limit read from the model and tokenizer.
@@ -101,6 +132,7 @@ class TransformersChatHandler(Handler):
         from transformers.utils.import_utils import is_accelerate_available
 
         source, options = self.source, self.source.options
+        verify_model_files(source)
         self.device = device
         if device.startswith("cuda") and not options.get("cudnn_attention", False):
             avoid_cudnn_attention()
@@ -141,24 +173,34 @@ class TransformersChatHandler(Handler):
 
         wanted = options.get("continuous_batching")
         if wanted is None:
-            wanted = device.startswith("cuda")
+            wanted = batching_by_default(device)
         if wanted:
             try:
                 self._engine = ContinuousBatchingEngine.start(
                     self.model, self.eos_token_ids, self.context_length, options
                 )
             except Exception as exc:
-                if options.get("continuous_batching"):
-                    raise ConfigurationError(
-                        f"continuous batching does not work for {source.location}: {exc}"
+                if options.get("continuous_batching") or not slow_fallback_allowed():
+                    raise CapabilityUnavailable(
+                        f"continuous batching does not work for {source.location} with "
+                        f"transformers {_transformers_version()}: {exc}. Install "
+                        f"{CONTINUOUS_BATCHING_REQUIREMENT!r} (pip install -U "
+                        f"'{CONTINUOUS_BATCHING_REQUIREMENT}'), or, to serve one request at "
+                        "a time (many times slower under load), allow the slower path: "
+                        "--allow-slow-fallback or LOCALINFER_ALLOW_SLOW_FALLBACK=1 (every "
+                        "model), or the model option continuous_batching=false"
                     ) from exc
                 logger.warning(
-                    "%s: continuous batching unavailable (%s); serving one request at a time",
+                    "%s: continuous batching unavailable (%s); serving one request at a time "
+                    "(allowed by allow_slow_fallback)",
                     source.location,
                     exc,
                 )
         if self._engine is not None:
             self.max_in_flight = self._engine.max_in_flight
+            self.engine = f"transformers continuous batching x{self.max_in_flight}"
+        else:
+            self.engine = "transformers generate (one request at a time)"
         logger.info(
             "loaded %s on %s (%s, context %s, %s)",
             source.location,

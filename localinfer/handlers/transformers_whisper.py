@@ -37,6 +37,7 @@ import numpy.typing as npt
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.audio import SAMPLE_RATE, resample
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import (
     TRANSCRIPTION,
     Segment,
@@ -122,6 +123,7 @@ class WhisperHandler(Handler):
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+        verify_model_files(self.source)
         common: dict[str, Any] = {
             "revision": self.source.revision,
             "trust_remote_code": self.source.trust_remote_code,

@@ -17,7 +17,9 @@ Everything here blocks: call it from a thread (the server does), or through
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from localinfer.errors import (
+    DiskFull,
     DownloadFailed,
     InvalidRequest,
     LocalInferError,
@@ -164,6 +167,7 @@ def download_model(
     started = time.monotonic()
     with _as_localinfer_errors(target):
         plan = plan_download(target)
+        _check_free_space(target, plan.total_bytes - plan.cached_bytes)
         tracker = ProgressTracker(
             target.repo_id,
             total_bytes=plan.total_bytes,
@@ -206,23 +210,76 @@ def download_model(
 @contextlib.contextmanager
 def _as_localinfer_errors(target: DownloadTarget) -> Iterator[None]:
     """huggingface-hub's and httpx's exceptions, told in the project's hierarchy."""
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
     where = f"{target.repo_id} ({hf_endpoint()})"
     try:
         yield
     except LocalInferError:
         raise
-    except RevisionNotFoundError as exc:
-        raise ModelNotFound(f"{where} has no revision {target.revision!r}", param="model") from exc
-    except RepositoryNotFoundError as exc:
-        raise ModelNotFound(
+    except Exception as exc:
+        if not _disk_full(exc):
+            raise _told(exc, where, target) from exc
+        removed = _remove_partial_files(target.repo_id)
+        raise DiskFull(
+            f"downloading {target.repo_id} stopped: the disk holding the model cache "
+            f"({hf_cache_dir()}) is full. {removed} partial file(s) removed; nothing of this "
+            "download counts as cached. Free space (`localinfer ls`, `localinfer rm MODEL`) "
+            "or point HF_HOME at a larger disk, then pull again"
+        ) from exc
+
+
+def _told(exc: Exception, where: str, target: DownloadTarget) -> LocalInferError:
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(exc, RevisionNotFoundError):
+        return ModelNotFound(f"{where} has no revision {target.revision!r}", param="model")
+    if isinstance(exc, RepositoryNotFoundError):
+        return ModelNotFound(
             f"{where} was not found; a private or gated repo needs a token "
             "(`hf auth login` or HF_TOKEN)",
             param="model",
-        ) from exc
-    except Exception as exc:
-        raise DownloadFailed(f"downloading {where} failed: {type(exc).__name__}: {exc}") from exc
+        )
+    return DownloadFailed(f"downloading {where} failed: {type(exc).__name__}: {exc}")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, is "no space left on device"."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _check_free_space(target: DownloadTarget, needed: int) -> None:
+    """Refuse before the first byte when the files cannot fit."""
+    directory = hf_cache_dir()
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if needed > free:
+        raise DiskFull(
+            f"cannot download {target.repo_id}: it needs {needed} bytes and the disk holding "
+            f"the model cache ({hf_cache_dir()}) has {free} free. Free space (`localinfer "
+            "ls`, `localinfer rm MODEL`) or point HF_HOME at a larger disk"
+        )
+
+
+def _remove_partial_files(repo_id: str) -> int:
+    """Delete the repo's unfinished blobs (``*.incomplete``): on a full disk, resuming
+    them later is worth less than the room they take now."""
+    folder = "models--" + repo_id.replace("/", "--")
+    removed = 0
+    for partial in (hf_cache_dir() / folder / "blobs").glob("*.incomplete"):
+        with contextlib.suppress(OSError):
+            partial.unlink()
+            removed += 1
+    return removed
 
 
 def pull(

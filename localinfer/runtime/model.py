@@ -1,21 +1,15 @@
-"""A served model: its definition, its queue, its worker threads and their supervision.
+"""A served model: its queue, its worker pool, scaling, drain and health.
 
 Workers are kept by index. Scaling up starts new workers (each loads its own handler);
 scaling down triggers a worker's :class:`~localinfer.runtime.scheduler.StopSignal`: it
 finishes the jobs it holds, gets an empty batch like at shutdown, closes its handler and
 is forgotten once it reports itself stopped.
 
-Supervision (every change is made on the loop):
+Supervision (restarts, the watchdog, hung and abandoned threads) is
+:class:`~localinfer.runtime.supervision.WorkerSupervisor`'s; the definition is in
+:mod:`localinfer.runtime.definition`.
 
-- A worker whose thread dies is restarted with backoff; the job it was running has
-  already been failed by the thread, the jobs it had taken but not started go back to
-  the queue. A thread that ends without even reporting is found by the watchdog.
-- A worker stuck in its handler ``hang_grace_s`` after every job it runs there ended
-  (timed out, cancelled) is hung. A thread cannot be killed: it is abandoned — it takes
-  no further job and exits if it ever returns — and a new worker (the next generation,
-  loading a fresh handler) takes its place. At most ``max_abandoned`` abandoned threads
-  per model; past that a hung worker stays in place, reported, and the model is degraded.
-- Stopping drains: no new jobs, queued and running ones may finish until the drain
+Stopping drains: no new jobs, queued and running ones may finish until the drain
   deadline; then every job still unanswered gets :class:`ShuttingDown` (503).
 """
 
@@ -25,72 +19,39 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from localinfer.errors import (
     InvalidRequest,
-    LocalInferError,
     ModelNotReady,
     QueueFull,
     ShuttingDown,
-    WorkerCrashed,
 )
-from localinfer.runtime.job import DEFAULT_STREAM_BUFFER, DEFAULT_STREAM_STALL_S, Failure, Job
+from localinfer.runtime.definition import ModelDefinition
+from localinfer.runtime.job import Job
 from localinfer.runtime.loop import LoopHandle
 from localinfer.runtime.scheduler import JobQueue, retry_after_seconds
 from localinfer.runtime.stats import ModelStats
-from localinfer.runtime.worker import DeviceWorker, HandlerFactory, WorkerState
+from localinfer.runtime.supervision import (
+    DEFAULT_HANG_GRACE_S,
+    DEFAULT_LOAD_TIMEOUT_S,
+    DEFAULT_MAX_ABANDONED,
+    WorkerSupervisor,
+)
+from localinfer.runtime.worker import DeviceWorker, WorkerState
 
 if TYPE_CHECKING:
     from localinfer.handlers.base import Handler, HandlerContext
 
 logger = logging.getLogger(__name__)
 
-_MAX_RESTART_DELAY_S = 10.0
 #: the most worker threads one model may be scaled to
 MAX_WORKERS = 64
-#: how long a worker may stay in its handler after every job it runs there ended
-DEFAULT_HANG_GRACE_S = 30.0
-#: abandoned (hung) threads a model may leave behind before it stops replacing them
-DEFAULT_MAX_ABANDONED = 1
-#: the watchdog's tick bounds, seconds
-_WATCH_MIN_S, _WATCH_MAX_S = 0.02, 1.0
 
-
-@dataclass(frozen=True)
-class ModelDefinition:
-    """Everything the runtime needs to serve a model. Built by the faces, not by handlers."""
-
-    name: str
-    #: ``(worker_index, device) -> Handler``; called inside the worker thread
-    create_handler: HandlerFactory
-    task: str = "infer"
-    devices: tuple[str, ...] = ("cpu",)
-    workers_per_device: int = 1
-    max_batch_size: int = 1
-    batch_window_ms: float = 0.0
-    max_queue: int = 256
-    #: items a stream may hold for its reader at most (then the reader is cut off)
-    stream_buffer: int = DEFAULT_STREAM_BUFFER
-    #: a reader that reads nothing for this long while items pile up is cut off
-    stream_stall_s: float = DEFAULT_STREAM_STALL_S
-    #: loop-side validation/normalisation of a payload before it is queued (fast, no I/O)
-    prepare: Callable[[Any], Any] | None = None
-    #: jobs a one-at-a-time worker may take from the queue in one trip (its fair share)
-    prefetch: int = 16
-    #: content type of binary (bytes) streams
-    media_type: str = "application/octet-stream"
-    #: what the model offers, for selection by capability; ``task`` and ``model`` are
-    #: always added (see :attr:`ServedModel.capabilities`)
-    capabilities: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def worker_count(self) -> int:
-        return len(self.devices) * self.workers_per_device
+__all__ = ["MAX_WORKERS", "ModelDefinition", "ServedModel"]
 
 
 class ServedModel:
@@ -105,6 +66,7 @@ class ServedModel:
         context: HandlerContext | None = None,
         hang_grace_s: float = DEFAULT_HANG_GRACE_S,
         max_abandoned: int = DEFAULT_MAX_ABANDONED,
+        load_timeout_s: float | None = DEFAULT_LOAD_TIMEOUT_S,
     ):
         if definition.worker_count < 1:
             raise ValueError("a model needs at least one worker")
@@ -112,15 +74,15 @@ class ServedModel:
         self.name = definition.name
         self.stats = ModelStats()
         self.queue = JobQueue(definition.name, definition.max_queue)
-        self.restarts = 0
         self.context = context
-        self.hang_grace_s = hang_grace_s
-        self.max_abandoned = max_abandoned
-        #: workers found hung so far (replaced or not)
-        self.hangs = 0
         self._workers: dict[int, DeviceWorker] = {}
-        #: hung workers given up on, whose threads have not returned (yet)
-        self._abandoned: list[DeviceWorker] = []
+        self.supervisor = WorkerSupervisor(
+            self,
+            spawn=spawn,
+            hang_grace_s=hang_grace_s,
+            max_abandoned=max_abandoned,
+            load_timeout_s=load_timeout_s,
+        )
         #: jobs submitted and not answered yet: none is left unanswered at shutdown
         self._live: set[Job] = set()
         self._loop = loop
@@ -147,16 +109,16 @@ class ServedModel:
         d = self.definition
         slots = [device for device in d.devices for _ in range(d.workers_per_device)]
         for index, device in enumerate(slots):
-            self._start_worker(self._new_worker(index, device, generation=0))
+            self.start_worker(self.new_worker(index, device, generation=0))
         self._spawn(self._watch)
 
-    def _start_worker(self, worker: DeviceWorker) -> None:
+    def start_worker(self, worker: DeviceWorker) -> None:
         if self._all_stopped.is_set():  # every worker had failed; this one may not
             self._all_stopped = anyio.Event()
         self._workers[worker.index] = worker
         worker.start()
 
-    def _new_worker(self, index: int, device: str, generation: int) -> DeviceWorker:
+    def new_worker(self, index: int, device: str, generation: int) -> DeviceWorker:
         d = self.definition
         return DeviceWorker(
             model=d.name,
@@ -169,7 +131,7 @@ class ServedModel:
             loop=self._loop,
             prefetch=d.prefetch,
             peers=max(len(self._workers), d.worker_count),
-            on_state=self._on_worker_state,
+            on_state=self.on_worker_state,
             generation=generation,
             context=self.context,
         )
@@ -183,12 +145,12 @@ class ServedModel:
             pass  # an object without weak reference support: it goes uncounted
         return handler
 
-    def _on_worker_state(
+    def on_worker_state(
         self, worker: DeviceWorker, state: str, error: BaseException | None
     ) -> None:
-        if worker in self._abandoned:
+        if worker in self.supervisor.abandoned:
             if state != WorkerState.READY:
-                self._abandoned_returned(worker, state)
+                self.supervisor.abandoned_returned(worker, state)
             return
         if self._workers.get(worker.index) is not worker:
             return  # a replaced worker reporting late
@@ -197,17 +159,12 @@ class ServedModel:
         worker.state = state
         worker.error = None if error is None else f"{type(error).__name__}: {error}"
         if state == WorkerState.DEAD:
-            # its running jobs were failed by the thread; those it had not started go back
-            self._requeue(worker.take_back(), "died")
-            self._fail_running(worker, "died")
+            self.supervisor.on_dead(worker)
         if worker.retiring and state != WorkerState.READY:
             self._forget(worker)  # scaled away: stopped, failed to load, or died on its way out
         elif state == WorkerState.DEAD and not self._closing:
-            self.restarts += 1
-            delay = min(0.1 * 2 ** min(self.restarts - 1, 10), _MAX_RESTART_DELAY_S)
-            self._spawn(lambda: self._restart(worker, delay))
-        self._check_settled()
-        self._notify()
+            self.supervisor.schedule_restart(worker)
+        self.settle()
 
     def _forget(self, worker: DeviceWorker) -> None:
         del self._workers[worker.index]
@@ -226,148 +183,21 @@ class ServedModel:
         self._changed.set()
         self._changed = anyio.Event()
 
-    # -- supervision: dead, silent and hung workers ----------------------------------------
-
-    async def _watch(self) -> None:
-        """The watchdog: finds hung workers, workers back from a hang, and threads that
-        ended without a word. Runs until the model has stopped."""
-        tick = min(max(self.hang_grace_s / 4, _WATCH_MIN_S), _WATCH_MAX_S)
-        while not self._stopped:
-            await anyio.sleep(tick)
-            self.check_workers()
-
-    def check_workers(self) -> None:
-        """One watchdog pass (on the loop)."""
-        now = time.perf_counter()
-        changed = False
-        for worker in list(self._workers.values()):
-            if worker.state not in (WorkerState.LOADING, WorkerState.READY, WorkerState.HUNG):
-                continue
-            if not worker.thread.is_alive():
-                # a report may still be on its way: judge at the second tick in a row
-                worker.silent_checks += 1
-                if worker.silent_checks >= 2:
-                    logger.critical(
-                        "model %s worker %d: its thread ended without reporting",
-                        self.name,
-                        worker.index,
-                    )
-                    self._on_worker_state(
-                        worker,
-                        WorkerState.DEAD,
-                        WorkerCrashed("the worker thread ended without reporting"),
-                    )
-                continue
-            stuck = worker.stuck_for(now)
-            if worker.state == WorkerState.HUNG and stuck is None:
-                logger.warning(
-                    "model %s worker %d: back from its handler after %.1f s hung",
-                    self.name,
-                    worker.index,
-                    time.monotonic() - (worker.hung_since or time.monotonic()),
-                )
-                worker.state, worker.hung_since, worker.error = WorkerState.READY, None, None
-                changed = True
-            elif (
-                worker.state == WorkerState.READY
-                and stuck is not None
-                and stuck >= self.hang_grace_s
-            ):
-                self._on_hung(worker, stuck)
-                changed = True
-        if changed:
-            self._check_settled()
-            self._notify()
-
-    def _on_hung(self, worker: DeviceWorker, stuck_s: float) -> None:
-        """``worker`` stays in its handler although every job it runs there ended."""
-        if worker.state != WorkerState.HUNG:
-            self.hangs += 1
-            worker.hung_since = time.monotonic()
-        running = ", ".join(job.request_id for job in worker.running_jobs())
-        retiring = worker.retiring
-        replace = not self._closing and len(self._abandoned) < self.max_abandoned
-        if replace or retiring:
-            self._requeue(worker.take_back(abandon=True), "hung")
-            worker.state = WorkerState.ABANDONED
-            worker.error = f"stuck in the handler {stuck_s:.1f} s after request {running} ended"
-            del self._workers[worker.index]
-            self._abandoned.append(worker)
-            logger.error(
-                "model %s worker %d.%d: %s; abandoning its thread%s",
-                self.name,
-                worker.index,
-                worker.generation,
-                worker.error,
-                "" if retiring else " and starting a replacement",
-            )
-            if retiring:
-                for other in self._workers.values():
-                    other.peers = len(self._workers)
-            else:
-                self._start_worker(
-                    self._new_worker(worker.index, worker.device, worker.generation + 1)
-                )
-        else:
-            self._requeue(worker.take_back(), "hung")
-            worker.state = WorkerState.HUNG
-            worker.error = (
-                f"stuck in the handler {stuck_s:.1f} s after request {running} ended; "
-                f"not replaced ({len(self._abandoned)} abandoned thread(s) already)"
-            )
-            logger.error("model %s worker %d: %s", self.name, worker.index, worker.error)
-
-    def _abandoned_returned(self, worker: DeviceWorker, state: str) -> None:
-        """An abandoned thread came back from its handler and ended."""
-        self._abandoned.remove(worker)
-        logger.warning(
-            "model %s worker %d.%d: abandoned thread returned after %.1f s and ended (%s)",
-            self.name,
-            worker.index,
-            worker.generation,
-            time.monotonic() - (worker.hung_since or time.monotonic()),
-            state,
-        )
-        now = time.perf_counter()
-        for hung in list(self._workers.values()):  # room again for one left in place
-            if hung.state == WorkerState.HUNG and len(self._abandoned) < self.max_abandoned:
-                self._on_hung(hung, hung.stuck_for(now) or 0.0)
+    def settle(self) -> None:
         self._check_settled()
         self._notify()
 
-    def _requeue(self, jobs: list[Job], why: str) -> None:
-        """Queue again jobs a worker took but never started; answer those that do not fit."""
-        for job in jobs:
-            if job.outcome is not None:
-                continue
-            try:
-                self.queue.submit(job)
-            except LocalInferError as exc:
-                _fail(
-                    job,
-                    ModelNotReady(
-                        f"model {self.name!r}: the worker holding this request {why} and it "
-                        f"could not be queued again ({exc.message})"
-                    ),
-                )
+    @property
+    def slots(self) -> dict[int, DeviceWorker]:
+        """The current worker of each index (retiring ones included)."""
+        return self._workers
 
-    def _fail_running(self, worker: DeviceWorker, why: str) -> None:
-        """Answer any job still live in a worker that will not answer it."""
-        for job in worker.running_jobs():
-            if job.outcome is None:
-                _fail(job, WorkerCrashed(f"the worker serving this request {why}; it restarts"))
+    async def _watch(self) -> None:
+        await self.supervisor.watch(lambda: self._stopped)
 
-    async def _restart(self, dead: DeviceWorker, delay: float) -> None:
-        await anyio.sleep(delay)
-        if self._workers.get(dead.index) is not dead:
-            return  # scaled away while it waited
-        if self._closing:
-            self._on_worker_state(dead, WorkerState.STOPPED, None)
-            return
-        logger.warning("model %s: restarting worker %d on %s", self.name, dead.index, dead.device)
-        self._start_worker(
-            self._new_worker(dead.index, dead.device, generation=dead.generation + 1)
-        )
+    def check_workers(self) -> None:
+        """One watchdog pass (on the loop)."""
+        self.supervisor.check_workers()
 
     # -- scaling -------------------------------------------------------------------------
 
@@ -396,7 +226,7 @@ class ServedModel:
             )
         active = [w for w in self._workers.values() if not w.retiring]
         for _ in range(count - len(active)):
-            self._start_worker(self._new_worker(self._free_index(), self._least_used_device(), 0))
+            self.start_worker(self.new_worker(self._free_index(), self._least_used_device(), 0))
         surplus = len(active) - count
         if surplus > 0:
             for worker in sorted(active, key=_retire_order)[:surplus]:
@@ -411,7 +241,7 @@ class ServedModel:
         if worker.state in (WorkerState.FAILED, WorkerState.DEAD, WorkerState.STOPPED):
             self._forget(worker)  # no thread left to wind down
         elif worker.state == WorkerState.HUNG:
-            self._on_hung(worker, worker.stuck_for(time.perf_counter()) or 0.0)
+            self.supervisor.on_hung(worker, worker.stuck_for(time.perf_counter()) or 0.0)
 
     def _free_index(self) -> int:
         index = 0
@@ -500,16 +330,36 @@ class ServedModel:
         return self._closing
 
     @property
+    def engine(self) -> str | None:
+        """What serves it, as its loaded handlers report (e.g. continuous batching or not)."""
+        return next((w.engine for w in self.workers if w.engine), None)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the model cannot serve without help (every worker failed to load), if so."""
+        if self._closing or self.can_serve:
+            return None
+        return "; ".join(sorted({w.error for w in self.workers if w.error})) or None
+
+    @property
+    def restarts(self) -> int:
+        """Workers restarted after their thread died."""
+        return self.supervisor.restarts
+
+    @property
+    def hangs(self) -> int:
+        """Workers found hung so far (replaced or not)."""
+        return self.supervisor.hangs
+
+    @property
     def abandoned_workers(self) -> list[DeviceWorker]:
         """Hung workers given up on whose threads have not returned."""
-        return list(self._abandoned)
+        return list(self.supervisor.abandoned)
 
     @property
     def hung_workers(self) -> int:
         """Workers stuck in their handler now: left in place, or abandoned."""
-        return len(self._abandoned) + sum(
-            w.state == WorkerState.HUNG for w in self._workers.values()
-        )
+        return self.supervisor.hung_workers
 
     @property
     def can_serve(self) -> bool:
@@ -540,9 +390,11 @@ class ServedModel:
             "queue_depth": self.queue.depth,
             "target_workers": self.target_workers,
             "capabilities": self.capabilities,
-            "workers": [_worker_health(w) for w in self.workers],
+            "engine": self.engine,
+            "workers": [w.health() for w in self.workers],
             # threads stuck in a handler and replaced; they end if they ever return
-            "abandoned_workers": [_worker_health(w) for w in self._abandoned],
+            "abandoned_workers": [w.health() for w in self.supervisor.abandoned],
+            "abandoned_device_memory_bytes": self.supervisor.abandoned_memory_bytes,
         }
 
     # -- requests ------------------------------------------------------------------------
@@ -583,26 +435,6 @@ class ServedModel:
 
 #: worker states that are, or may soon be, able to take jobs
 _MAY_SERVE = frozenset({WorkerState.LOADING, WorkerState.READY, WorkerState.DEAD})
-
-
-def _fail(job: Job, error: LocalInferError) -> None:
-    """Answer ``job`` with ``error`` from the loop (a no-op once it has ended)."""
-    job.deliver(Failure(error))
-
-
-def _worker_health(worker: DeviceWorker) -> dict[str, Any]:
-    return {
-        "index": worker.index,
-        "device": worker.device,
-        "state": worker.state,
-        "busy": worker.busy_since is not None,
-        "retiring": worker.retiring and worker.state != WorkerState.ABANDONED,
-        "generation": worker.generation,
-        "error": worker.error,
-        "hung_s": None
-        if worker.hung_since is None
-        else round(time.monotonic() - worker.hung_since, 3),
-    }
 
 
 def _retire_order(worker: DeviceWorker) -> tuple[bool, bool, int]:

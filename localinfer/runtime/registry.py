@@ -19,11 +19,11 @@ from localinfer.errors import (
 )
 from localinfer.runtime.context import DEFAULT_CALL_TIMEOUT_S, CallContext, CallGraph
 from localinfer.runtime.loop import LoopHandle
-from localinfer.runtime.model import (
+from localinfer.runtime.model import ModelDefinition, ServedModel
+from localinfer.runtime.supervision import (
     DEFAULT_HANG_GRACE_S,
+    DEFAULT_LOAD_TIMEOUT_S,
     DEFAULT_MAX_ABANDONED,
-    ModelDefinition,
-    ServedModel,
 )
 
 
@@ -37,6 +37,7 @@ class ModelRegistry:
         call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         hang_grace_s: float = DEFAULT_HANG_GRACE_S,
         max_abandoned_workers: int = DEFAULT_MAX_ABANDONED,
+        load_timeout_s: float | None = DEFAULT_LOAD_TIMEOUT_S,
     ):
         self._models: dict[str, ServedModel] = {}
         self._task_group: TaskGroup | None = None
@@ -47,6 +48,8 @@ class ModelRegistry:
         self.hang_grace_s = hang_grace_s
         #: per model, how many such stuck threads may be left behind
         self.max_abandoned_workers = max_abandoned_workers
+        #: a worker whose load() runs longer has failed (its thread is abandoned)
+        self.load_timeout_s = load_timeout_s
         self.draining = False
         #: handler → model calls in progress, to refuse those that would deadlock
         self.calls = CallGraph()
@@ -118,6 +121,7 @@ class ModelRegistry:
             context=context,
             hang_grace_s=self.hang_grace_s,
             max_abandoned=self.max_abandoned_workers,
+            load_timeout_s=self.load_timeout_s,
         )
         self._models[definition.name] = model
         model.start()

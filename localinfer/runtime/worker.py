@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from localinfer.errors import WorkerCrashed
 from localinfer.handlers.base import bind_context
 from localinfer.runtime.job import Event, Job, JobHandle, Outbox, deliver_all
+from localinfer.runtime.loading import LOADS, device_memory_allocated, grown_since
 from localinfer.runtime.loop import LoopClosed, LoopHandle
 from localinfer.runtime.scheduler import JobQueue, StopSignal
 
@@ -30,11 +31,6 @@ logger = logging.getLogger(__name__)
 PREFETCH_JOBS_UNDER_S = 0.002
 
 HandlerFactory = Callable[[int, str], "Handler"]
-
-#: Loads run one at a time, process-wide: transformers' ``from_pretrained`` patches global
-#: state while it builds a model (default dtype, ``tie_weights``, ``torch.linspace``), and
-#: two loads in parallel threads corrupt each other ("Cannot copy out of meta tensor").
-_LOAD_LOCK = threading.Lock()
 
 
 class WorkerState:
@@ -115,6 +111,14 @@ class DeviceWorker:
         self.abandoned = False
         #: ticks of the model's watchdog that found the thread gone without a report
         self.silent_checks = 0
+        #: when (``time.monotonic``) its ``load()`` got its turn, while it loads
+        self.load_started: float | None = None
+        #: CUDA memory allocated on its device when the load began, and what the load
+        #: added (``None``: not CUDA, or not measured); what an abandoned thread holds
+        self.memory_before_load: int | None = None
+        self.device_memory_bytes: int | None = None
+        #: what its handler serves with (``Handler.engine``), once loaded
+        self.engine: str | None = None
         # Jobs taken from the queue and not started yet (filled on the loop, taken by the
         # thread one batch at a time), and the jobs in the handler right now. The lock
         # makes "the thread starts a job" and "the loop takes the rest back" exclusive.
@@ -150,6 +154,33 @@ class DeviceWorker:
     def retiring(self) -> bool:
         return self.stop.triggered
 
+    def health(self) -> dict[str, object]:
+        """This worker's state, for ``/health``."""
+        return {
+            "index": self.index,
+            "device": self.device,
+            "state": self.state,
+            "busy": self.busy_since is not None,
+            "retiring": self.retiring and self.state != WorkerState.ABANDONED,
+            "generation": self.generation,
+            "error": self.error,
+            "engine": self.engine,
+            "device_memory_bytes": self.device_memory_bytes,
+            "hung_s": None
+            if self.hung_since is None
+            else round(time.monotonic() - self.hung_since, 3),
+        }
+
+    def loading_for(self, now: float) -> float | None:
+        """Seconds its ``load()`` has run (not counting the wait for its turn), if loading."""
+        started = self.load_started
+        return None if started is None else now - started
+
+    def measure_memory(self) -> None:
+        """What its load has allocated so far: for a load given up on before it ended."""
+        if self.device_memory_bytes is None:
+            self.device_memory_bytes = grown_since(self.memory_before_load, self.device)
+
     def _report(self, state: str, error: BaseException | None = None) -> None:
         try:
             self._loop.call_soon(self._on_state, self, state, error)
@@ -161,11 +192,17 @@ class DeviceWorker:
             bind_thread_to_device(self.device)
             if self._context is not None:
                 bind_context(None, self._context)  # for user code, before it is even built
-            with _LOAD_LOCK:
+            with LOADS.turn(self):
+                self.memory_before_load = device_memory_allocated(self.device)
+                self.load_started = time.monotonic()
                 handler = self._create_handler(self.index, self.device)
                 if self._context is not None:
                     bind_context(handler, self._context)
                 handler.load(self.device)
+                self.device_memory_bytes = grown_since(self.memory_before_load, self.device)
+                self.load_started = None
+                engine = getattr(handler, "engine", None)
+                self.engine = None if engine is None else str(engine)
         except BaseException as exc:
             logger.exception(
                 "model %s worker %d failed to load on %s", self.model, self.index, self.device

@@ -18,6 +18,7 @@ from localinfer.config import Settings
 from localinfer.errors import LocalInferError
 from localinfer.runtime.model import ModelDefinition
 from localinfer.runtime.registry import ModelRegistry
+from localinfer.server.connections import ConnectionLimit
 from localinfer.server.direct_routes import DirectRoutes
 from localinfer.server.errors import error_response_for
 from localinfer.server.heap import freeze_when_ready
@@ -28,6 +29,7 @@ from localinfer.server.middleware import (
     CORSMiddleware,
     Guard,
     GuardMiddleware,
+    HeaderLimits,
     RequestContextMiddleware,
 )
 from localinfer.server.openapi import routes as openapi_routes
@@ -129,6 +131,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.connections = ConnectionLimit(settings.max_connections)
     app.state.embedding_caches = {}
     return app
 
@@ -141,11 +144,13 @@ def local_registry(settings: Settings) -> ModelRegistry:
         call_timeout_s=settings.request_timeout_s,
         hang_grace_s=settings.hang_grace_s,
         max_abandoned_workers=settings.max_abandoned_workers,
+        load_timeout_s=settings.load_timeout_s,
     )
 
 
 def middleware_for(settings: Settings) -> list[Middleware]:
-    """Outermost first: request ids, the Host check, CORS, the Origin check, the API key.
+    """Outermost first: request ids and header limits (431), the Host check, CORS, the
+    Origin check, the API key.
 
     CORS sits outside the key check: a preflight carries no key, and a listed page can
     read a 401. The Host check comes first: a rebound name learns nothing, not even CORS.
@@ -154,12 +159,15 @@ def middleware_for(settings: Settings) -> list[Middleware]:
     """
     allowed_hosts = AllowedHosts.for_bind(settings.host, settings.allowed_hosts)
     api_key = settings.api_key_value or None
+    limits = HeaderLimits.for_settings(settings)
     if not settings.cors_origins:
         guard = Guard(allowed_hosts=allowed_hosts, cors_origins=(), api_key=api_key)
-        return [Middleware(RequestContextMiddleware, guard=guard)]
+        return [Middleware(RequestContextMiddleware, guard=guard, limits=limits)]
     inner = Guard(cors_origins=settings.cors_origins, api_key=api_key)
     return [
-        Middleware(RequestContextMiddleware, guard=Guard(allowed_hosts=allowed_hosts)),
+        Middleware(
+            RequestContextMiddleware, guard=Guard(allowed_hosts=allowed_hosts), limits=limits
+        ),
         Middleware(CORSMiddleware, origins=settings.cors_origins),
         *([Middleware(GuardMiddleware, guard=inner)] if inner.checks else []),
     ]

@@ -10,8 +10,8 @@ router (for ``/openapi.json``, 405s, and any request this does not take), so the
 written once, as ordinary starlette endpoints.
 
 Errors are answered exactly as on the router's path: an endpoint's exception goes up to
-:class:`~localinfer.server.middleware.RequestContextMiddleware`, which maps it with the
-same ``error_response_for`` the app's exception handlers use.
+:class:`~localinfer.server.middleware.request_context.RequestContextMiddleware`, which
+maps it with the same ``error_response_for`` the app's exception handlers use.
 """
 
 from __future__ import annotations

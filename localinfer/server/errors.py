@@ -17,6 +17,7 @@ STATUS: list[tuple[type[e.LocalInferError], int, str]] = [
     (e.InvalidArguments, 422, "invalid_request_error"),
     (e.RequestTooLarge, 413, "invalid_request_error"),
     (e.RequestBodyTimeout, 408, "invalid_request_error"),
+    (e.HeaderFieldsTooLarge, 431, "invalid_request_error"),
     (e.HostNotAllowed, 400, "invalid_request_error"),
     (e.UnsupportedMediaType, 415, "invalid_request_error"),
     (e.InvalidRequest, 400, "invalid_request_error"),
@@ -25,10 +26,12 @@ STATUS: list[tuple[type[e.LocalInferError], int, str]] = [
     (e.ModelNotFound, 404, "invalid_request_error"),
     (e.DownloadNotFound, 404, "invalid_request_error"),
     (e.OfflineModeEnabled, 503, "service_unavailable"),
+    (e.DiskFull, 507, "server_error"),
     (e.DownloadFailed, 502, "server_error"),
     (e.QueueFull, 429, "rate_limit_error"),
     (e.ModelNotReady, 503, "service_unavailable"),
     (e.ResourceExhausted, 503, "service_unavailable"),
+    (e.TooManyConnections, 503, "service_unavailable"),
     (e.RequestTimeout, 504, "timeout_error"),
     (e.LocalInferError, 500, "server_error"),
 ]
@@ -55,7 +58,7 @@ def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, e.LocalInferError):
         status, kind = status_of(exc)
         body = error_body(exc.message, kind, exc.code, exc.param)
-        if isinstance(exc, e.QueueFull):
+        if isinstance(exc, e.QueueFull | e.TooManyConnections):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         if isinstance(exc, e.NoCapabilityMatch):
             body["error"]["known_capabilities"] = exc.known  # type: ignore[index]

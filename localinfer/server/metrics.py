@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from localinfer.runtime.registry import ModelRegistry
+from localinfer.server.connections import ConnectionLimit
 from localinfer.server.state import registry_of
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -70,9 +71,37 @@ class RuntimeCollector(Collector):
         yield from (requests, queue, in_flight, latency, throughput, workers, restarts)
 
 
+class ConnectionCollector(Collector):
+    """Open client connections against ``max_connections``, and those refused."""
+
+    def __init__(self, limit: ConnectionLimit):
+        self.limit = limit
+
+    def collect(self) -> Iterator[Metric]:
+        limit = self.limit
+        yield GaugeMetricFamily(
+            "localinfer_connections_open", "Open client connections", value=limit.open
+        )
+        if limit.max_connections is not None:
+            yield GaugeMetricFamily(
+                "localinfer_connections_max", "max_connections", value=limit.max_connections
+            )
+        yield CounterMetricFamily(
+            "localinfer_connections_accepted", "Client connections accepted", value=limit.accepted
+        )
+        yield CounterMetricFamily(
+            "localinfer_connections_refused",
+            "Client connections refused (503) at max_connections",
+            value=limit.refused,
+        )
+
+
 async def metrics(request: Request) -> Response:
     collectors = CollectorRegistry(auto_describe=False)
     collectors.register(RuntimeCollector(registry_of(request)))
+    limit: ConnectionLimit | None = getattr(request.app.state, "connections", None)
+    if limit is not None:
+        collectors.register(ConnectionCollector(limit))
     return Response(generate_latest(collectors), media_type=CONTENT_TYPE)
 
 

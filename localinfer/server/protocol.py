@@ -550,6 +550,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "localinfer"
     task: str
+    #: what serves it, as its handler reports once loaded (e.g. continuous batching or not)
+    engine: str | None = None
 
 
 class ModelList(BaseModel):

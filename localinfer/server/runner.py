@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from starlette.applications import Starlette
 from localinfer.config import Settings
 from localinfer.errors import ConfigurationError
 from localinfer.runtime.loop import running_backend
+from localinfer.server import connections, refusals
+from localinfer.server.connections import ConnectionLimit
+from localinfer.server.middleware.header_limits import HeaderLimits
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +36,40 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind_is_safe(settings: Settings) -> None:
-    """Refuse to expose models beyond this machine without an API key."""
-    if not is_loopback(settings.host) and not settings.api_key_value:
+    """Refuse to expose models beyond this machine without an API key, or TLS files that
+    are not there."""
+    if (settings.certfile is None) != (settings.keyfile is None):
+        raise ConfigurationError("TLS needs both --certfile and --keyfile")
+    for path in (settings.certfile, settings.keyfile):
+        if path is not None and not path.is_file():
+            raise ConfigurationError(f"TLS file {path} does not exist or is not a file")
+    if settings.certfile is not None and settings.keyfile is not None:
+        try:  # hypercorn would only fail once serving: say which file is wrong now
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                settings.certfile, settings.keyfile
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigurationError(
+                f"cannot use the TLS certificate {settings.certfile} with the key "
+                f"{settings.keyfile}: {exc}"
+            ) from exc
+    if is_loopback(settings.host):
+        return
+    if not settings.api_key_value:
         raise ConfigurationError(
             f"refusing to listen on {settings.host}: that address is reachable from other "
             "machines, and no API key is set. Set one with --api-key or LOCALINFER_API_KEY, "
             "or bind 127.0.0.1."
+        )
+
+
+def warn_if_clear_text(settings: Settings) -> None:
+    """A non-loopback bind without TLS: the key crosses the network in clear."""
+    if not is_loopback(settings.host) and settings.certfile is None:
+        logger.warning(
+            "listening on %s without TLS: the API key and every prompt and answer travel "
+            "in clear over the network; pass --certfile and --keyfile to encrypt them",
+            settings.host,
         )
 
 
@@ -55,8 +87,18 @@ def open_socket(host: str, port: int) -> socket.socket:
 DRAIN_REPLY_MARGIN_S = 1.0
 
 
-def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
-    config = Config()
+class ServerConfig(Config):
+    """hypercorn's config, with what localinfer's additions to it read (see
+    :mod:`.connections` and :mod:`.refusals`)."""
+
+    connection_limit: ConnectionLimit | None = None
+    localinfer_refusals: bool = True
+
+
+def hypercorn_config(
+    sock: socket.socket, settings: Settings, limit: ConnectionLimit | None = None
+) -> ServerConfig:
+    config = ServerConfig()
     # hypercorn closes the descriptor it is given: hand it a duplicate, keep ours
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
@@ -68,7 +110,15 @@ def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
     # keep-alive timeout. ``read_timeout`` stays unset: it would cut a long streamed
     # answer whose client sends nothing meanwhile. Slow bodies: bodies.py (408).
     config.keep_alive_timeout = settings.header_timeout_s
-    config.h11_max_incomplete_size = 64 * 1024  # headers larger than this: 400
+    # header limits: exact ones (431, OpenAI shape) in the app (middleware/header_limits);
+    # hypercorn's buffer bound above them refuses what is larger still (431, see refusals)
+    limits = HeaderLimits.for_settings(settings)
+    config.h11_max_incomplete_size = limits.incomplete_bytes
+    config.h2_max_header_list_size = limits.incomplete_bytes
+    config.connection_limit = limit
+    if settings.certfile is not None and settings.keyfile is not None:
+        config.certfile = str(settings.certfile)
+        config.keyfile = str(settings.keyfile)
     return config
 
 
@@ -76,11 +126,12 @@ def hypercorn_config(sock: socket.socket, settings: Settings) -> Config:
 class BoundAddress:
     host: str
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 async def serve(
@@ -92,11 +143,15 @@ async def serve(
 ) -> None:
     """Serve until ``shutdown_trigger`` returns (default: SIGINT/SIGTERM)."""
     check_bind_is_safe(settings)
+    warn_if_clear_text(settings)
     sock = sock or open_socket(settings.host, settings.port)
     trigger = _then_drain(app, sock, shutdown_trigger or _until_signal)
-    config = hypercorn_config(sock, settings)
+    limit = getattr(app.state, "connections", None)
+    config = hypercorn_config(sock, settings, limit)
+    connections.install()
+    refusals.install()
     host, port = sock.getsockname()[:2]
-    logger.info("listening on %s", BoundAddress(host, port).url)
+    logger.info("listening on %s", BoundAddress(host, port, config.ssl_enabled).url)
     try:
         if running_backend() == "trio":
             from hypercorn.trio import serve as trio_serve
@@ -160,7 +215,7 @@ async def serving(app: Starlette, settings: Settings) -> AsyncIterator[BoundAddr
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
         try:
-            yield BoundAddress(host, port)
+            yield BoundAddress(host, port, settings.certfile is not None)
         finally:
             stop.set()
 

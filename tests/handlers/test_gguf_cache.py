@@ -136,3 +136,54 @@ def test_dtype_names() -> None:
     torch = pytest.importorskip("torch")
     assert gguf_cache.dtype_name(torch.bfloat16) == "bfloat16"
     assert gguf_cache.dtype_name("auto") == "auto"
+
+
+def _sized_convert(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    def convert(gguf_file: Path, dtype: Any, out: Path) -> None:
+        (out / "model.safetensors").write_bytes(b"\0" * size)
+        (out / gguf_cache.MANIFEST).write_text(f'{{"source": "{gguf_file}", "dtype": "{dtype}"}}')
+
+    monkeypatch.setattr(gguf_cache, "_convert", convert)
+
+
+def test_the_cache_is_bounded_least_recently_used_first(
+    tmp_path: Path, conversions: list[tuple[Path, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sized_convert(monkeypatch, 1000)
+    monkeypatch.setenv("LOCALINFER_GGUF_CACHE_MAX_BYTES", "2500")
+    a, b, c = (gguf(tmp_path, f"{n}.gguf", n.encode()) for n in "abc")
+    copy_a = gguf_cache.dense_checkpoint(a, "float32")
+    copy_b = gguf_cache.dense_checkpoint(b, "float32")
+    os.utime(copy_b / gguf_cache.MANIFEST, (1, 1))  # b: long unused
+    gguf_cache.dense_checkpoint(a, "float32")  # a: used again (its manifest touched)
+    copy_c = gguf_cache.dense_checkpoint(c, "float32")  # 3000 bytes > 2500: b goes
+    assert copy_a.is_dir() and copy_c.is_dir() and not copy_b.exists()
+    copies = gguf_cache.converted_copies()
+    assert [Path(copy.source).name for copy in copies] == ["a.gguf", "c.gguf"]
+    assert all(copy.size_bytes > 1000 for copy in copies)
+
+
+def test_the_copy_just_made_is_kept_even_over_the_limit(
+    tmp_path: Path, conversions: list[tuple[Path, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sized_convert(monkeypatch, 5000)
+    monkeypatch.setenv("LOCALINFER_GGUF_CACHE_MAX_BYTES", "100")
+    copy = gguf_cache.dense_checkpoint(gguf(tmp_path), "float32")
+    assert copy.is_dir()
+    assert gguf_cache.prune(100, keep=copy) == []
+
+
+def test_ls_shows_the_conversions(
+    tmp_path: Path,
+    conversions: list[tuple[Path, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from localinfer.cli.models import _print_gguf_cache
+
+    _sized_convert(monkeypatch, 2048)
+    gguf_cache.dense_checkpoint(gguf(tmp_path, "smol.Q4_0.gguf"), "float32")
+    _print_gguf_cache()
+    out = capsys.readouterr().out
+    assert "GGUF conversions in" in out and "limit" in out
+    assert "smol.Q4_0.gguf" in out and "float32" in out

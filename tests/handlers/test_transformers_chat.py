@@ -398,6 +398,45 @@ def test_continuous_batching_that_cannot_start_fails_the_load(tiny_llama_dir: Pa
         )
 
 
+def _engine_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Continuous batching wanted by default, and the installed transformers cannot give it."""
+    from localinfer.handlers import transformers_chat
+    from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
+
+    def start(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("ContinuousBatchingConfig.__init__() got an unexpected keyword 'page_size'")
+
+    monkeypatch.setattr(transformers_chat, "batching_by_default", lambda device: True)
+    monkeypatch.setattr(ContinuousBatchingEngine, "start", start)
+
+
+def test_continuous_batching_is_never_dropped_silently(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from localinfer.errors import CapabilityUnavailable
+
+    _engine_unavailable(monkeypatch)
+    monkeypatch.delenv("LOCALINFER_ALLOW_SLOW_FALLBACK", raising=False)
+    with pytest.raises(CapabilityUnavailable) as raised:
+        load(tiny_llama_dir)
+    message = raised.value.message
+    assert "transformers>=5.20" in message and "page_size" in message
+    assert "--allow-slow-fallback" in message and "continuous_batching=false" in message
+
+
+def test_the_slower_path_when_allowed_says_which_engine_serves(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _engine_unavailable(monkeypatch)
+    monkeypatch.setenv("LOCALINFER_ALLOW_SLOW_FALLBACK", "1")
+    handler = load(tiny_llama_dir)
+    try:
+        assert not handler.continuous_batching
+        assert handler.engine == "transformers generate (one request at a time)"
+    finally:
+        handler.close()
+
+
 # -- through the runtime ------------------------------------------------------------------------
 
 
@@ -437,6 +476,8 @@ async def test_served_through_the_runtime(tiny_llama_dir: Path, continuous_batch
     async with ModelRegistry() as registry:
         model = registry.add(definition)
         await registry.wait_ready(timeout_s=60)
+        expected = "continuous batching x4" if continuous_batching else "one request at a time"
+        assert expected in model.health()["engine"]  # /health says what serves the model
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 for n in range(3):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,58 @@ def test_pull_from_python_draws_a_tqdm_bar(
     assert result.repo_id == TINY_BERT_REPO
     bar = capsys.readouterr().err
     assert TINY_BERT_REPO in bar and "100%" in bar
+
+
+def test_a_full_disk_stops_the_download_cleanly_and_counts_nothing_cached(
+    hub: HubServer, hf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from huggingface_hub import file_download
+
+    from localinfer.errors import DiskFull
+
+    hub.add_repo("org/too-big", SHARDS)
+    original = file_download.http_get
+
+    class FullDisk:
+        """A file that takes 100 KB, then finds the disk full."""
+
+        def __init__(self, file: Any) -> None:
+            self.file, self.written = file, 0
+
+        def write(self, data: bytes) -> int:
+            self.written += len(data)
+            if self.written > 100_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return int(self.file.write(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+    def http_get(url: str, temp_file: Any, **kwargs: Any) -> None:
+        original(url, FullDisk(temp_file), **kwargs)
+
+    monkeypatch.setattr(file_download, "http_get", http_get)
+    with pytest.raises(DiskFull) as raised:
+        download_model(download_target("org/too-big", {}))
+    message = raised.value.message
+    assert "is full" in message and "localinfer rm" in message and "HF_HOME" in message
+    assert raised.value.code == "disk_full"
+    assert cached_snapshot("org/too-big") is None  # nothing counts as complete
+    assert not list(hf_home.rglob("*.incomplete"))  # no partial blob left taking room
+
+
+def test_a_download_larger_than_the_free_space_is_refused_before_it_starts(
+    hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from localinfer.errors import DiskFull
+
+    hub.add_repo("org/huge", SHARDS)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DiskFull, match="needs 1200"):
+        download_model(download_target("org/huge", {}))

@@ -338,3 +338,61 @@ async def test_disconnect_while_queued_drops_the_request(
         await wait_until(dropped, timeout=5)
         assert Pace.prefills == 1  # the queued request never reached the model
         await freed(client, cancelled=2)
+
+
+class SlowStart:
+    """User code whose construction (its load) waits until ``release`` is set."""
+
+    name = "slow-start"
+    release = threading.Event()
+
+    def __init__(self) -> None:
+        self.release.wait(30)
+
+    def infer(self) -> str:
+        return "ok"
+
+
+async def test_a_load_past_load_timeout_s_fails_the_model_on_health_ready_and_stats() -> None:
+    SlowStart.release.clear()
+    try:
+        async with running_server(
+            [define(SlowStart)], wait_ready=False, load_timeout_s=0.3
+        ) as client:
+
+            async def failed() -> bool:
+                return (await health_of(client, "slow-start"))["workers"][0]["state"] == "failed"
+
+            await wait_until(failed, timeout=5)
+            health = await health_of(client, "slow-start")
+            assert health["status"] == "degraded"
+            assert "load_timeout_s" in health["workers"][0]["error"]
+            assert len(health["abandoned_workers"]) == 1
+            r = await client.get("/ready")
+            assert r.status_code == 503
+            assert "load_timeout_s" in r.json()["failed"]["slow-start"]
+            stats = await stats_of(client, "slow-start")
+            assert stats["abandoned_workers"] == 1
+            assert stats["abandoned_device_memory_bytes"] == 0  # CPU: not measured
+            r = await client.post("/v1/infer/slow-start", json={})
+            assert r.status_code == 503 and "load_timeout_s" in r.json()["error"]["message"]
+    finally:
+        SlowStart.release.set()
+
+
+async def test_health_and_models_say_which_engine_serves_each_model() -> None:
+    from localinfer.handlers.base import Handler
+
+    class Engined(Handler):
+        engine = "test engine x2"
+
+        def run_batch(self, inputs: list[Any]) -> list[Any]:
+            return inputs
+
+    definition = ModelDefinition(name="engined", create_handler=lambda i, d: Engined())
+    async with running_server([definition]) as client:
+        models = (await client.get("/v1/models")).json()["data"]
+        assert [m["engine"] for m in models if m["id"] == "engined"] == ["test engine x2"]
+        health = await health_of(client, "engined")
+        assert health["engine"] == "test engine x2"
+        assert health["workers"][0]["engine"] == "test engine x2"

@@ -20,7 +20,7 @@ import pytest
 from localinfer.config import Settings, load_settings
 from localinfer.server import openapi
 from localinfer.server.app import create_app
-from localinfer.server.middleware import AllowedHosts, same_origin, split_host
+from localinfer.server.middleware import AllowedHosts, HeaderLimits, same_origin, split_host
 from tests import models
 from tests.support import ThreadedServer, define
 
@@ -453,4 +453,4 @@ def test_hypercorn_gets_the_header_timeout_and_no_read_timeout() -> None:
         os.close(int(config.bind[0].removeprefix("fd://")))
     assert config.keep_alive_timeout == 7.5
     assert config.read_timeout is None
-    assert config.h11_max_incomplete_size == 64 * 1024
+    assert config.h11_max_incomplete_size == HeaderLimits().incomplete_bytes

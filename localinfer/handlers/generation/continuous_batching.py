@@ -4,6 +4,12 @@ The manager runs one background loop that batches every in-flight request per fo
 pass; :class:`ContinuousBatchingEngine` queues requests with it and owns the reader
 thread that turns the manager's per-token outputs into each request's
 :class:`~localinfer.handlers.generation.sequence.Generation` steps.
+
+The reader thread is also the engine's watchdog: while requests wait, the manager must
+produce an output (one token of some request) every ``stall_s`` seconds. One that does
+not is stalled (a hung kernel, a deadlock in its loop): its requests fail with 503
+``engine_stalled`` and a fresh manager takes its place (the stuck loop's thread cannot
+be killed; it is stopped without waiting and left).
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import itertools
 import logging
 import math
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from localinfer.errors import ConfigurationError, HandlerFailed
+from localinfer.errors import ConfigurationError, EngineStalled, HandlerFailed
 from localinfer.handlers.generation.sequence import Generation
 
 if TYPE_CHECKING:
@@ -32,6 +39,8 @@ _CPU_KV_CACHE_GIB = 1.0
 _CPU_MAX_BATCH_TOKENS = 1024
 #: the cache is sized for requests up to this long, however long the model's context
 _MAX_CACHED_CONTEXT = 32_768
+#: seconds without any output while requests wait before the engine counts as stalled
+DEFAULT_STALL_S = 120.0
 
 
 class ContinuousBatchingEngine:
@@ -49,8 +58,19 @@ class ContinuousBatchingEngine:
         vocab_size: int,
         eos_token_ids: frozenset[int],
         sequential_attention: str,
+        *,
+        stall_s: float = DEFAULT_STALL_S,
+        restart: Callable[[], ContinuousBatchingManager] | None = None,
     ) -> None:
         self.manager = manager
+        self.stall_s = stall_s
+        #: builds a fresh manager after a stall (``None``: a stalled engine only fails)
+        self._restart = restart
+        #: stalls found so far (each one restarted the manager)
+        self.stalls = 0
+        #: when the manager last showed progress, or work began waiting (``time.monotonic``)
+        self._last_step = time.monotonic()
+        self._paused = False
         self.max_in_flight = max_in_flight
         self._sequential_attention = sequential_attention
         self._vocab_size = vocab_size
@@ -89,23 +109,36 @@ class ContinuousBatchingEngine:
             settings["kv_cache_gib"] = options["kv_cache_gib"]
         _size_cache(settings, model, max_in_flight, context_length)
         sequential_attention = str(model.config._attn_implementation)
-        manager = cast("GenerationMixin", model).init_continuous_batching(
-            generation_config=_engine_generation_config(model, eos_token_ids),
-            continuous_batching_config=ContinuousBatchingConfig(**settings),
-        )
-        try:
-            with torch.inference_mode():  # the manager's loop inherits the caller's mode
-                manager.warmup()  # builds the cache here: a model that cannot batch fails now
-                manager.start()
-        except BaseException:
-            # the manager may have switched the model's attention (eager -> paged|eager);
-            # put it back so sequential generate() still works
-            original = getattr(manager, "_original_attn_impl", None)
-            if original is not None:
-                model.set_attn_implementation(original)
-            raise
+
+        def new_manager() -> ContinuousBatchingManager:
+            manager = cast("GenerationMixin", model).init_continuous_batching(
+                generation_config=_engine_generation_config(model, eos_token_ids),
+                continuous_batching_config=ContinuousBatchingConfig(**settings),
+            )
+            try:
+                with torch.inference_mode():  # the manager's loop inherits the caller's mode
+                    manager.warmup()  # builds the cache: a model that cannot batch fails now
+                    manager.start()
+            except BaseException:
+                # the manager may have switched the model's attention (eager -> paged|eager);
+                # put it back so sequential generate() still works
+                original = getattr(manager, "_original_attn_impl", None)
+                if original is not None:
+                    model.set_attn_implementation(original)
+                raise
+            return manager
+
+        manager = new_manager()
         vocab_size = int(model.config.get_text_config().vocab_size)
-        return cls(manager, max_in_flight, vocab_size, eos_token_ids, sequential_attention)
+        return cls(
+            manager,
+            max_in_flight,
+            vocab_size,
+            eos_token_ids,
+            sequential_attention,
+            stall_s=float(options.get("engine_stall_s", DEFAULT_STALL_S)),
+            restart=new_manager,
+        )
 
     def submit(self, generation: Generation) -> None:
         """Queue a request with the manager and return at once."""
@@ -121,6 +154,8 @@ class ContinuousBatchingEngine:
             sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 1}
         request_id = f"{generation.item.request_id}#{next(self._ids)}"
         with self._lock:
+            if not self._live:  # work begins waiting now: the stall clock starts here
+                self._last_step = time.monotonic()
             self._live[request_id] = generation
         generation.start()
         try:
@@ -153,14 +188,19 @@ class ContinuousBatchingEngine:
         """
         model = self.manager.model
         batched_attention = str(model.config._attn_implementation)
-        with self.manager.pause():
-            if batched_attention != self._sequential_attention:
-                model.set_attn_implementation(self._sequential_attention)
-            try:
-                yield
-            finally:
+        self._paused = True  # no outputs while paused: not a stall
+        try:
+            with self.manager.pause():
                 if batched_attention != self._sequential_attention:
-                    model.set_attn_implementation(batched_attention)
+                    model.set_attn_implementation(self._sequential_attention)
+                try:
+                    yield
+                finally:
+                    if batched_attention != self._sequential_attention:
+                        model.set_attn_implementation(batched_attention)
+        finally:
+            self._last_step = time.monotonic()
+            self._paused = False
 
     def close(self) -> None:
         self._closing.set()
@@ -181,10 +221,13 @@ class ContinuousBatchingEngine:
             try:
                 output = self.manager.get_result(timeout=0.05)
                 if output is not None:
+                    self._last_step = time.monotonic()
                     self._deliver(output)
                 elif not self.manager.is_running():
                     self._fail_all(self.manager.background_thread_status.fatal_error)
                     self._closing.wait(0.1)
+                elif self._stalled():
+                    self._recover_from_stall()
                 self._drop_cancelled()
             except Exception:
                 logger.exception("continuous batching: delivering outputs failed")
@@ -221,6 +264,42 @@ class ContinuousBatchingEngine:
         for rid, generation in gone:
             self.manager.cancel_request(rid)
             generation.finish()
+
+    def _stalled(self) -> bool:
+        """Requests wait and the manager has shown nothing for ``stall_s``."""
+        if self._paused:
+            return False
+        with self._lock:
+            waiting = bool(self._live)
+        return waiting and time.monotonic() - self._last_step > self.stall_s
+
+    def _recover_from_stall(self) -> None:
+        """Fail the stalled engine's requests (503), then start a fresh manager."""
+        self.stalls += 1
+        stuck = self.manager
+        logger.error(
+            "continuous batching: no step for %.0f s while requests waited; failing them and %s",
+            self.stall_s,
+            "restarting the engine" if self._restart is not None else "leaving it stopped",
+        )
+        with self._lock:
+            left = list(self._live.values())
+            self._live.clear()
+        for generation in left:
+            generation.item.fail(
+                EngineStalled(
+                    f"the continuous-batching engine made no progress for {self.stall_s:g} s; "
+                    "it restarts: retry the request"
+                )
+            )
+        with contextlib.suppress(Exception):
+            stuck.stop(block=False)
+        if self._restart is not None:
+            try:
+                self.manager = self._restart()
+            except Exception:
+                logger.exception("continuous batching: the engine could not be restarted")
+        self._last_step = time.monotonic()
 
     def _fail_all(self, error: BaseException | None) -> None:
         with self._lock:

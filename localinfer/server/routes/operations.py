@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from localinfer.runtime.model import ServedModel
 from localinfer.server import protocol as p
+from localinfer.server.connections import ConnectionLimit
 from localinfer.server.state import registry_of
 from localinfer.server.telemetry import device_telemetry
 
@@ -28,7 +29,10 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """200 once every worker of every model has loaded, else 503."""
     registry = registry_of(request)
-    body = {"ready": registry.ready, "models": {m.name: m.ready for m in registry}}
+    body: dict[str, Any] = {"ready": registry.ready, "models": {m.name: m.ready for m in registry}}
+    failed = {m.name: m.failure for m in registry if m.failure is not None}
+    if failed:  # why a model will not become ready without help
+        body["failed"] = failed
     return JSONResponse(body, status_code=200 if registry.ready else 503)
 
 
@@ -48,6 +52,7 @@ def _model_stats(model: ServedModel, caches: dict[str, Any]) -> dict[str, Any]:
         "hangs": model.hangs,
         "hung_workers": model.hung_workers,
         "abandoned_workers": len(model.abandoned_workers),
+        "abandoned_device_memory_bytes": model.supervisor.abandoned_memory_bytes,
         "draining": model.draining,
         **({"embedding_cache": caches[model.name].snapshot()} if model.name in caches else {}),
         **model.replica_stats(),
@@ -58,26 +63,28 @@ async def stats(request: Request) -> Response:
     """Per-model counters, and the server machine's devices (CPU/RAM, GPUs)."""
     caches = request.app.state.embedding_caches
     devices = await anyio.to_thread.run_sync(device_telemetry)  # driver calls: off the loop
+    connections: ConnectionLimit | None = getattr(request.app.state, "connections", None)
     return JSONResponse(
         {
             "models": {m.name: _model_stats(m, caches) for m in registry_of(request)},
             "devices": devices,
+            **({"connections": connections.snapshot()} if connections is not None else {}),
         }
     )
 
 
-def _model_card(model_name: str, task: str) -> p.ModelCard:
-    return p.ModelCard(id=model_name, created=_STARTED, task=task)
+def _model_card(model_name: str, task: str, engine: str | None = None) -> p.ModelCard:
+    return p.ModelCard(id=model_name, created=_STARTED, task=task, engine=engine)
 
 
 async def list_models(request: Request) -> Response:
-    cards = [_model_card(m.name, m.definition.task) for m in registry_of(request)]
+    cards = [_model_card(m.name, m.definition.task, m.engine) for m in registry_of(request)]
     return JSONResponse(p.ModelList(data=cards).model_dump())
 
 
 async def get_model(request: Request) -> Response:
     model = registry_of(request).get(request.path_params["model"])
-    card = _model_card(model.name, model.definition.task).model_dump()
+    card = _model_card(model.name, model.definition.task, model.engine).model_dump()
     return JSONResponse({**card, **model.health()})
 
 
