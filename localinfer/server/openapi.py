@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from localinfer import __version__
+from localinfer._version import __version__
 from localinfer.server import protocol as p
 from localinfer.server.routes.management import DownloadRequest, LoadModelRequest
 from localinfer.server.routes.workers import ScaleRequest

@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localinfer import __version__
+from localinfer._version import __version__
 from localinfer.errors import InvalidRequest, RequestTooLarge
 from localinfer.handlers.tasks import (
     CHAT,
