@@ -21,7 +21,7 @@ from localinfer.handlers.tasks import TRANSCRIPTION, TranscriptionRequest, Trans
 from localinfer.server import protocol as p
 from localinfer.server.bodies import bounded
 from localinfer.server.routes.common import model_for_task, run_to_result
-from localinfer.server.state import settings_of
+from localinfer.server.state import calls_of, settings_of
 
 _FORM_OVERHEAD = 1024 * 1024
 
@@ -88,7 +88,8 @@ async def _transcribe(request: Request, task: str) -> Response:
             "translations are always into English; omit 'language'", param="language"
         )
     model = model_for_task(request, form.model, TRANSCRIPTION)
-    audio = await decode_audio_async(data, max_seconds=settings_of(request).max_audio_seconds)
+    limits = calls_of(request).limits
+    audio = await decode_audio_async(data, max_seconds=limits.max_audio_seconds)
     payload = TranscriptionRequest(
         audio=audio,
         task="translate" if task == "translate" else "transcribe",

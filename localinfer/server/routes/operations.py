@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localinfer.runtime.model import ServedModel
 from localinfer.server import protocol as p
-from localinfer.server.state import registry_of
+from localinfer.server.state import calls_of, registry_of
 from localinfer.server.telemetry import device_telemetry
 
 _STARTED = int(time.time())
@@ -32,34 +30,15 @@ async def ready(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if registry.ready else 503)
 
 
-def _model_stats(model: ServedModel, caches: dict[str, Any]) -> dict[str, Any]:
-    snapshot = model.stats.snapshot()
-    task = model.definition.task
-    return {
-        **snapshot,
-        "task": task,
-        # a chat stream's chunks are its text deltas: about one token each
-        **({"tokens_per_second": snapshot["chunks_per_second"]} if task == "chat" else {}),
-        "queue_depth": model.queue.depth,
-        "dropped": model.queue.dropped,
-        "workers": len(model.workers),
-        "busy_workers": sum(w.busy_since is not None for w in model.workers),
-        "restarts": model.restarts,
-        "hangs": model.hangs,
-        "hung_workers": model.hung_workers,
-        "abandoned_workers": len(model.abandoned_workers),
-        "draining": model.draining,
-        **({"embedding_cache": caches[model.name].snapshot()} if model.name in caches else {}),
-    }
-
-
 async def stats(request: Request) -> Response:
     """Per-model counters, and the server machine's devices (CPU/RAM, GPUs)."""
     caches = request.app.state.embedding_caches
     devices = await anyio.to_thread.run_sync(device_telemetry)  # driver calls: off the loop
     return JSONResponse(
         {
-            "models": {m.name: _model_stats(m, caches) for m in registry_of(request)},
+            "models": calls_of(request).stats(
+                lambda m: {"embedding_cache": caches[m.name].snapshot()} if m.name in caches else {}
+            ),
             "devices": devices,
         }
     )
