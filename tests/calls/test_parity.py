@@ -12,18 +12,17 @@ import pytest
 
 import localinfer
 from localinfer import errors as e
+from localinfer.config import load_settings
 from localinfer.handlers.base import Handler, WorkItem
 from localinfer.handlers.tasks import EmbeddingRequest, EmbeddingResult
 from tests.client.fakes import SlowChat
 
 pytestmark = pytest.mark.anyio
 
-LIMITS = {
-    "max_tokens_limit": 64,
-    "max_input_chars": 100,
-    "max_messages": 4,
-    "max_embedding_inputs": 3,
-}
+#: small limits, the same for both faces
+SETTINGS = load_settings(
+    port=0, max_tokens_limit=64, max_input_chars=100, max_messages=4, max_embedding_inputs=3
+)
 
 
 class Ones(Handler):
@@ -54,8 +53,8 @@ class Faces:
 async def faces() -> AsyncIterator[Faces]:
     models = {"chat": SlowChat(delay_s=0.0), "other-chat": SlowChat(0.0), "ones": Ones()}
     async with (
-        localinfer.Engine(models, device="cpu", **LIMITS) as engine,
-        localinfer.Server(models, device="cpu", **LIMITS) as server,
+        localinfer.Engine(models, device="cpu", settings=SETTINGS) as engine,
+        localinfer.Server(models, device="cpu", settings=SETTINGS) as server,
         httpx.AsyncClient(base_url=server.url, timeout=30) as http,
     ):
         yield Faces(engine, http)
