@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from localinfer.server import protocol as p
+from localinfer.server import resources as r
 from localinfer.server.state import calls_of, registry_of
 from localinfer.server.telemetry import device_telemetry
 
@@ -20,28 +21,25 @@ async def health(request: Request) -> Response:
     """Liveness, with each worker's state: a dead or failed worker shows here."""
     models = registry_of(request).health()
     degraded = any(not m["ready"] for m in models.values())
-    return JSONResponse({"status": "degraded" if degraded else "ok", "models": models})
+    answer = r.Health(status="degraded" if degraded else "ok", models=models)
+    return JSONResponse(answer.model_dump())
 
 
 async def ready(request: Request) -> Response:
     """200 once every worker of every model has loaded, else 503."""
     registry = registry_of(request)
-    body = {"ready": registry.ready, "models": {m.name: m.ready for m in registry}}
-    return JSONResponse(body, status_code=200 if registry.ready else 503)
+    answer = r.Readiness(ready=registry.ready, models={m.name: m.ready for m in registry})
+    return JSONResponse(answer.model_dump(), status_code=200 if registry.ready else 503)
 
 
 async def stats(request: Request) -> Response:
     """Per-model counters, and the server machine's devices (CPU/RAM, GPUs)."""
     caches = request.app.state.embedding_caches
     devices = await anyio.to_thread.run_sync(device_telemetry)  # driver calls: off the loop
-    return JSONResponse(
-        {
-            "models": calls_of(request).stats(
-                lambda m: {"embedding_cache": caches[m.name].snapshot()} if m.name in caches else {}
-            ),
-            "devices": devices,
-        }
+    models = calls_of(request).stats(
+        lambda m: {"embedding_cache": caches[m.name].snapshot()} if m.name in caches else {}
     )
+    return JSONResponse(r.Stats.model_validate({"models": models, "devices": devices}).model_dump())
 
 
 def _model_card(model_name: str, task: str) -> p.ModelCard:
@@ -56,7 +54,7 @@ async def list_models(request: Request) -> Response:
 async def get_model(request: Request) -> Response:
     model = registry_of(request).get(request.path_params["model"])
     card = _model_card(model.name, model.definition.task).model_dump()
-    return JSONResponse({**card, **model.health()})
+    return JSONResponse(r.ModelInfo.model_validate({**card, **model.health()}).model_dump())
 
 
 routes = [
