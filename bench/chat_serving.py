@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,28 +35,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chat_handler import build_model
+from bench.common import free_port, wait_ready
+from bench.common import stop_server as stop
 
 PROMPT = "Tell me everything you know about the sea, its tides and its fish."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], path: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
 
 
 def start(command: list[str], url: str, ready_path: str, log: Path) -> subprocess.Popen[bytes]:
@@ -67,20 +46,11 @@ def start(command: list[str], url: str, ready_path: str, log: Path) -> subproces
         command, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        wait_ready(url, process, ready_path, timeout=600)
+        wait_ready(url, process, ready_path, timeout_s=600, interval_s=0.5)
     except BaseException:
         stop(process)
         raise
     return process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 async def one_stream(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,16 @@ import anyio.to_thread
 import httpx
 import numpy as np
 
-from bench.common import ROOT, default_pinning, fmt, log, machine, markdown_table, write_results
+from bench.common import (
+    ROOT,
+    default_pinning,
+    fmt,
+    log,
+    machine,
+    markdown_table,
+    write_docs_block,
+    write_results,
+)
 from localinfer.handlers.base import Handler, WorkItem
 from localinfer.handlers.tasks import EmbeddingResult, GenerationResult
 
@@ -423,15 +431,7 @@ def reading(result: dict[str, Any]) -> str:
 
 
 def write_docs(block: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    heading = "## Notebook face"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    elif heading in text:
-        text = text.replace(heading, f"{heading}\n\n{block}", 1)
-    else:
-        text = text.rstrip() + f"\n\n{heading}\n\n{block}\n"
-    DOCS.write_text(text)
+    write_docs_block(DOCS, BEGIN, END, block, "## Notebook face")
 
 
 def main(argv: list[str] | None = None) -> None:

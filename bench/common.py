@@ -1,4 +1,6 @@
-"""What every benchmark shares: CPU pinning, repeats, medians, tables and result files.
+"""What every benchmark shares: CPU pinning, repeats, medians, tables, result files,
+starting and stopping servers (``free_port``, ``wait_ready``, ``served``) and the
+generated blocks in ``docs/benchmarks.md`` (``write_docs_block``).
 
 The machine is small and shared, so each point is repeated and reported as a median,
 and every ratio is taken against a baseline measured in the same repeat.
@@ -6,15 +8,17 @@ and every ratio is taken against a baseline measured in the same repeat.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +73,89 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[Any],
+    path: str = "/ready",
+    timeout_s: float = 300.0,
+    interval_s: float = 0.2,
+) -> None:
+    """Wait until ``GET url+path`` answers 200; fail at once if ``process`` exits first."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}) before it was ready")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval_s)
+    raise TimeoutError(f"{url} was not ready after {timeout_s:.0f} s")
+
+
+def stop_server(process: subprocess.Popen[Any], grace_s: float = 30.0) -> None:
+    """SIGTERM the server's process group (started with ``start_new_session``), SIGKILL
+    whatever is left after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def served(
+    command: Sequence[str],
+    url: str,
+    *,
+    ready_path: str = "/ready",
+    timeout_s: float = 300.0,
+    log_path: Path | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server started from ``command`` in a session of its own, ready at ``url``, and
+    stopped on leaving (its output to ``log_path``, else inherited)."""
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(log_path.open("wb")) if log_path is not None else None
+        process = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
+            start_new_session=True,
+        )
+        try:
+            wait_ready(url, process, ready_path, timeout_s)
+            yield process
+        finally:
+            stop_server(process)
+
+
+def write_docs_block(doc: Path, begin: str, end: str, block: str, heading: str) -> None:
+    """Put ``block`` (which starts with ``begin`` and ends with ``end``) into ``doc``: in
+    place of the block there, else under ``heading``, else at the end under it."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    elif heading in text:
+        text = text.replace(heading, f"{heading}\n\n{block}", 1)
+    else:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+    doc.write_text(text)
 
 
 def median(values: Iterable[float | None]) -> float | None:

@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,16 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import RESULTS_DIR, ROOT, free_port, machine, median, rotated
+from bench.common import (
+    RESULTS_DIR,
+    ROOT,
+    free_port,
+    machine,
+    median,
+    rotated,
+    served,
+    write_docs_block,
+)
 
 CHAT, EMBED, ASR = "smollm2-135m-instruct", "all-minilm", "whisper-tiny.en"
 STORY = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
@@ -80,27 +88,10 @@ def serve(port: int, specs: list[str]) -> None:
 @contextmanager
 def server(*specs: str) -> Iterator[str]:
     port = free_port()
-    command = [sys.executable, "-m", "bench.real_models", "_serve", str(port), *specs]
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server for {specs} did not become ready")
-            time.sleep(0.2)
+    command = [sys.executable, "-m", "bench.real_models", "_serve", str(port), *specs]
+    with served(command, url, cwd=ROOT):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 # -- GGUF: first start vs cached start -----------------------------------------------------------
@@ -566,13 +557,7 @@ def markdown(data: dict[str, Any], command: str) -> str:
 
 
 def write_docs(block: str) -> None:
-    text = DOCS.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        DOCS.write_text(head + block + tail)
-    else:
-        DOCS.write_text(text.rstrip("\n") + "\n\n## Real models on CPU\n\n" + block + "\n")
+    write_docs_block(DOCS, BEGIN, END, block, "## Real models on CPU")
 
 
 def main(argv: list[str] | None = None) -> None:

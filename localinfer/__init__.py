@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from localinfer._version import __version__
 
 __all__ = ["Client", "Engine", "LightServer", "Server", "SyncClient", "__version__", "pull"]
 
 if TYPE_CHECKING:
     from localinfer.client import Client, SyncClient
+    from localinfer.embedded import Server
     from localinfer.engine import Engine
     from localinfer.hub.download import DownloadResult
-    from localinfer.server.embedded import Server
     from localinfer.server.light import LightServer
 
 #: public names and the module each is imported from on first use
@@ -24,7 +24,7 @@ _LAZY = {
     "Client": "localinfer.client",
     "SyncClient": "localinfer.client",
     "Engine": "localinfer.engine",
-    "Server": "localinfer.server.embedded",
+    "Server": "localinfer.embedded",
 }
 
 

@@ -20,11 +20,15 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
-from typing import Literal, overload
+from typing import Literal, Unpack, overload
 
 import anyio
 import numpy as np
 
+from localinfer.calls.calls import Calls
+from localinfer.calls.deadline import events_within
+from localinfer.calls.options import ChatOptions
+from localinfer.calls.outcome import GenerationTiming, TokenUsage
 from localinfer.client.audio import AudioInput
 from localinfer.client.messages import Messages, as_texts, chat_messages, content_text
 from localinfer.client.results import (
@@ -44,7 +48,7 @@ from localinfer.client.results import (
 )
 from localinfer.client.streams import ChatStream, TranscriptStream
 from localinfer.config import Settings, load_settings
-from localinfer.errors import ConfigurationError, InvalidRequest, RequestTimeout
+from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.rerank import check_rerank, ranked, rerank_payload, rerank_result
 from localinfer.handlers.tasks import (
     CHAT,
@@ -52,7 +56,6 @@ from localinfer.handlers.tasks import (
     RERANK,
     SPEECH,
     TRANSCRIPTION,
-    EmbeddingRequest,
     EmbeddingResult,
     GenerationRequest,
     GenerationResult,
@@ -94,6 +97,7 @@ class Engine(InProcessService):
         self.request_timeout_s = request_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self._registry: ModelRegistry | None = None
+        self._calls: Calls | None = None
         super().__init__()
 
     def __repr__(self) -> str:
@@ -118,11 +122,11 @@ class Engine(InProcessService):
                 raise TimeoutError(
                     f"the models did not load within {self.ready_timeout_s:g} s"
                 ) from None
-            self._registry = registry
+            self._registry, self._calls = registry, Calls(registry, self.settings)
             try:
                 yield self
             finally:
-                self._registry = None
+                self._registry = self._calls = None
 
     @property
     def registry(self) -> ModelRegistry:
@@ -132,6 +136,14 @@ class Engine(InProcessService):
             )
         return self._registry
 
+    @property
+    def calls(self) -> Calls:
+        """The call layer the HTTP routes use too: limits, defaults, model choice."""
+        if self._calls is None:
+            self.registry  # noqa: B018 -- raises, saying how to start the engine
+        assert self._calls is not None
+        return self._calls
+
     # -- models --------------------------------------------------------------------------
 
     def models(self) -> ModelList:
@@ -139,21 +151,7 @@ class Engine(InProcessService):
 
     def stats(self) -> Stats:
         """The same numbers ``/v1/stats`` reports."""
-        return Stats(
-            {
-                m.name: statistics_from(
-                    {
-                        **m.stats.snapshot(),
-                        "queue_depth": m.queue.depth,
-                        "dropped": m.queue.dropped,
-                        "workers": len(m.workers),
-                        "busy_workers": sum(w.busy_since is not None for w in m.workers),
-                        "restarts": m.restarts,
-                    }
-                )
-                for m in self.registry
-            }
-        )
+        return Stats({name: statistics_from(raw) for name, raw in self.calls.stats().items()})
 
     async def load(
         self,
@@ -191,51 +189,17 @@ class Engine(InProcessService):
         await self.registry.remove(name)
 
     def _model(self, name: str | None, task: str) -> ServedModel:
-        registry = self.registry
-        if name is None:
-            candidates = [m for m in registry if m.definition.task == task]
-            if len(candidates) == 1:
-                return candidates[0]
-            served = ", ".join(m.name for m in candidates)
-            reason = f"several serve {task}: {served}" if served else f"none serves {task}"
-            raise InvalidRequest(f"name the model with model=... ({reason})", param="model")
-        model = registry.get(name)
-        if model.definition.task != task:
-            raise InvalidRequest(
-                f"the model {name!r} serves {model.definition.task}, not {task}", param="model"
-            )
-        return model
+        return self.calls.model(name, task)
 
     # -- jobs ----------------------------------------------------------------------------
 
-    async def _events(self, job: Job) -> AsyncGenerator[Chunk | Done, None]:
+    def _events(self, job: Job) -> AsyncGenerator[Chunk | Done, None]:
         """The job's events against the deadline; leaving early cancels the job."""
-        try:
-            if self.request_timeout_s is None:  # no scope per event: the cheapest path
-                while not isinstance(event := await job.next_event(), Done):
-                    yield event
-                yield event
-                return
-            deadline = anyio.current_time() + self.request_timeout_s
-            while True:
-                timed: Chunk | Done | None = None
-                with anyio.move_on_after(deadline - anyio.current_time()):
-                    timed = await job.next_event()
-                if timed is None:
-                    job.cancel("timeout")
-                    raise RequestTimeout(
-                        f"the call did not finish within {self.request_timeout_s:g} s "
-                        "and was cancelled"
-                    )
-                yield timed  # outside the scope: a deadline must not cancel the reader's code
-                if isinstance(timed, Done):
-                    return
-        finally:
-            job.release()
+        return events_within(job, self.request_timeout_s)
 
     async def _run(self, model: ServedModel, payload: object) -> tuple[Job, object, list[object]]:
         """Submit ``payload``; its final value and any chunks streamed before it."""
-        job = model.submit(payload)
+        job = Calls.submit(model, payload)
         chunks: list[object] = []
         async with aclosing(self._events(job)) as events:
             async for event in events:
@@ -253,12 +217,7 @@ class Engine(InProcessService):
         *,
         model: str | None = ...,
         stream: Literal[False] = ...,
-        max_tokens: int | None = ...,
-        temperature: float = ...,
-        top_p: float = ...,
-        stop: str | Sequence[str] | None = ...,
-        seed: int | None = ...,
-        system: str | None = ...,
+        **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult]: ...
     @overload
     def chat(
@@ -267,12 +226,7 @@ class Engine(InProcessService):
         *,
         model: str | None = ...,
         stream: Literal[True],
-        max_tokens: int | None = ...,
-        temperature: float = ...,
-        top_p: float = ...,
-        stop: str | Sequence[str] | None = ...,
-        seed: int | None = ...,
-        system: str | None = ...,
+        **options: Unpack[ChatOptions],
     ) -> ChatStream: ...
     def chat(
         self,
@@ -280,34 +234,16 @@ class Engine(InProcessService):
         *,
         model: str | None = None,
         stream: bool = False,
-        max_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        system: str | None = None,
+        **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult] | ChatStream:
-        """A reply to a prompt or messages; ``stream=True`` for its text as it is generated."""
-        budget = max_tokens or self.settings.default_max_tokens
-        if budget > self.settings.max_tokens_limit:
-            raise InvalidRequest(
-                f"max_tokens is {budget}; the largest accepted is {self.settings.max_tokens_limit}",
-                param="max_tokens",
-            )
-        listed = chat_messages(messages, system)
+        """A reply to a prompt or messages; ``stream=True`` for its text as it is generated.
+        The request is checked as the server checks it (the same call layer)."""
+        listed = chat_messages(messages, options.get("system"))
         # messages with images are made ready once the model is known (it must take them)
         images = listed if any(_has_images(m["content"]) for m in listed) else None
-        request = GenerationRequest(
-            messages=None
-            if images
-            else tuple(
-                {"role": str(m["role"]), "content": content_text(m["content"])} for m in listed
-            ),
-            max_new_tokens=budget,
-            temperature=temperature,
-            top_p=top_p,
-            stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
-            seed=seed,
+        request = self.calls.chat(
+            [{"role": str(m["role"]), "content": content_text(m["content"])} for m in listed],
+            **options,
         )
         if stream:
             return ChatStream(self._chat_stream(model, request, images))
@@ -376,10 +312,9 @@ class Engine(InProcessService):
     ) -> Embeddings:
         """One normalised vector per text (``result.similarity()`` compares them)."""
         listed = as_texts(texts)
-        if not listed or not all(listed):
-            raise InvalidRequest("texts must be non-empty strings", param="input")
+        request = self.calls.embedding(listed, dimensions)
         served = self._model(model, EMBEDDINGS)
-        _, value, _ = await self._run(served, EmbeddingRequest(tuple(listed), dimensions))
+        _, value, _ = await self._run(served, request)
         assert isinstance(value, EmbeddingResult)
         return Embeddings(
             vectors=np.asarray(value.vectors, dtype=np.float32),
@@ -593,7 +528,8 @@ class Engine(InProcessService):
     async def _samples(self, audio: object, sample_rate: int) -> np.typing.NDArray[np.float32]:
         from localinfer.handlers.audio import SAMPLE_RATE, decode_audio_async, resample
 
-        limit = self.settings.max_audio_seconds
+        limits = self.calls.limits
+        limit = limits.max_audio_seconds
         if isinstance(audio, str | os.PathLike):
             audio = await anyio.Path(os.fspath(audio)).read_bytes()
         if isinstance(audio, bytes | bytearray):
@@ -605,8 +541,7 @@ class Engine(InProcessService):
             samples = samples.mean(axis=0 if samples.shape[0] < samples.shape[1] else 1)
         if samples.ndim != 1 or samples.size == 0:
             raise InvalidRequest(f"expected mono or stereo samples, got shape {samples.shape}")
-        if samples.size / sample_rate > limit:
-            raise InvalidRequest(f"the audio is longer than {limit:g} s")
+        limits.check_audio(samples.size, sample_rate)
         return resample(samples.astype(np.float32), sample_rate, SAMPLE_RATE)
 
     # -- user code -----------------------------------------------------------------------
@@ -666,20 +601,17 @@ def _joined(chunks: list[object]) -> object:
 def _chat_result(
     model: str, job: Job, result: GenerationResult, started: float, first_ms: float | None
 ) -> ChatResult:
+    usage, timing = TokenUsage.of(result), GenerationTiming.of(job, result)
     return ChatResult(
         text=result.text,
         model=model,
         finish_reason=result.finish_reason,
-        usage=Usage(
-            result.prompt_tokens,
-            result.completion_tokens,
-            result.prompt_tokens + result.completion_tokens,
-        ),
+        usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
         timing=Timing(
-            queue_ms=job.queue_ms or 0.0,
-            prefill_ms=result.prefill_ms,
-            decode_ms=result.decode_ms,
-            tokens_per_second=result.tokens_per_second,
+            queue_ms=timing.queue_ms,
+            prefill_ms=timing.prefill_ms,
+            decode_ms=timing.decode_ms,
+            tokens_per_second=timing.tokens_per_second,
             total_ms=(time.perf_counter() - started) * 1e3,
             first_token_ms=first_ms,
         ),

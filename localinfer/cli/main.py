@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from localinfer import __version__
+from localinfer._version import __version__
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

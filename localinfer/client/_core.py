@@ -35,9 +35,8 @@ from localinfer.client.results import (
     Transcription,
     TranscriptSegment,
     Usage,
-    device_statistics_from,
-    statistics_from,
 )
+from localinfer.server import resources
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 300.0
@@ -118,20 +117,8 @@ def no_default_model(models: ModelList, task: str) -> e.InvalidRequest:
 
 
 def stats_result(body: object) -> Stats:
-    models = body.get("models", {}) if isinstance(body, Mapping) else {}
-    devices = body.get("devices", []) if isinstance(body, Mapping) else []
-    return Stats(
-        {
-            str(name): statistics_from(raw)
-            for name, raw in models.items()
-            if isinstance(raw, Mapping)
-        },
-        tuple(
-            device_statistics_from(raw)
-            for raw in (devices if isinstance(devices, list) else [])
-            if isinstance(raw, Mapping)
-        ),
-    )
+    answer = resources.Stats.model_validate(body)
+    return Stats(answer.models, tuple(answer.devices))
 
 
 def _listed(body: object) -> list[Mapping[str, object]]:
@@ -141,33 +128,11 @@ def _listed(body: object) -> list[Mapping[str, object]]:
 
 
 def catalog_result(body: object) -> tuple[CatalogEntry, ...]:
-    return tuple(
-        CatalogEntry(
-            id=str(item.get("id", "")),
-            repo=str(item.get("repo", "")),
-            task=str(item.get("task", "")),
-            description=str(item.get("description") or ""),
-            origin=str(item.get("origin") or ""),
-            cached=bool(item.get("cached")),
-            loaded=bool(item.get("loaded")),
-        )
-        for item in _listed(body)
-    )
+    return tuple(resources.Catalog.model_validate(body).data)
 
 
 def cached_models_result(body: object) -> tuple[CachedModel, ...]:
-    def whole(value: object) -> int:
-        return int(value) if isinstance(value, int | float) else 0
-
-    return tuple(
-        CachedModel(
-            id=str(item.get("id", "")),
-            size_bytes=whole(item.get("size_bytes")),
-            files=whole(item.get("files")),
-            loaded=bool(item.get("loaded")),
-        )
-        for item in _listed(body)
-    )
+    return tuple(resources.CachedModels.model_validate(body).data)
 
 
 def downloads_result(body: object) -> tuple[Download, ...]:

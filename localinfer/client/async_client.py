@@ -2,23 +2,34 @@
 
 ``await client.chat("Hi")`` returns a :class:`ChatResult`; ``client.chat(..., stream=True)``
 a :class:`ChatStream` of text deltas. Errors are the server's own classes
-(``ModelNotFound``, ``QueueFull``, ...). Requests, parsing and errors live in ``_core``;
-this module only sends.
+(``ModelNotFound``, ``QueueFull``, ...). Every decision lives in
+:class:`~localinfer.client._base.BaseClient`; this module only sends, with ``await``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Literal, TypeAlias, overload
+from typing import Literal, Unpack, overload
 
 import anyio
 import httpx
 from anyio import to_thread
 
 from localinfer import errors as e
+from localinfer.calls.options import ChatOptions
 from localinfer.client import _core as core
+from localinfer.client._base import (
+    BaseClient,
+    DownloadFollower,
+    Flow,
+    Send,
+    T,
+    finished,
+    raise_if_failed,
+)
 from localinfer.client.audio import AudioInput, audio_upload
 from localinfer.client.errors import CONNECTION_ERROR
 from localinfer.client.progress import Progress, reporter_for
@@ -37,11 +48,8 @@ from localinfer.client.results import (
 )
 from localinfer.client.streams import ChatStream, TranscriptStream
 
-#: builds a request body once the default model is known (that may need a request)
-BodyFactory: TypeAlias = Callable[[], Awaitable[dict[str, object]]]
 
-
-class Client:
+class Client(BaseClient):
     """An async client of a localinfer server (``LOCALINFER_URL``, default 127.0.0.1:8000)."""
 
     def __init__(
@@ -52,18 +60,10 @@ class Client:
         timeout: float = core.DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        self.base_url = (base_url or core.default_base_url()).rstrip("/")
-        self.api_key = api_key if api_key is not None else core.default_api_key()
+        super().__init__(base_url, api_key, timeout)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=core.auth_headers(self.api_key),
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            transport=transport,
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport
         )
-        self._models: ModelList | None = None
-
-    def __repr__(self) -> str:
-        return f"Client({self.base_url!r})"
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -79,36 +79,43 @@ class Client:
     ) -> None:
         await self.aclose()
 
-    # -- plumbing --------------------------------------------------------------------------
+    # -- sending ---------------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    async def _send(self, send: Send) -> httpx.Response:
         with core.transport_errors(self.base_url):
-            response = await self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+            response = await self._http.request(send.method, send.path, **send.options)  # type: ignore[arg-type]
         core.check(response)
         return response
 
-    async def _model_for(self, task: str, model: str | None) -> str:
-        if model is not None:
-            return model
-        for refresh in (False, True):
-            if refresh or self._models is None:
-                self._models = await self.models()
-            chosen = core.pick_model(self._models, task, None)
-            if chosen is not None:
-                return chosen
-        assert self._models is not None
-        raise core.no_default_model(self._models, task)
+    async def _run(self, flow: Flow[T]) -> T:
+        """Send each request ``flow`` yields, until it returns its result."""
+        try:
+            send = next(flow)
+            while True:
+                send = flow.send(await self._send(send))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    @asynccontextmanager
+    async def _streamed(self, send: Send) -> AsyncIterator[httpx.Response]:
+        """A response read as it comes; an error status raised first."""
+        with core.transport_errors(self.base_url):
+            async with self._http.stream(send.method, send.path, **send.options) as reply:  # type: ignore[arg-type]
+                if reply.is_error:
+                    await reply.aread()
+                    core.check(reply)
+                yield reply
 
     # -- operations ------------------------------------------------------------------------
 
     async def models(self) -> ModelList:
         """The models the server serves, with their tasks."""
-        self._models = core.model_list((await self._request("GET", "/v1/models")).json())
-        return self._models
+        return await self._run(self._models_flow())
 
     async def stats(self) -> Stats:
         """Per-model counters: submitted, cancelled, in flight, queue depth, latency."""
-        return core.stats_result((await self._request("GET", "/v1/stats")).json())
+        return await self._run(self._stats_flow())
 
     async def ready(self) -> bool:
         with core.transport_errors(self.base_url):
@@ -136,13 +143,8 @@ class Client:
         *,
         model: str | None = ...,
         stream: Literal[False] = ...,
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        seed: int | None = ...,
-        system: str | None = ...,
-        **params: object,
+        extra_body: Mapping[str, object] | None = ...,
+        **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult]: ...
     @overload
     def chat(
@@ -151,13 +153,8 @@ class Client:
         *,
         model: str | None = ...,
         stream: Literal[True],
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        seed: int | None = ...,
-        system: str | None = ...,
-        **params: object,
+        extra_body: Mapping[str, object] | None = ...,
+        **options: Unpack[ChatOptions],
     ) -> ChatStream: ...
     def chat(
         self,
@@ -165,58 +162,31 @@ class Client:
         *,
         model: str | None = None,
         stream: bool = False,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        system: str | None = None,
-        **params: object,
+        extra_body: Mapping[str, object] | None = None,
+        **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult] | ChatStream:
         """A reply to a prompt or to messages; ``stream=True`` for its text as it comes.
 
-        ``model`` may be left out when the server serves a single chat model; extra
-        ``params`` go into the request body as they are.
+        ``model`` may be left out when the server serves a single chat model;
+        ``extra_body`` fields go into the request body as they are.
         """
-        listed = core.chat_messages(messages, system)
-
-        async def body() -> dict[str, object]:
-            return core.chat_body(
-                await self._model_for(core.CHAT, model),
-                listed,
-                stream=stream,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                stop=stop,
-                seed=seed,
-                params=params,
-            )
-
+        body = self._chat_body(messages, model, stream, options, extra_body)
         if stream:
             return ChatStream(self._chat_stream(body))
-        return self._chat(body)
+        return self._run(self._chat_flow(body))
 
-    async def _chat(self, body: BodyFactory) -> ChatResult:
-        payload = await body()
-        started = time.perf_counter()
-        response = await self._request("POST", "/v1/chat/completions", json=payload)
-        return core.chat_result(response.json(), started)
-
-    async def _chat_stream(self, body: BodyFactory) -> AsyncGenerator[str | ChatResult, None]:
-        payload = await body()
+    async def _chat_stream(
+        self, body: Flow[dict[str, object]]
+    ) -> AsyncGenerator[str | ChatResult, None]:
+        payload = await self._run(body)
         accumulator = core.ChatAccumulator(str(payload["model"]), time.perf_counter())
-        with core.transport_errors(self.base_url):
-            async with self._http.stream("POST", "/v1/chat/completions", json=payload) as reply:
-                if reply.is_error:
-                    await reply.aread()
-                    core.check(reply)
-                async for line in reply.aiter_lines():
-                    delta = accumulator.feed_line(line)
-                    if delta is not None:
-                        yield delta
-                    elif accumulator.done:
-                        break
+        async with self._streamed(self._chat_stream_send(payload)) as reply:
+            async for line in reply.aiter_lines():
+                delta = accumulator.feed_line(line)
+                if delta is not None:
+                    yield delta
+                elif accumulator.done:
+                    break
         yield accumulator.result()
 
     # -- embeddings and audio --------------------------------------------------------------
@@ -225,12 +195,7 @@ class Client:
         self, texts: str | Sequence[str], *, model: str | None = None, dimensions: int | None = None
     ) -> Embeddings:
         """One normalised vector per text (``result.similarity()`` compares them)."""
-        listed = core.as_texts(texts)
-        name = await self._model_for(core.EMBEDDINGS, model)
-        response = await self._request(
-            "POST", "/v1/embeddings", json=core.embed_body(name, listed, dimensions)
-        )
-        return core.embeddings_result(response.json(), listed)
+        return await self._run(self._embed_flow(texts, model, dimensions))
 
     async def rerank(
         self,
@@ -243,19 +208,7 @@ class Client:
     ) -> Reranking:
         """``documents`` best first by relevance to ``query`` (a reranker, or an embeddings
         model's cosine similarity)."""
-        name = model
-        for refresh in (False, True):
-            if name is not None:
-                break
-            if refresh or self._models is None:
-                self._models = await self.models()
-            name = core.pick_reranker(self._models)
-        if name is None:
-            assert self._models is not None
-            raise core.no_default_model(self._models, core.RERANK)
-        body = core.rerank_body(name, query, documents, top_n, return_documents)
-        response = await self._request("POST", "/v1/rerank", json=body)
-        return core.reranking_result(response.json())
+        return await self._run(self._rerank_flow(query, documents, model, top_n, return_documents))
 
     @overload
     def transcribe(
@@ -300,7 +253,7 @@ class Client:
         route = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
 
         async def request() -> tuple[str, dict[str, str], tuple[str, bytes, str]]:
-            name = await self._model_for(core.TRANSCRIPTION, model)
+            name = await self._run(self._model_for(core.TRANSCRIPTION, model))
             upload = await to_thread.run_sync(audio_upload, audio, sample_rate)
             form = core.transcription_form(
                 name, language=language, prompt=prompt, temperature=temperature
@@ -309,16 +262,29 @@ class Client:
 
         if stream:
             return TranscriptStream(self._transcript_stream(route, request))
-        return self._transcribe(route, request)
+        return self._transcribe(model, audio, language, prompt, temperature, translate, sample_rate)
 
     async def _transcribe(
         self,
-        route: str,
-        request: Callable[[], Awaitable[tuple[str, dict[str, str], tuple[str, bytes, str]]]],
+        model: str | None,
+        audio: AudioInput,
+        language: str | None,
+        prompt: str | None,
+        temperature: float | None,
+        translate: bool,
+        sample_rate: int,
     ) -> Transcription:
-        name, form, upload = await request()
-        response = await self._request("POST", route, data=form, files={"file": upload})
-        return core.transcription_result(response.json(), name)
+        name = await self._run(self._model_for(core.TRANSCRIPTION, model))
+        upload = await to_thread.run_sync(audio_upload, audio, sample_rate)
+        flow = self._transcribe_flow(
+            name,
+            upload,
+            language=language,
+            prompt=prompt,
+            temperature=temperature,
+            translate=translate,
+        )
+        return await self._run(flow)
 
     async def _transcript_stream(
         self,
@@ -373,138 +339,91 @@ class Client:
         """Text to speech: the audio file (which plays in a notebook), or with
         ``stream=True`` its bytes as they are made (a sentence at a time)."""
 
-        async def body() -> dict[str, object]:
-            name = await self._model_for(core.SPEECH, model)
-            return core.speech_body(
-                name, text, voice=voice, response_format=response_format, speed=speed
-            )
-
+        body = self._speech_body(text, model, voice, response_format, speed)
         if stream:
             return self._speech_stream(body)
-        return self._speech(body, response_format)
+        return self._run(self._speech_flow(body, response_format))
 
-    async def _speech(self, body: BodyFactory, response_format: str) -> Speech:
-        response = await self._request("POST", "/v1/audio/speech", json=await body())
-        return Speech(response.content, response_format)
-
-    async def _speech_stream(self, body: BodyFactory) -> AsyncGenerator[bytes, None]:
-        payload = await body()
-        with core.transport_errors(self.base_url):
-            async with self._http.stream("POST", "/v1/audio/speech", json=payload) as reply:
-                if reply.is_error:
-                    await reply.aread()
-                    core.check(reply)
-                async for chunk in reply.aiter_bytes():
-                    yield chunk
+    async def _speech_stream(self, body: Flow[dict[str, object]]) -> AsyncGenerator[bytes, None]:
+        payload = await self._run(body)
+        async with self._streamed(self._speech_send(payload)) as reply:
+            async for chunk in reply.aiter_bytes():
+                yield chunk
 
     # -- user code -------------------------------------------------------------------------
 
     async def infer(self, model: str, *args: object, **kwargs: object) -> object:
         """Call ``infer(*args, **kwargs)`` of a served object; a generator's items joined."""
-        response = await self._request(
-            "POST",
-            f"/v1/infer/{core.model_path(model)}",
-            json=core.infer_body(args, kwargs, stream=False),
-        )
-        return core.infer_value(response)
+        return await self._run(self._infer_flow(model, core.infer_body(args, kwargs, False)))
 
     def infer_stream(self, model: str, *args: object, **kwargs: object) -> AsyncIterator[object]:
         """The items a served generator yields, as they come (bytes for binary streams)."""
-        return self._stream(model, core.infer_body(args, kwargs, stream=True))
+        return self._stream(self._infer_send(model, core.infer_body(args, kwargs, stream=True)))
 
     async def predict(self, model: str, request: object) -> object:
         """Send ``request`` as the body, unchanged (LitAPI-style models take their own JSON)."""
-        response = await self._request("POST", f"/v1/infer/{core.model_path(model)}", json=request)
-        return core.infer_value(response)
+        return await self._run(self._infer_flow(model, request))
 
-    async def _stream(self, model: str, body: object) -> AsyncGenerator[object, None]:
-        with core.transport_errors(self.base_url):
-            path = f"/v1/infer/{core.model_path(model)}"
-            async with self._http.stream("POST", path, json=body) as reply:
-                if reply.is_error:
-                    await reply.aread()
-                    core.check(reply)
-                if core.is_sse(reply):
-                    decoder = core.SSEDecoder()
-                    async for line in reply.aiter_lines():
-                        data = decoder.feed(line)
-                        if data == "[DONE]":
-                            return
-                        if data is not None:
-                            yield core.event_payload(data)
-                elif reply.headers.get("content-type", "").startswith("application/json"):
-                    await reply.aread()
-                    yield reply.json()
-                else:
-                    async for chunk in reply.aiter_bytes():
-                        yield chunk
+    async def _stream(self, send: Send) -> AsyncGenerator[object, None]:
+        async with self._streamed(send) as reply:
+            if core.is_sse(reply):
+                decoder = core.SSEDecoder()
+                async for line in reply.aiter_lines():
+                    data = decoder.feed(line)
+                    if data == "[DONE]":
+                        return
+                    if data is not None:
+                        yield core.event_payload(data)
+            elif reply.headers.get("content-type", "").startswith("application/json"):
+                await reply.aread()
+                yield reply.json()
+            else:
+                async for chunk in reply.aiter_bytes():
+                    yield chunk
 
-    # -- model management (issue #4 routes) ------------------------------------------------
+    # -- model management ------------------------------------------------------------------
 
     async def load(
         self, model: str, *, device: str | None = None, workers: int | None = None
     ) -> ModelInfo:
         """Start serving ``model`` (catalog alias, cached repo id or path on the server)."""
-        body = core.load_body(device, workers)
-        response = await self._request(
-            "POST", f"/v1/models/{core.model_path(model)}/load", json=body
-        )
-        self._models = None
-        return core.model_info({"id": model, **response.json()})
+        return await self._run(self._load_flow(model, device, workers))
 
     async def unload(self, model: str) -> None:
         """Stop serving ``model`` and free its memory."""
-        await self._request("DELETE", f"/v1/models/{core.model_path(model)}")
-        self._models = None
+        await self._run(self._unload_flow(model))
 
     async def catalog(self) -> tuple[CatalogEntry, ...]:
         """The models the server knows by alias, each with whether it is cached and loaded."""
-        return core.catalog_result((await self._request("GET", "/v1/catalog")).json())
+        return await self._run(self._catalog_flow())
 
     async def cached_models(self) -> tuple[CachedModel, ...]:
         """The models in the server's Hugging Face cache, with their size on disk."""
-        return core.cached_models_result((await self._request("GET", "/v1/cache")).json())
+        return await self._run(self._cached_models_flow())
 
     async def downloads(self) -> tuple[Download, ...]:
         """The server's downloads: running ones and those that finished recently."""
-        return core.downloads_result((await self._request("GET", "/v1/downloads")).json())
+        return await self._run(self._downloads_flow())
 
     async def cancel_download(self, download_id: str) -> Download:
         """Stop a download (a ``pull`` following it then raises ``DownloadCancelled``)."""
-        path = f"/v1/downloads/{core.model_path(download_id)}"
-        return core.download_from((await self._request("DELETE", path)).json())
+        return await self._run(self._cancel_download_flow(download_id))
 
     async def pull(self, model: str, *, progress: Progress = True) -> Download:
         """Download ``model`` into the server's cache, showing progress (a bar in Jupyter)."""
-        response = await self._request("POST", "/v1/downloads", json={"model": model})
-        download = core.download_from(response.json(), model)
+        download = await self._run(self._start_download_flow(model))
         reporter = reporter_for(progress)
         try:
-            if not (core.download_finished(download) or core.download_failed(download)):
+            if not finished(download):
                 reporter.update(download)
-                download = await self._follow(download, reporter.update)
+                follower = DownloadFollower(download)
+                async with self._streamed(self._download_events_send(download)) as reply:
+                    async for line in reply.aiter_lines():
+                        if follower.feed_line(line):
+                            reporter.update(follower.download)
+                        if follower.done:
+                            break
+                download = follower.download
         finally:
             reporter.close(download)
-        if core.download_failed(download):
-            raise core.download_error(download)
-        return download
-
-    async def _follow(self, download: Download, update: Callable[[Download], None]) -> Download:
-        decoder = core.SSEDecoder()
-        with core.transport_errors(self.base_url):
-            path = f"/v1/downloads/{core.model_path(download.id)}/events"
-            async with self._http.stream("GET", path, timeout=None) as reply:
-                if reply.is_error:
-                    await reply.aread()
-                    core.check(reply)
-                async for line in reply.aiter_lines():
-                    data = decoder.feed(line)
-                    if data is None:
-                        continue
-                    if data == "[DONE]":
-                        break
-                    download = core.download_from(core.event_payload(data), download.model)
-                    update(download)
-                    if core.download_finished(download) or core.download_failed(download):
-                        break
-        return download
+        return raise_if_failed(download)

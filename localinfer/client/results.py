@@ -1,6 +1,8 @@
 """Typed results of the notebook face, shared by the HTTP clients and the in-process Engine.
 
-Each renders itself in Jupyter (``_repr_markdown_`` / ``_repr_html_``): a chat reply as
+The answers of localinfer's own routes (catalog, cache, stats) are the pydantic models
+the server sends (:mod:`localinfer.server.resources`), used here as they are. Each
+renders itself in Jupyter (``_repr_markdown_`` / ``_repr_html_``): a chat reply as
 its text with usage and timing underneath, embeddings as their shape and a preview, a
 similarity matrix as a shaded table. Plain ``repr`` stays one line.
 """
@@ -15,6 +17,10 @@ from typing import overload
 
 import numpy as np
 import numpy.typing as npt
+
+from localinfer.server.resources import CachedModel, CatalogEntry, DeviceStats, ModelStats
+
+__all__ = ["CachedModel", "CatalogEntry"]  # defined once, with the routes that send them
 
 Vectors = npt.NDArray[np.float32]
 
@@ -313,53 +319,11 @@ class ModelList:
         return f"<table><tr><th>model</th><th>task</th></tr>{rows}</table>"
 
 
-@dataclass(frozen=True)
-class ModelStatistics:
-    """One model's counters (``/v1/stats``); ``raw`` keeps every field the server sent."""
-
-    submitted: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    rejected: int = 0
-    in_flight: int = 0
-    queue_depth: int = 0
-    workers: int = 0
-    busy_workers: int = 0
-    requests_per_second: float = 0.0
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    #: chat models: streamed text deltas per second over the last minute (about tokens/s)
-    tokens_per_second: float | None = None
-    task: str = ""
-    #: a model served on Ray Serve: each replica's counters (``raw["replica"]``: its id)
-    replicas: tuple[ModelStatistics, ...] = ()
-    raw: Mapping[str, object] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class DeviceStatistics:
-    """One device of the *server's* machine: the CPU (with the RAM) or a GPU.
-
-    ``None`` is a number the server could not read (no NVML: no GPU utilisation).
-    """
-
-    name: str
-    kind: str = ""
-    description: str = ""
-    utilization_percent: float | None = None
-    memory_used_bytes: int | None = None
-    memory_total_bytes: int | None = None
-    temperature_c: float | None = None
-    #: where the numbers came from: "psutil", "nvml" or "torch"
-    source: str = ""
-    raw: Mapping[str, object] = field(default_factory=dict, repr=False)
-
-    @property
-    def memory_fraction(self) -> float | None:
-        if not self.memory_total_bytes or self.memory_used_bytes is None:
-            return None
-        return min(1.0, self.memory_used_bytes / self.memory_total_bytes)
+#: one model's counters (``/v1/stats``); ``raw`` keeps every field the server sent
+ModelStatistics = ModelStats
+#: one device of the *server's* machine: the CPU (with the RAM) or a GPU; ``None`` is a
+#: number the server could not read (no NVML: no GPU utilisation)
+DeviceStatistics = DeviceStats
 
 
 @dataclass(frozen=True)
@@ -388,64 +352,12 @@ class Stats:
 
 def statistics_from(raw: Mapping[str, object]) -> ModelStatistics:
     """A :class:`ModelStatistics` from one model's ``/v1/stats`` entry (unknown keys kept)."""
-
-    def number(key: str) -> int:
-        value = raw.get(key, 0)
-        return int(value) if isinstance(value, int | float) else 0
-
-    latency = raw.get("latency_ms")
-    p50 = p95 = None
-    if isinstance(latency, Mapping):
-        p50 = latency.get("p50")
-        p95 = latency.get("p95")
-    rps = raw.get("requests_per_second", 0.0)
-    tps = raw.get("tokens_per_second")
-    replicas = raw.get("replicas")
-    return ModelStatistics(
-        replicas=tuple(statistics_from(r) for r in replicas if isinstance(r, Mapping))
-        if isinstance(replicas, list)
-        else (),
-        submitted=number("submitted"),
-        succeeded=number("succeeded"),
-        failed=number("failed"),
-        cancelled=number("cancelled"),
-        rejected=number("rejected"),
-        in_flight=number("in_flight"),
-        queue_depth=number("queue_depth"),
-        workers=number("workers"),
-        busy_workers=number("busy_workers"),
-        requests_per_second=float(rps) if isinstance(rps, int | float) else 0.0,
-        latency_p50_ms=float(p50) if isinstance(p50, int | float) else None,
-        latency_p95_ms=float(p95) if isinstance(p95, int | float) else None,
-        tokens_per_second=float(tps) if isinstance(tps, int | float) else None,
-        task=str(raw.get("task") or ""),
-        raw=dict(raw),
-    )
+    return ModelStats.model_validate(raw)
 
 
 def device_statistics_from(raw: Mapping[str, object]) -> DeviceStatistics:
     """A :class:`DeviceStatistics` from one ``/v1/stats`` ``devices`` entry."""
-
-    def real(key: str) -> float | None:
-        value = raw.get(key)
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok else None  # type: ignore[arg-type]
-
-    def whole(key: str) -> int | None:
-        value = real(key)
-        return None if value is None else int(value)
-
-    return DeviceStatistics(
-        name=str(raw.get("name", "")),
-        kind=str(raw.get("kind", "")),
-        description=str(raw.get("description", "")),
-        utilization_percent=real("utilization_percent"),
-        memory_used_bytes=whole("memory_used_bytes"),
-        memory_total_bytes=whole("memory_total_bytes"),
-        temperature_c=real("temperature_c"),
-        source=str(raw.get("source", "")),
-        raw=dict(raw),
-    )
+    return DeviceStats.model_validate(raw)
 
 
 @dataclass(frozen=True)
@@ -466,30 +378,6 @@ class Download:
         if not self.total_bytes:
             return None
         return min(1.0, self.downloaded_bytes / self.total_bytes)
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """A model the server knows by alias (``/v1/catalog``): where it comes from, and
-    whether it is downloaded (``cached``) and serving (``loaded``)."""
-
-    id: str
-    repo: str
-    task: str
-    description: str = ""
-    origin: str = ""
-    cached: bool = False
-    loaded: bool = False
-
-
-@dataclass(frozen=True)
-class CachedModel:
-    """A model repo in the server's Hugging Face cache (``/v1/cache``)."""
-
-    id: str
-    size_bytes: int = 0
-    files: int = 0
-    loaded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,32 @@
 """``localinfer.SyncClient``: the blocking twin of :class:`~localinfer.Client`, for scripts.
 
-Same methods, same results, same errors; it differs only in how it sends.
+Same methods, same results, same errors: every decision lives in
+:class:`~localinfer.client._base.BaseClient`; this module only sends, blocking.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Literal, overload
+from typing import Literal, Unpack, overload
 
 import httpx
 
 from localinfer import errors as e
+from localinfer.calls.options import ChatOptions
 from localinfer.client import _core as core
+from localinfer.client._base import (
+    BaseClient,
+    DownloadFollower,
+    Flow,
+    Send,
+    T,
+    finished,
+    raise_if_failed,
+)
 from localinfer.client.audio import AudioInput, audio_upload
 from localinfer.client.errors import CONNECTION_ERROR
 from localinfer.client.progress import Progress, reporter_for
@@ -34,7 +46,7 @@ from localinfer.client.results import (
 from localinfer.client.streams import SyncChatStream, SyncTranscriptStream
 
 
-class SyncClient:
+class SyncClient(BaseClient):
     """A blocking client of a localinfer server (``LOCALINFER_URL``, default 127.0.0.1:8000)."""
 
     def __init__(
@@ -45,16 +57,14 @@ class SyncClient:
         timeout: float = core.DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ):
-        self.base_url = (base_url or core.default_base_url()).rstrip("/")
-        self.api_key = api_key if api_key is not None else core.default_api_key()
+        super().__init__(base_url, api_key, timeout)
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers=core.auth_headers(self.api_key),
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers=self.headers,
+            timeout=self.timeout,
             transport=transport,
             event_hooks={"request": [self._refuse_to_deadlock]},
         )
-        self._models: ModelList | None = None
         #: the event loop serving ``base_url`` when that server runs in this process
         #: (``Server.sync_client()``): blocking that loop's thread would wait forever
         self.server_loop: object | None = None
@@ -70,9 +80,6 @@ class SyncClient:
                 "forever: in a notebook or async code use server.client() and await it"
             )
 
-    def __repr__(self) -> str:
-        return f"SyncClient({self.base_url!r})"
-
     def close(self) -> None:
         self._http.close()
 
@@ -87,40 +94,52 @@ class SyncClient:
     ) -> None:
         self.close()
 
-    # -- plumbing --------------------------------------------------------------------------
+    # -- sending ---------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    def _send(self, send: Send) -> httpx.Response:
         with core.transport_errors(self.base_url):
-            response = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+            response = self._http.request(send.method, send.path, **send.options)  # type: ignore[arg-type]
         core.check(response)
         return response
 
-    def _model_for(self, task: str, model: str | None) -> str:
-        if model is not None:
-            return model
-        for refresh in (False, True):
-            if refresh or self._models is None:
-                self._models = self.models()
-            chosen = core.pick_model(self._models, task, None)
-            if chosen is not None:
-                return chosen
-        assert self._models is not None
-        raise core.no_default_model(self._models, task)
+    def _run(self, flow: Flow[T]) -> T:
+        """Send each request ``flow`` yields, until it returns its result."""
+        try:
+            send = next(flow)
+            while True:
+                send = flow.send(self._send(send))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    @contextmanager
+    def _streamed(self, send: Send) -> Iterator[httpx.Response]:
+        """A response read as it comes; an error status raised first."""
+        with (
+            core.transport_errors(self.base_url),
+            self._http.stream(send.method, send.path, **send.options) as reply,  # type: ignore[arg-type]
+        ):
+            if reply.is_error:
+                reply.read()
+                core.check(reply)
+            yield reply
 
     # -- operations ------------------------------------------------------------------------
 
     def models(self) -> ModelList:
-        self._models = core.model_list(self._request("GET", "/v1/models").json())
-        return self._models
+        """The models the server serves, with their tasks."""
+        return self._run(self._models_flow())
 
     def stats(self) -> Stats:
-        return core.stats_result(self._request("GET", "/v1/stats").json())
+        """Per-model counters: submitted, cancelled, in flight, queue depth, latency."""
+        return self._run(self._stats_flow())
 
     def ready(self) -> bool:
         with core.transport_errors(self.base_url):
             return self._http.get("/ready").status_code == 200
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until every model has loaded (a server that is still starting is waited for)."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -142,13 +161,8 @@ class SyncClient:
         *,
         model: str | None = ...,
         stream: Literal[False] = ...,
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        seed: int | None = ...,
-        system: str | None = ...,
-        **params: object,
+        extra_body: Mapping[str, object] | None = ...,
+        **options: Unpack[ChatOptions],
     ) -> ChatResult: ...
     @overload
     def chat(
@@ -157,13 +171,8 @@ class SyncClient:
         *,
         model: str | None = ...,
         stream: Literal[True],
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        seed: int | None = ...,
-        system: str | None = ...,
-        **params: object,
+        extra_body: Mapping[str, object] | None = ...,
+        **options: Unpack[ChatOptions],
     ) -> SyncChatStream: ...
     def chat(
         self,
@@ -171,42 +180,18 @@ class SyncClient:
         *,
         model: str | None = None,
         stream: bool = False,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        system: str | None = None,
-        **params: object,
+        extra_body: Mapping[str, object] | None = None,
+        **options: Unpack[ChatOptions],
     ) -> ChatResult | SyncChatStream:
         """A reply to a prompt or to messages; ``stream=True`` for its text as it comes."""
-        body = core.chat_body(
-            self._model_for(core.CHAT, model),
-            core.chat_messages(messages, system),
-            stream=stream,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            seed=seed,
-            params=params,
-        )
-        if stream:
-            return SyncChatStream(self._chat_stream(body))
-        started = time.perf_counter()
-        return core.chat_result(
-            self._request("POST", "/v1/chat/completions", json=body).json(), started
-        )
+        body = self._chat_body(messages, model, stream, options, extra_body)
+        if stream:  # the model is chosen now, not at the first read
+            return SyncChatStream(self._chat_stream(self._run(body)))
+        return self._run(self._chat_flow(body))
 
-    def _chat_stream(self, body: dict[str, object]) -> Generator[str | ChatResult, None, None]:
-        accumulator = core.ChatAccumulator(str(body["model"]), time.perf_counter())
-        with (
-            core.transport_errors(self.base_url),
-            self._http.stream("POST", "/v1/chat/completions", json=body) as reply,
-        ):
-            if reply.is_error:
-                reply.read()
-                core.check(reply)
+    def _chat_stream(self, payload: dict[str, object]) -> Generator[str | ChatResult, None, None]:
+        accumulator = core.ChatAccumulator(str(payload["model"]), time.perf_counter())
+        with self._streamed(self._chat_stream_send(payload)) as reply:
             for line in reply.iter_lines():
                 delta = accumulator.feed_line(line)
                 if delta is not None:
@@ -220,11 +205,8 @@ class SyncClient:
     def embed(
         self, texts: str | Sequence[str], *, model: str | None = None, dimensions: int | None = None
     ) -> Embeddings:
-        listed = core.as_texts(texts)
-        name = self._model_for(core.EMBEDDINGS, model)
-        body = core.embed_body(name, listed, dimensions)
-        reply = self._request("POST", "/v1/embeddings", json=body)
-        return core.embeddings_result(reply.json(), listed)
+        """One normalised vector per text (``result.similarity()`` compares them)."""
+        return self._run(self._embed_flow(texts, model, dimensions))
 
     def rerank(
         self,
@@ -237,19 +219,7 @@ class SyncClient:
     ) -> Reranking:
         """``documents`` best first by relevance to ``query`` (a reranker, or an embeddings
         model's cosine similarity)."""
-        name = model
-        for refresh in (False, True):
-            if name is not None:
-                break
-            if refresh or self._models is None:
-                self._models = self.models()
-            name = core.pick_reranker(self._models)
-        if name is None:
-            assert self._models is not None
-            raise core.no_default_model(self._models, core.RERANK)
-        body = core.rerank_body(name, query, documents, top_n, return_documents)
-        response = self._request("POST", "/v1/rerank", json=body)
-        return core.reranking_result(response.json())
+        return self._run(self._rerank_flow(query, documents, model, top_n, return_documents))
 
     @overload
     def transcribe(
@@ -289,18 +259,26 @@ class SyncClient:
         sample_rate: int = 16_000,
         stream: bool = False,
     ) -> Transcription | SyncTranscriptStream:
-        name = self._model_for(core.TRANSCRIPTION, model)
-        form = core.transcription_form(
-            name, language=language, prompt=prompt, temperature=temperature
-        )
-        route = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
-        files = {"file": audio_upload(audio, sample_rate)}
+        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
+        ``stream=True`` for the text as segments are decoded."""
+        name = self._run(self._model_for(core.TRANSCRIPTION, model))
         if stream:
+            form = core.transcription_form(
+                name, language=language, prompt=prompt, temperature=temperature
+            )
             form = {**form, "response_format": "json", "stream": "true"}
+            route = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
+            files = {"file": audio_upload(audio, sample_rate)}
             return SyncTranscriptStream(self._transcript_stream(route, form, files))
-        return core.transcription_result(
-            self._request("POST", route, data=form, files=files).json(), name
+        flow = self._transcribe_flow(
+            name,
+            audio_upload(audio, sample_rate),
+            language=language,
+            prompt=prompt,
+            temperature=temperature,
+            translate=translate,
         )
+        return self._run(flow)
 
     def _transcript_stream(
         self, route: str, form: dict[str, str], files: dict[str, tuple[str, bytes, str]]
@@ -351,49 +329,31 @@ class SyncClient:
         stream: bool = False,
     ) -> Speech | Iterator[bytes]:
         """Text to speech: the audio file, or with ``stream=True`` its bytes as made."""
-        name = self._model_for(core.SPEECH, model)
-        body = core.speech_body(
-            name, text, voice=voice, response_format=response_format, speed=speed
-        )
+        body = self._speech_body(text, model, voice, response_format, speed)
         if stream:
-            return self._speech_stream(body)
-        return Speech(self._request("POST", "/v1/audio/speech", json=body).content, response_format)
+            return self._speech_stream(self._run(body))
+        return self._run(self._speech_flow(body, response_format))
 
-    def _speech_stream(self, body: dict[str, object]) -> Generator[bytes, None, None]:
-        with (
-            core.transport_errors(self.base_url),
-            self._http.stream("POST", "/v1/audio/speech", json=body) as reply,
-        ):
-            if reply.is_error:
-                reply.read()
-                core.check(reply)
+    def _speech_stream(self, payload: dict[str, object]) -> Generator[bytes, None, None]:
+        with self._streamed(self._speech_send(payload)) as reply:
             yield from reply.iter_bytes()
 
     # -- user code -------------------------------------------------------------------------
 
     def infer(self, model: str, *args: object, **kwargs: object) -> object:
-        body = core.infer_body(args, kwargs, stream=False)
-        return core.infer_value(
-            self._request("POST", f"/v1/infer/{core.model_path(model)}", json=body)
-        )
+        """Call ``infer(*args, **kwargs)`` of a served object; a generator's items joined."""
+        return self._run(self._infer_flow(model, core.infer_body(args, kwargs, False)))
 
     def infer_stream(self, model: str, *args: object, **kwargs: object) -> Iterator[object]:
-        return self._stream(model, core.infer_body(args, kwargs, stream=True))
+        """The items a served generator yields, as they come (bytes for binary streams)."""
+        return self._stream(self._infer_send(model, core.infer_body(args, kwargs, stream=True)))
 
     def predict(self, model: str, request: object) -> object:
-        return core.infer_value(
-            self._request("POST", f"/v1/infer/{core.model_path(model)}", json=request)
-        )
+        """Send ``request`` as the body, unchanged (LitAPI-style models take their own JSON)."""
+        return self._run(self._infer_flow(model, request))
 
-    def _stream(self, model: str, body: object) -> Generator[object, None, None]:
-        path = f"/v1/infer/{core.model_path(model)}"
-        with (
-            core.transport_errors(self.base_url),
-            self._http.stream("POST", path, json=body) as reply,
-        ):
-            if reply.is_error:
-                reply.read()
-                core.check(reply)
+    def _stream(self, send: Send) -> Generator[object, None, None]:
+        with self._streamed(send) as reply:
             if core.is_sse(reply):
                 decoder = core.SSEDecoder()
                 for line in reply.iter_lines():
@@ -408,70 +368,49 @@ class SyncClient:
             else:
                 yield from reply.iter_bytes()
 
-    # -- model management (issue #4 routes) ------------------------------------------------
+    # -- model management ------------------------------------------------------------------
 
     def load(
         self, model: str, *, device: str | None = None, workers: int | None = None
     ) -> ModelInfo:
-        body = core.load_body(device, workers)
-        response = self._request("POST", f"/v1/models/{core.model_path(model)}/load", json=body)
-        self._models = None
-        return core.model_info({"id": model, **response.json()})
+        """Start serving ``model`` (catalog alias, cached repo id or path on the server)."""
+        return self._run(self._load_flow(model, device, workers))
 
     def unload(self, model: str) -> None:
-        self._request("DELETE", f"/v1/models/{core.model_path(model)}")
-        self._models = None
+        """Stop serving ``model`` and free its memory."""
+        self._run(self._unload_flow(model))
 
     def catalog(self) -> tuple[CatalogEntry, ...]:
         """The models the server knows by alias, each with whether it is cached and loaded."""
-        return core.catalog_result((self._request("GET", "/v1/catalog")).json())
+        return self._run(self._catalog_flow())
 
     def cached_models(self) -> tuple[CachedModel, ...]:
         """The models in the server's Hugging Face cache, with their size on disk."""
-        return core.cached_models_result((self._request("GET", "/v1/cache")).json())
+        return self._run(self._cached_models_flow())
 
     def downloads(self) -> tuple[Download, ...]:
         """The server's downloads: running ones and those that finished recently."""
-        return core.downloads_result((self._request("GET", "/v1/downloads")).json())
+        return self._run(self._downloads_flow())
 
     def cancel_download(self, download_id: str) -> Download:
         """Stop a download (a ``pull`` following it then raises ``DownloadCancelled``)."""
-        path = f"/v1/downloads/{core.model_path(download_id)}"
-        return core.download_from((self._request("DELETE", path)).json())
+        return self._run(self._cancel_download_flow(download_id))
 
     def pull(self, model: str, *, progress: Progress = True) -> Download:
-        download = core.download_from(
-            self._request("POST", "/v1/downloads", json={"model": model}).json(), model
-        )
+        """Download ``model`` into the server's cache, showing progress."""
+        download = self._run(self._start_download_flow(model))
         reporter = reporter_for(progress)
         try:
-            if not (core.download_finished(download) or core.download_failed(download)):
+            if not finished(download):
                 reporter.update(download)
-                download = self._follow(download, reporter.update)
+                follower = DownloadFollower(download)
+                with self._streamed(self._download_events_send(download)) as reply:
+                    for line in reply.iter_lines():
+                        if follower.feed_line(line):
+                            reporter.update(follower.download)
+                        if follower.done:
+                            break
+                download = follower.download
         finally:
             reporter.close(download)
-        if core.download_failed(download):
-            raise core.download_error(download)
-        return download
-
-    def _follow(self, download: Download, update: Callable[[Download], None]) -> Download:
-        decoder = core.SSEDecoder()
-        path = f"/v1/downloads/{core.model_path(download.id)}/events"
-        with (
-            core.transport_errors(self.base_url),
-            self._http.stream("GET", path, timeout=None) as reply,
-        ):
-            if reply.is_error:
-                reply.read()
-                core.check(reply)
-            for line in reply.iter_lines():
-                data = decoder.feed(line)
-                if data is None:
-                    continue
-                if data == "[DONE]":
-                    break
-                download = core.download_from(core.event_payload(data), download.model)
-                update(download)
-                if core.download_finished(download) or core.download_failed(download):
-                    break
-        return download
+        return raise_if_failed(download)

@@ -167,14 +167,14 @@ class ModelRegistry:
         """
         model = self._models.get(name)
         if model is not None:
+            _check_task(name, model.definition.task, task)
             return model
         definition = self.loader(name) if self.loader is not None else None
         if definition is None:
-            return self.get(name)
-        if task is not None and definition.task != task:
-            raise InvalidRequest(
-                f"the model {name!r} serves {definition.task}, not {task}", param="model"
-            )
+            model = self.get(name)
+            _check_task(name, model.definition.task, task)
+            return model
+        _check_task(name, definition.task, task)
         return self.add(definition)
 
     def select(self, wanted: Mapping[str, str]) -> ServedModel:
@@ -226,3 +226,9 @@ class ModelRegistry:
 
     def health(self) -> dict[str, Any]:
         return {model.name: model.health() for model in self._models.values()}
+
+
+def _check_task(name: str, serves: str, task: str | None) -> None:
+    """The one rule: a request for ``task`` sent to a model of another task is refused."""
+    if task is not None and serves != task:
+        raise InvalidRequest(f"the model {name!r} serves {serves}, not {task}", param="model")

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from localinfer.calls.calls import Calls
 from localinfer.config import Settings
 from localinfer.errors import LocalInferError
 from localinfer.runtime.model import ModelDefinition
@@ -99,6 +100,7 @@ def create_app(
             for definition in definitions:
                 registry.add(definition)
             app.state.registry = registry
+            app.state.calls = Calls(registry, settings)
             async with (
                 JobWatch() as app.state.job_watch,
                 management.management_state(app, registry, settings),

@@ -1,4 +1,5 @@
-"""``localinfer.Server``: the full HTTP server inside the running event loop.
+"""The full HTTP server inside the running event loop (``localinfer.Server`` adds the
+clients to it in the face layer, :mod:`localinfer.embedded`).
 
 Made for Jupyter, whose kernel already runs an asyncio loop: hypercorn serves in that
 loop on a free port, models load in their worker threads, and the kernel stays
@@ -18,7 +19,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol, Self
 
 import anyio
 import anyio.lowlevel
@@ -30,12 +31,16 @@ from localinfer.runtime.registry import ModelRegistry
 from localinfer.server.app import create_app
 from localinfer.server.runner import BoundAddress, check_bind_is_safe, serving
 
-if TYPE_CHECKING:
-    from localinfer.client import Client, SyncClient
+
+class Closable(Protocol):
+    """Something that lives only as long as the server: a client of it, say."""
+
+    async def aclose(self) -> None: ...
 
 
-class Server(InProcessService):
-    """An OpenAI-compatible server running in the caller's event loop."""
+class EmbeddedServer(InProcessService):
+    """An OpenAI-compatible server running in the caller's event loop. It knows nothing of
+    the clients (a face above it): they register with :meth:`close_with_server`."""
 
     kind = "server"
 
@@ -63,7 +68,7 @@ class Server(InProcessService):
         self.address: BoundAddress | None = None
         self._app: Starlette | None = None
         super().__init__()
-        self._clients: weakref.WeakSet[Client] = weakref.WeakSet()
+        self._closables: weakref.WeakSet[Closable] = weakref.WeakSet()
         self._loop: object | None = None  # the loop serving, once running
 
     def __repr__(self) -> str:
@@ -84,32 +89,24 @@ class Server(InProcessService):
         registry: ModelRegistry = self._app.state.registry
         return registry
 
-    def client(self, *, timeout: float = 300.0) -> Client:
-        """An async client of this server (with its API key, if any); closed when it stops."""
-        from localinfer.client import Client
+    @property
+    def loop(self) -> object | None:
+        """The event loop serving (its native object), once running."""
+        return self._loop
 
-        client = Client(self.url, self.settings.api_key_value, timeout=timeout)
-        self._clients.add(client)
-        return client
+    def close_with_server(self, closable: Closable) -> None:
+        """Close ``closable`` when the server stops (held weakly: it may go first)."""
+        self._closables.add(closable)
 
-    async def _close_clients(self) -> None:
-        clients, self._clients = list(self._clients), weakref.WeakSet()
-        for client in clients:
-            await client.aclose()
-
-    def sync_client(self, *, timeout: float = 300.0) -> SyncClient:
-        """A blocking client, for other threads: called on this loop's thread it raises
-        instead of blocking the loop that would answer it."""
-        from localinfer.client import SyncClient
-
-        client = SyncClient(self.url, self.settings.api_key_value, timeout=timeout)
-        client.server_loop = self._loop
-        return client
+    async def _close_closables(self) -> None:
+        closables, self._closables = list(self._closables), weakref.WeakSet()
+        for closable in closables:
+            await closable.aclose()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _running(self) -> AsyncIterator[Server]:
+    async def _running(self) -> AsyncIterator[Self]:
         app = create_app(self.definitions, self.settings)
         self._loop = anyio.lowlevel.current_token().native_token
         lifespan_started = anyio.Event()
@@ -140,7 +137,7 @@ class Server(InProcessService):
                 finally:
                     self.address = None
                     with anyio.CancelScope(shield=True):
-                        await self._close_clients()
+                        await self._close_closables()
         except BaseExceptionGroup as group:
             if body_failed:
                 raise

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
@@ -23,9 +23,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from localinfer import __version__
+from localinfer._version import __version__
 from localinfer.handlers.speech_formats import MEDIA_TYPES
 from localinfer.server import protocol as p
+from localinfer.server.resources import (
+    CachedModels,
+    Catalog,
+    Download,
+    DownloadList,
+    Health,
+    ModelInfo,
+    ModelState,
+    Readiness,
+    Stats,
+    UnloadReport,
+)
 from localinfer.server.routes.management import DownloadRequest, LoadModelRequest
 from localinfer.server.routes.workers import ScaleRequest
 from localinfer.server.tensors import InferenceRequest
@@ -33,86 +45,11 @@ from localinfer.server.tensors import InferenceRequest
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"
 
-# -- answers that have no protocol model of their own (documentation only) ------------------
+# -- KServe answers (built as plain JSON by routes/kserve.py; documentation only) ------------
 
 
 class _Open(BaseModel):
     """An object whose listed fields are there; others may be too."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class ModelState(_Open):
-    """A model's health: task, readiness, queue and every worker."""
-
-    id: str
-    object: str | None = None
-    ready: bool | None = None
-    workers: list[dict[str, Any]] | None = None
-
-
-class UnloadReport(_Open):
-    id: str
-    object: Literal["model"]
-    unloaded: bool
-
-
-class Download(_Open):
-    id: str
-    object: Literal["download"]
-    model: str
-    state: str
-    progress: dict[str, Any] | None
-    error: dict[str, Any] | None
-
-
-class DownloadList(BaseModel):
-    object: Literal["list"]
-    data: list[Download]
-
-
-class CatalogEntry(_Open):
-    id: str
-    object: Literal["catalog_entry"]
-    repo: str
-    task: str
-    cached: bool
-    loaded: bool
-
-
-class Catalog(BaseModel):
-    object: Literal["list"]
-    data: list[CatalogEntry]
-
-
-class CachedModel(_Open):
-    id: str
-    object: Literal["cached_model"]
-    size_bytes: int
-    loaded: bool
-
-
-class CachedModels(BaseModel):
-    object: Literal["list"]
-    data: list[CachedModel]
-
-
-class Health(BaseModel):
-    status: Literal["ok", "degraded"]
-    models: dict[str, dict[str, Any]]
-
-
-class Readiness(BaseModel):
-    ready: bool
-    models: dict[str, bool]
-
-
-class Stats(BaseModel):
-    models: dict[str, dict[str, Any]]
-
-
-class ModelInfo(p.ModelCard):
-    """The model card and the model's health."""
 
     model_config = ConfigDict(extra="allow")
 

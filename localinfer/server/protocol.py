@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from localinfer.calls.options import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from localinfer.calls.outcome import GenerationTiming, TokenUsage
 from localinfer.errors import InvalidRequest
 
 # -- shared ----------------------------------------------------------------------------------
@@ -63,6 +65,14 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     total_tokens: int
 
+    @classmethod
+    def of(cls, usage: TokenUsage) -> Usage:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+
 
 class Performance(BaseModel):
     """Timing beyond OpenAI's fields, in every chat/completion response."""
@@ -71,6 +81,16 @@ class Performance(BaseModel):
     prefill_ms: float
     decode_ms: float
     tokens_per_second: float
+
+    @classmethod
+    def of(cls, timing: GenerationTiming) -> Performance:
+        """The wire form: milliseconds to the microsecond."""
+        return cls(
+            queue_ms=round(timing.queue_ms, 3),
+            prefill_ms=round(timing.prefill_ms, 3),
+            decode_ms=round(timing.decode_ms, 3),
+            tokens_per_second=round(timing.tokens_per_second, 3),
+        )
 
 
 # -- generation ------------------------------------------------------------------------------
@@ -123,15 +143,6 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-#: below this a temperature scales logits to infinities (NaN probabilities): greedy instead
-MIN_TEMPERATURE = 1e-4
-
-
-def sampling_temperature(temperature: float) -> float:
-    """The temperature a handler gets: a positive one too small to sample with is 0 (greedy)."""
-    return 0.0 if temperature < MIN_TEMPERATURE else temperature
-
-
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -140,8 +151,8 @@ class GenerationParams(Request):
     """Fields chat and plain completions share."""
 
     model: str = Field(min_length=1, max_length=512)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
+    top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)  # what a generator takes: int64
     n: int = 1

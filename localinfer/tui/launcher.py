@@ -21,7 +21,7 @@ from localinfer.log import RequestIdFilter
 from localinfer.tui.backend import Backend
 
 if TYPE_CHECKING:
-    from localinfer.server.embedded import Server
+    from localinfer.embedded import Server
 
 
 class EmbeddedBackend:
@@ -45,7 +45,7 @@ class EmbeddedBackend:
         self._server: Server | None = None
 
     def _build(self) -> Server:
-        from localinfer.server.embedded import Server
+        from localinfer.embedded import Server
 
         overrides: dict[str, Any] = dict(self.setting_overrides)
         return Server(

@@ -32,7 +32,7 @@ from localinfer.server.bodies import bounded
 from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
 from localinfer.server.routes.common import model_for_task, reader_for, run_to_result
 from localinfer.server.sse import SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
-from localinfer.server.state import request_id_of, settings_of
+from localinfer.server.state import calls_of, request_id_of, settings_of
 
 _FORM_OVERHEAD = 1024 * 1024
 
@@ -99,7 +99,8 @@ async def _transcribe(request: Request, task: str) -> Response:
             "translations are always into English; omit 'language'", param="language"
         )
     model = model_for_task(request, form.model, TRANSCRIPTION)
-    audio = await decode_audio_async(data, max_seconds=settings_of(request).max_audio_seconds)
+    limits = calls_of(request).limits
+    audio = await decode_audio_async(data, max_seconds=limits.max_audio_seconds)
     payload = TranscriptionRequest(
         audio=audio,
         task="translate" if task == "translate" else "transcribe",

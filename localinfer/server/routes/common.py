@@ -1,4 +1,6 @@
-"""What the OpenAI routes share: picking the model for a task, reading a job to its result.
+"""What the OpenAI routes share: reading the capability selector of a request, and
+reading a job to its result. The model itself is chosen by the call layer
+(:mod:`localinfer.calls.choice`), for HTTP and ``Engine`` alike.
 
 A request names its model, or selects one by capability: ``X-Capability: lang=en,size=s``,
 one ``X-Cap-<key>: value`` header per key (anyserve's form), or a ``model`` field that is
@@ -12,11 +14,12 @@ from typing import Any
 
 from starlette.requests import Request
 
-from localinfer.errors import InvalidRequest, ModelNotDownloaded, ModelNotFound
+from localinfer.calls.calls import Calls
+from localinfer.errors import InvalidRequest
 from localinfer.runtime.job import Done, Job
 from localinfer.runtime.model import ServedModel
 from localinfer.server.job_io import JobReader
-from localinfer.server.state import registry_of, settings_of
+from localinfer.server.state import calls_of, settings_of
 
 CAPABILITY_HEADER = "x-capability"
 CAPABILITY_HEADER_PREFIX = "x-cap-"
@@ -49,30 +52,9 @@ def requested_capabilities(request: Request, name: str = "") -> dict[str, str] |
 
 
 def model_for_task(request: Request, name: str, task: str) -> ServedModel:
-    """The served model ``name`` (or the one the request selects by capability); a model of
-    another task is the caller's mistake (400)."""
-    registry = registry_of(request)
-    wanted = requested_capabilities(request, name)
-    if wanted is not None:
-        if wanted.setdefault("task", task) != task:
-            raise InvalidRequest(
-                f"this route serves {task}; the request selects task={wanted['task']}",
-                param="capability",
-            )
-        return registry.select(wanted)
-    try:
-        model = registry.acquire(name, task)  # loads an unloaded model, if allowed
-    except ModelNotDownloaded:
-        raise  # its message says how to download it
-    except ModelNotFound:
-        candidates = [m.name for m in registry if m.definition.task == task]
-        hint = f"; {task} models served: {', '.join(candidates)}" if candidates else ""
-        raise ModelNotFound(f"the model {name!r} does not exist{hint}", param="model") from None
-    if model.definition.task != task:
-        raise InvalidRequest(
-            f"the model {name!r} serves {model.definition.task}, not {task}", param="model"
-        )
-    return model
+    """The served model ``name`` (or the one the request selects by capability) for
+    ``task``."""
+    return calls_of(request).model(name, task, requested_capabilities(request, name))
 
 
 def reader_for(request: Request, job: Job) -> JobReader:
@@ -82,7 +64,7 @@ def reader_for(request: Request, job: Job) -> JobReader:
 
 async def run_to_result(request: Request, model: ServedModel, payload: Any) -> tuple[Job, Any]:
     """Submit ``payload`` and wait for its result, watching deadline and disconnect."""
-    job = model.submit(payload, request_id=str(request.scope["state"]["request_id"]))
+    job = Calls.submit(model, payload, request_id=str(request.scope["state"]["request_id"]))
     reader = reader_for(request, job)
 
     async def final() -> Any:  # restartable: see until_disconnect

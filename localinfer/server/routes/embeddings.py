@@ -14,14 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from localinfer.errors import HandlerFailed, InvalidRequest, RequestTooLarge
+from localinfer.errors import HandlerFailed
 from localinfer.handlers.tasks import EMBEDDINGS, EmbeddingRequest, EmbeddingResult
 from localinfer.server import protocol as p
 from localinfer.server.bodies import read_json
 from localinfer.server.embedding_cache import EmbeddingCache
 from localinfer.server.encoding import JSON_CONTENT_TYPE, RawResponse
 from localinfer.server.routes.common import model_for_task, run_to_result
-from localinfer.server.state import settings_of
+from localinfer.server.state import calls_of, settings_of
 
 
 def cache_for(request: Request, model: str) -> EmbeddingCache:
@@ -42,22 +42,7 @@ async def embeddings(request: Request) -> Response:
     settings = settings_of(request)
     body = p.parse(p.EmbeddingRequest, await read_json(request, settings.max_body_bytes))
     texts = body.texts
-    if not texts:
-        raise InvalidRequest("input must not be empty", param="input")
-    if len(texts) > settings.max_embedding_inputs:
-        raise RequestTooLarge(
-            f"{len(texts)} inputs; at most {settings.max_embedding_inputs} per request",
-            param="input",
-        )
-    for index, text in enumerate(texts):
-        if not text:
-            raise InvalidRequest(f"input[{index}] is an empty string", param="input")
-        if len(text) > settings.max_input_chars:
-            raise RequestTooLarge(
-                f"input[{index}] is {len(text)} characters; at most "
-                f"{settings.max_input_chars} are accepted",
-                param="input",
-            )
+    calls_of(request).limits.check_texts(texts)
     model = model_for_task(request, body.model, EMBEDDINGS)
     cache = cache_for(request, model.name)
 

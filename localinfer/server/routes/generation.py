@@ -8,14 +8,17 @@ starts (context overflow, unknown model) is a real HTTP status, not an event in 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import replace
 
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localinfer.errors import InvalidRequest, LocalInferError, RequestTooLarge
+from localinfer.calls.calls import Calls
+from localinfer.calls.options import ChatOptions
+from localinfer.calls.outcome import GenerationTiming, TokenUsage
+from localinfer.errors import LocalInferError
 from localinfer.handlers.tasks import CHAT, GenerationRequest, GenerationResult
 from localinfer.runtime.job import Chunk, Done, Job
 from localinfer.server import protocol as p
@@ -24,45 +27,14 @@ from localinfer.server.chat_images import vision_messages
 from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
 from localinfer.server.routes.common import model_for_task, reader_for
 from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
-from localinfer.server.state import request_id_of, settings_of
+from localinfer.server.state import calls_of, request_id_of, settings_of
 
 
-def _budget(request: Request, asked: int | None) -> int:
-    settings = settings_of(request)
-    if asked is not None and asked > settings.max_tokens_limit:
-        raise InvalidRequest(
-            f"max_tokens is {asked}; the largest accepted is {settings.max_tokens_limit}",
-            param="max_tokens",
-        )
-    return asked or settings.default_max_tokens
-
-
-def _check_size(request: Request, texts: list[str], messages: int = 0) -> None:
-    settings = settings_of(request)
-    if messages > settings.max_messages:
-        raise RequestTooLarge(
-            f"{messages} messages; at most {settings.max_messages} are accepted", param="messages"
-        )
-    chars = sum(len(t) for t in texts)
-    if chars > settings.max_input_chars:
-        raise RequestTooLarge(
-            f"the input is {chars} characters; at most {settings.max_input_chars} are accepted"
-        )
-
-
-def _generation_request(
-    request: Request,
-    body: p.ChatCompletionRequest | p.CompletionRequest,
-    *,
-    messages: tuple[dict[str, Any], ...] | None = None,
-    prompt: str | None = None,
-) -> GenerationRequest:
-    """The handler's request from the sampling fields chat and completions share."""
-    return GenerationRequest(
-        messages=messages,
-        prompt=prompt,
-        max_new_tokens=_budget(request, body.token_budget),
-        temperature=p.sampling_temperature(body.temperature),
+def _options(body: p.ChatCompletionRequest | p.CompletionRequest) -> ChatOptions:
+    """The sampling fields chat and completions share, for the call layer."""
+    return ChatOptions(
+        max_tokens=body.token_budget,
+        temperature=body.temperature,
         top_p=body.top_p,
         stop=body.stop_sequences,
         seed=body.seed,
@@ -70,20 +42,11 @@ def _generation_request(
 
 
 def performance(job: Job, result: GenerationResult) -> p.Performance:
-    return p.Performance(
-        queue_ms=round(job.queue_ms or 0.0, 3),
-        prefill_ms=round(result.prefill_ms, 3),
-        decode_ms=round(result.decode_ms, 3),
-        tokens_per_second=round(result.tokens_per_second, 3),
-    )
+    return p.Performance.of(GenerationTiming.of(job, result))
 
 
 def usage(result: GenerationResult) -> p.Usage:
-    return p.Usage(
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        total_tokens=result.prompt_tokens + result.completion_tokens,
-    )
+    return p.Usage.of(TokenUsage.of(result))
 
 
 def _sse(model: BaseModel) -> bytes:
@@ -120,7 +83,7 @@ async def _start(
     request: Request, model_name: str, payload: GenerationRequest
 ) -> tuple[Job, JobReader, Chunk | Done]:
     model = model_for_task(request, model_name, CHAT)
-    job = model.submit(payload, request_id=request_id_of(request))
+    job = Calls.submit(model, payload, request_id=request_id_of(request))
     reader = reader_for(request, job)
     first = await reader.guarded(request)
     return job, reader, first
@@ -141,18 +104,18 @@ async def chat_completions(request: Request) -> Response:
     body = p.parse(
         p.ChatCompletionRequest, await read_json(request, settings_of(request).max_body_bytes)
     )
+    calls = calls_of(request)
     with_images = any(m.images for m in body.messages)
     texts = [m.text_beside_images() if with_images else m.text() for m in body.messages]
-    _check_size(request, texts, messages=len(body.messages))
-    if with_images:
+    payload = calls.chat(
+        [{"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)],
+        **_options(body),
+    )
+    if with_images:  # checked as text first: no image is decoded for a refused request
         settings = settings_of(request)
         model = model_for_task(request, body.model, CHAT)
-        messages = await vision_messages(model, body.messages, settings, settings.max_images)
-    else:
-        messages = tuple(
-            {"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)
-        )
-    payload = _generation_request(request, body, messages=messages)
+        converted = await vision_messages(model, body.messages, settings, settings.max_images)
+        payload = replace(payload, messages=converted)
     job, reader, first = await _start(request, body.model, payload)
     reply_id, created = p.new_id("chatcmpl"), p.now()
 
@@ -215,8 +178,7 @@ async def completions(request: Request) -> Response:
     body = p.parse(
         p.CompletionRequest, await read_json(request, settings_of(request).max_body_bytes)
     )
-    _check_size(request, [body.prompt_text])
-    payload = _generation_request(request, body, prompt=body.prompt_text)
+    payload = calls_of(request).completion(body.prompt_text, **_options(body))
     job, reader, first = await _start(request, body.model, payload)
     reply_id, created = p.new_id("cmpl"), p.now()
 

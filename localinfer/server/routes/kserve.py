@@ -29,15 +29,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localinfer import __version__
-from localinfer.errors import InvalidRequest, RequestTooLarge
+from localinfer._version import __version__
+from localinfer.calls.calls import Calls
+from localinfer.calls.options import ChatOptions
+from localinfer.errors import InvalidRequest
 from localinfer.handlers.tasks import (
     CHAT,
     EMBEDDINGS,
     TRANSCRIPTION,
     EmbeddingRequest,
     EmbeddingResult,
-    GenerationRequest,
     GenerationResult,
     TranscriptionRequest,
     TranscriptionResult,
@@ -48,9 +49,8 @@ from localinfer.runtime.job import Done
 from localinfer.runtime.model import ServedModel
 from localinfer.server.bodies import read_json
 from localinfer.server.errors import kserve_error_response
-from localinfer.server.protocol import sampling_temperature
 from localinfer.server.routes.common import reader_for
-from localinfer.server.state import registry_of, request_id_of, settings_of
+from localinfer.server.state import calls_of, registry_of, request_id_of, settings_of
 from localinfer.server.tensors import (
     InferenceRequest,
     InputTensor,
@@ -174,7 +174,7 @@ async def model_metadata(request: Request) -> Response:
 
 async def _result(request: Request, model: ServedModel, payload: Any) -> Any:
     """Run one job to its result; a stream's items are joined."""
-    job = model.submit(payload, request_id=request_id_of(request))
+    job = Calls.submit(model, payload, request_id=request_id_of(request))
     reader = reader_for(request, job)
     chunks: list[Any] = []
 
@@ -198,16 +198,7 @@ def _single(body: InferenceRequest, datatypes: tuple[str, ...]) -> InputTensor:
 
 def _texts(request: Request, tensor: InputTensor, most: int) -> list[str]:
     texts = [str(t) for t in decode(tensor).reshape(-1)]
-    limit = settings_of(request).max_input_chars
-    if not texts:
-        raise InvalidRequest(f"input {tensor.name!r} is empty", param=tensor.name)
-    if len(texts) > most:
-        raise RequestTooLarge(f"{len(texts)} texts; at most {most} per request", param=tensor.name)
-    for index, text in enumerate(texts):
-        if not text:
-            raise InvalidRequest(f"{tensor.name}[{index}] is an empty string", param=tensor.name)
-        if len(text) > limit:
-            raise RequestTooLarge(f"{tensor.name}[{index}] is longer than {limit} characters")
+    calls_of(request).limits.check_texts(texts, param=tensor.name, most=most)
     return texts
 
 
@@ -224,7 +215,7 @@ def _parameter(body: InferenceRequest, name: str, kind: type, default: Any = Non
 
 async def _embeddings(request: Request, model: ServedModel, body: InferenceRequest) -> Any:
     tensor = _single(body, ("BYTES",))
-    texts = _texts(request, tensor, settings_of(request).max_embedding_inputs)
+    texts = _texts(request, tensor, calls_of(request).limits.max_embedding_inputs)
     payload = EmbeddingRequest(tuple(texts), dimensions=_parameter(body, "dimensions", int))
     result = await _result(request, model, payload)
     assert isinstance(result, EmbeddingResult)
@@ -233,31 +224,21 @@ async def _embeddings(request: Request, model: ServedModel, body: InferenceReque
 
 async def _chat(request: Request, model: ServedModel, body: InferenceRequest) -> Any:
     texts = _texts(request, _single(body, ("BYTES",)), MAX_GENERATIONS)
-    settings = settings_of(request)
-    max_tokens = _parameter(body, "max_tokens", int, settings.default_max_tokens)
-    if not 1 <= max_tokens <= settings.max_tokens_limit:
-        raise InvalidRequest(
-            f"max_tokens must be between 1 and {settings.max_tokens_limit}", param="max_tokens"
-        )
-    temperature = _parameter(body, "temperature", float, 1.0)
-    if not 0.0 <= temperature <= 2.0:
+    calls = calls_of(request)
+    max_tokens = _parameter(body, "max_tokens", int)
+    temperature = _parameter(body, "temperature", float)
+    if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise InvalidRequest("temperature must be between 0 and 2", param="temperature")
-    temperature = sampling_temperature(temperature)
-    top_p = _parameter(body, "top_p", float, 1.0)
-    if not 0.0 < top_p <= 1.0:
+    top_p = _parameter(body, "top_p", float)
+    if top_p is not None and not 0.0 < top_p <= 1.0:
         raise InvalidRequest("top_p must be above 0 and at most 1", param="top_p")
     seed = _parameter(body, "seed", int)
     if seed is not None and not -(2**63) <= seed < 2**63:
         raise InvalidRequest("seed must fit in 64 bits", param="seed")
+    options = ChatOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     results: list[GenerationResult] = []
     for text in texts:  # one job each, one after another: each result is read as it streams
-        payload = GenerationRequest(
-            messages=({"role": "user", "content": text},),
-            max_new_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-        )
+        payload = calls.chat([{"role": "user", "content": text}], **options)
         results.append(await _result(request, model, payload))
     return [
         encode("text_output", [r.text for r in results]),
@@ -269,10 +250,7 @@ async def _transcription(request: Request, model: ServedModel, body: InferenceRe
     tensor = _single(body, ("FP32", "FP64", "FP16"))
     audio = decode(tensor).astype(np.float32).reshape(-1)
     sample_rate = _parameter(body, "sample_rate", int, 16_000)
-    if sample_rate <= 0:
-        raise InvalidRequest("sample_rate must be positive", param="sample_rate")
-    if audio.size / sample_rate > settings_of(request).max_audio_seconds:
-        raise RequestTooLarge("the audio is longer than the longest accepted", param=tensor.name)
+    calls_of(request).limits.check_audio(audio.size, sample_rate, param=tensor.name)
     task = _parameter(body, "task", str, "transcribe")
     if task not in ("transcribe", "translate"):
         raise InvalidRequest("task must be 'transcribe' or 'translate'", param="task")

@@ -30,6 +30,7 @@ from localinfer.config import Settings
 from localinfer.runtime.downloads import DownloadManager
 from localinfer.runtime.lifecycle import CatalogModels, LoadDefaults, ModelLifecycle
 from localinfer.runtime.registry import ModelRegistry
+from localinfer.server import resources as r
 from localinfer.server.bodies import read_json
 from localinfer.server.protocol import Request as ProtocolRequest
 from localinfer.server.protocol import parse
@@ -102,20 +103,26 @@ async def load_model(request: Request) -> Response:
     model, loaded = await lifecycle_of(request).load(
         request.path_params["model"], device=body.device, workers=body.workers, wait=body.wait
     )
+    state = {"id": model.name, "object": "model", "loaded": loaded, **model.health()}
     return JSONResponse(
-        {"id": model.name, "object": "model", "loaded": loaded, **model.health()},
-        status_code=200 if model.ready else 202,
+        r.ModelState.model_validate(state).model_dump(), status_code=200 if model.ready else 202
     )
 
 
 async def unload_model(request: Request) -> Response:
     report = await lifecycle_of(request).unload(request.path_params["model"])
-    return JSONResponse({"id": report.model, "object": "model", **report.as_dict()})
+    answer = r.UnloadReport.model_validate({"id": report.model, **report.as_dict()})
+    return JSONResponse(answer.model_dump())
+
+
+def _download(snapshot: dict[str, Any]) -> r.Download:
+    """A download task's snapshot (the runtime's plain dict) as the answer it is."""
+    return r.Download.model_validate(snapshot)
 
 
 async def list_downloads(request: Request) -> Response:
-    data = [task.snapshot() for task in downloads_of(request)]
-    return JSONResponse({"object": "list", "data": data})
+    data = [_download(task.snapshot()) for task in downloads_of(request)]
+    return JSONResponse(r.DownloadList(data=data).model_dump())
 
 
 async def start_download(request: Request) -> Response:
@@ -124,14 +131,16 @@ async def start_download(request: Request) -> Response:
     )
     task, created = downloads_of(request).start(body.model, revision=body.revision)
     return JSONResponse(
-        task.snapshot(),
+        _download(task.snapshot()).model_dump(),
         status_code=202 if created else 200,
         headers={"Location": f"/v1/downloads/{task.id}"},
     )
 
 
 async def get_download(request: Request) -> Response:
-    return JSONResponse(downloads_of(request).get(request.path_params["id"]).snapshot())
+    return JSONResponse(
+        _download(downloads_of(request).get(request.path_params["id"]).snapshot()).model_dump()
+    )
 
 
 async def download_events(request: Request) -> Response:
@@ -139,7 +148,7 @@ async def download_events(request: Request) -> Response:
 
     async def events() -> AsyncIterator[bytes]:
         async for snapshot in task.updates():
-            yield sse_event(snapshot)
+            yield sse_event(_download(snapshot).model_dump())
         yield DONE
 
     return StreamingResponse(events(), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
@@ -148,7 +157,9 @@ async def download_events(request: Request) -> Response:
 async def cancel_download(request: Request) -> Response:
     task = downloads_of(request).get(request.path_params["id"])
     task.cancel()
-    return JSONResponse(task.snapshot(), status_code=200 if task.finished else 202)
+    return JSONResponse(
+        _download(task.snapshot()).model_dump(), status_code=200 if task.finished else 202
+    )
 
 
 async def catalog(request: Request) -> Response:
@@ -158,21 +169,22 @@ async def catalog(request: Request) -> Response:
     entries = sorted(lifecycle.models.plugins.catalog.values(), key=lambda e: e.alias)
 
     flags = await anyio.to_thread.run_sync(lambda: [available_locally(e) for e in entries])
-    data = [
-        {
-            "id": entry.alias,
-            "object": "catalog_entry",
-            "repo": entry.repo,
-            "task": entry.task,
-            "handler": entry.handler,
-            "description": entry.description,
-            "origin": entry.origin,
-            "cached": is_cached,  # servable without a download
-            "loaded": entry.alias in registry,
-        }
-        for entry, is_cached in zip(entries, flags, strict=True)
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    answer = r.Catalog(
+        data=[
+            r.CatalogEntry(
+                id=entry.alias,
+                repo=entry.repo,
+                task=entry.task,
+                handler=entry.handler,
+                description=entry.description,
+                origin=entry.origin,
+                cached=is_cached,
+                loaded=entry.alias in registry,
+            )
+            for entry, is_cached in zip(entries, flags, strict=True)
+        ]
+    )
+    return JSONResponse(answer.model_dump())
 
 
 async def cache(request: Request) -> Response:
@@ -181,19 +193,20 @@ async def cache(request: Request) -> Response:
 
     registry = registry_of(request)
     models = await anyio.to_thread.run_sync(cached_models)  # walks the cache: off the loop
-    data = [
-        {
-            "id": model.repo_id,
-            "object": "cached_model",
-            "size_bytes": model.size_bytes,
-            "files": model.files,
-            "revisions": len(model.revisions),
-            "last_accessed": round(model.last_accessed, 3),
-            "loaded": model.repo_id in registry,
-        }
-        for model in models
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    answer = r.CachedModels(
+        data=[
+            r.CachedModel(
+                id=model.repo_id,
+                size_bytes=model.size_bytes,
+                files=model.files,
+                revisions=len(model.revisions),
+                last_accessed=round(model.last_accessed, 3),
+                loaded=model.repo_id in registry,
+            )
+            for model in models
+        ]
+    )
+    return JSONResponse(answer.model_dump())
 
 
 routes = [

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localinfer.runtime.model import ServedModel
 from localinfer.server import protocol as p
+from localinfer.server import resources as r
 from localinfer.server.connections import ConnectionLimit
-from localinfer.server.state import registry_of
+from localinfer.server.state import calls_of, registry_of
 from localinfer.server.telemetry import device_telemetry
 
 _STARTED = int(time.time())
@@ -23,40 +22,19 @@ async def health(request: Request) -> Response:
     """Liveness, with each worker's state: a dead or failed worker shows here."""
     models = registry_of(request).health()
     degraded = any(not m["ready"] for m in models.values())
-    return JSONResponse({"status": "degraded" if degraded else "ok", "models": models})
+    answer = r.Health(status="degraded" if degraded else "ok", models=models)
+    return JSONResponse(answer.model_dump())
 
 
 async def ready(request: Request) -> Response:
     """200 once every worker of every model has loaded, else 503."""
     registry = registry_of(request)
-    body: dict[str, Any] = {"ready": registry.ready, "models": {m.name: m.ready for m in registry}}
+    answer = r.Readiness(ready=registry.ready, models={m.name: m.ready for m in registry})
+    body = answer.model_dump()
     failed = {m.name: m.failure for m in registry if m.failure is not None}
     if failed:  # why a model will not become ready without help
         body["failed"] = failed
     return JSONResponse(body, status_code=200 if registry.ready else 503)
-
-
-def _model_stats(model: ServedModel, caches: dict[str, Any]) -> dict[str, Any]:
-    snapshot = model.stats.snapshot()
-    task = model.definition.task
-    return {
-        **snapshot,
-        "task": task,
-        # a chat stream's chunks are its text deltas: about one token each
-        **({"tokens_per_second": snapshot["chunks_per_second"]} if task == "chat" else {}),
-        "queue_depth": model.queue.depth,
-        "dropped": model.queue.dropped,
-        "workers": len(model.workers),
-        "busy_workers": sum(w.busy_since is not None for w in model.workers),
-        "restarts": model.restarts,
-        "hangs": model.hangs,
-        "hung_workers": model.hung_workers,
-        "abandoned_workers": len(model.abandoned_workers),
-        "abandoned_device_memory_bytes": model.supervisor.abandoned_memory_bytes,
-        "draining": model.draining,
-        **({"embedding_cache": caches[model.name].snapshot()} if model.name in caches else {}),
-        **model.replica_stats(),
-    }
 
 
 async def stats(request: Request) -> Response:
@@ -64,13 +42,13 @@ async def stats(request: Request) -> Response:
     caches = request.app.state.embedding_caches
     devices = await anyio.to_thread.run_sync(device_telemetry)  # driver calls: off the loop
     connections: ConnectionLimit | None = getattr(request.app.state, "connections", None)
-    return JSONResponse(
-        {
-            "models": {m.name: _model_stats(m, caches) for m in registry_of(request)},
-            "devices": devices,
-            **({"connections": connections.snapshot()} if connections is not None else {}),
-        }
+    models = calls_of(request).stats(
+        lambda m: {"embedding_cache": caches[m.name].snapshot()} if m.name in caches else {}
     )
+    answer = r.Stats.model_validate({"models": models, "devices": devices}).model_dump()
+    if connections is not None:
+        answer["connections"] = connections.snapshot()
+    return JSONResponse(answer)
 
 
 def _model_card(model_name: str, task: str, engine: str | None = None) -> p.ModelCard:
@@ -85,7 +63,7 @@ async def list_models(request: Request) -> Response:
 async def get_model(request: Request) -> Response:
     model = registry_of(request).get(request.path_params["model"])
     card = _model_card(model.name, model.definition.task, model.engine).model_dump()
-    return JSONResponse({**card, **model.health()})
+    return JSONResponse(r.ModelInfo.model_validate({**card, **model.health()}).model_dump())
 
 
 routes = [

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from localinfer.client import Client
 
-if TYPE_CHECKING:
-    from localinfer.tui.app import LocalInferApp
+
+class ScreenHost(Protocol):
+    """What the screens need of the app, so that they never import it (the app imports
+    them): its client, where failures go, and two settings."""
+
+    #: how often the monitor reads ``/v1/stats``; None: never by itself
+    poll_interval_s: float | None
+    #: where the chat saves and opens conversations unless told otherwise
+    conversation_path: str
+
+    async def client(self) -> Client: ...
+
+    def report(self, error: BaseException) -> None: ...
 
 
 class AppScreen(Screen[None]):
-    """A screen of :class:`LocalInferApp`. Workers run with ``exit_on_error=False``: one
+    """A screen of the localinfer app. Workers run with ``exit_on_error=False``: one
     that fails is reported here (Worker.StateChanged does not bubble to the app)."""
 
     @property
-    def localinfer(self) -> LocalInferApp:
-        return cast("LocalInferApp", self.app)
+    def localinfer(self) -> ScreenHost:
+        return cast(ScreenHost, self.app)
 
     async def client(self) -> Client:
         return await self.localinfer.client()
