@@ -242,7 +242,7 @@ class Engine(InProcessService):
         # messages with images are made ready once the model is known (it must take them)
         images = listed if any(_has_images(m["content"]) for m in listed) else None
         request = self.calls.chat(
-            [{"role": str(m["role"]), "content": content_text(m["content"])} for m in listed],
+            [{"role": str(m["role"]), "content": _text_of(m["content"])} for m in listed],
             **options,
         )
         if stream:
@@ -571,6 +571,13 @@ class Engine(InProcessService):
             async for event in events:
                 if isinstance(event, Chunk) or event.value is not None:
                     yield event.value
+
+
+def _text_of(content: object) -> str:
+    """A message's text, its image parts left out (they are decoded once the model is known)."""
+    if isinstance(content, list):
+        content = [p for p in content if not (isinstance(p, dict) and p.get("type") == "image_url")]
+    return content_text(content)
 
 
 def _has_images(content: object) -> bool:

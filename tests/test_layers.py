@@ -24,6 +24,8 @@ LAYERS: dict[str, int] = {
     "embedded": 5,
     "testing": 5,
     "examples": 5,
+    # Ray Serve wraps the server app, as the CLI does
+    "ray": 5,
     # the starlette app
     "server": 4,
     # one path for every request, HTTP and Engine alike

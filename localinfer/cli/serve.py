@@ -6,7 +6,8 @@ import argparse
 import logging
 import os
 
-from localinfer.config import Settings, load_settings
+from localinfer.cli.definitions import catalog_definitions
+from localinfer.config import load_settings
 from localinfer.errors import ConfigurationError
 from localinfer.log import configure_logging
 from localinfer.runtime.devices import resolve_devices
@@ -16,41 +17,6 @@ from localinfer.server.app import create_app
 from localinfer.server.runner import check_bind_is_safe, run
 
 logger = logging.getLogger(__name__)
-
-
-def catalog_definitions(
-    specs: list[str], trust_remote_code: list[str], devices: list[str], settings: Settings
-) -> list[ModelDefinition]:
-    """Definitions for ``--models``: aliases, repo ids and local paths. A model not
-    downloaded yet is pulled first, with progress (refused at once when offline)."""
-    if not specs:
-        return []
-    from localinfer.cli.models import resolve_or_pull
-    from localinfer.plugins import discover
-    from localinfer.runtime.resolve import model_definition
-
-    plugins = discover()
-    unknown_trust = set(trust_remote_code) - set(specs)
-    if unknown_trust:
-        raise ConfigurationError(
-            f"--trust-remote-code names {', '.join(sorted(unknown_trust))}, not in --models"
-        )
-    return [
-        model_definition(
-            resolve_or_pull(
-                spec,
-                plugins,
-                offline=settings.offline,
-                trust_remote_code=spec in trust_remote_code,
-            ),
-            devices=devices,
-            workers_per_device=settings.workers,
-            max_queue=settings.max_queue,
-            stream_buffer=settings.stream_buffer,
-        )
-        for spec in specs
-    ]
-
 
 #: what ``localinfer serve`` runs when nothing is named: one small real model per task,
 #: each served when the Python package shipping its weights is installed. An explicit list:

@@ -1,7 +1,7 @@
 """Image bytes to a bounded RGB picture: what a vision handler is handed.
 
 Decoding is CPU work: callers on an event loop run it in a thread
-(:func:`localinfer.image_urls.load_image_url` does). The pixel count is read from the
+(:func:`localinfer.server.image_urls.load_image_url` does). The pixel count is read from the
 header and checked before any pixel is decoded, so a small file that claims a huge
 canvas (a decompression bomb) is refused for the price of its header.
 """

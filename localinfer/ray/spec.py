@@ -122,7 +122,7 @@ def definition_for(source: ModelSource, settings: Settings) -> ModelDefinition:
             max_queue=settings.max_queue,
             stream_buffer=settings.stream_buffer,
         )
-    from localinfer.cli.serve import catalog_definitions
+    from localinfer.cli.definitions import catalog_definitions
 
     trust = [source.spec] if source.trust_remote_code else []
     (definition,) = catalog_definitions([source.spec], trust, devices, settings)

@@ -2,7 +2,7 @@
 
 Only a model whose handler advertises the ``images`` capability gets images; any other
 is refused before an image is read. Each image is fetched (where allowed) and decoded
-off the event loop by :func:`localinfer.image_urls.load_image_url`.
+off the event loop by :func:`localinfer.server.image_urls.load_image_url`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.tasks import IMAGE_INPUT
-from localinfer.image_urls import ImageSettings, load_image_url
 from localinfer.runtime.model import ServedModel
 from localinfer.server import protocol as p
+from localinfer.server.image_urls import ImageSettings, load_image_url
 
 
 def accepts_images(model: ServedModel) -> bool:

@@ -97,7 +97,7 @@ def test_serve_offline_fails_at_once_naming_the_pull_command(
 def test_serve_pulls_a_missing_model_before_serving_it(
     tiny_bert_repo: HubRepo, hub: HubServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from localinfer.cli.serve import catalog_definitions
+    from localinfer.cli.definitions import catalog_definitions
 
     settings = Settings(device="cpu")
     (definition,) = catalog_definitions([TINY_BERT_REPO], [], ["cpu"], settings)
@@ -113,7 +113,7 @@ def test_serve_pulls_a_missing_model_before_serving_it(
 def test_local_paths_are_served_as_given_never_downloaded(
     tiny_bert_dir: Path, hub: HubServer
 ) -> None:
-    from localinfer.cli.serve import catalog_definitions
+    from localinfer.cli.definitions import catalog_definitions
 
     (definition,) = catalog_definitions([str(tiny_bert_dir)], [], ["cpu"], Settings())
     assert definition.task == "embeddings" and hub.requests == []

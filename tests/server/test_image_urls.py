@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from localinfer.errors import InvalidRequest
-from localinfer.image_urls import (
+from localinfer.server.image_urls import (
     IPAddress,
     RemoteGuard,
     decode_data_url,
