@@ -51,11 +51,12 @@ def gbnf_literal(text: str) -> str:
 @functools.lru_cache(maxsize=64)
 def constraint_grammar(json_schema: str, prefix: str, suffix: str, repeat: bool) -> str:
     """The GBNF grammar (root rule ``root``) of ``prefix JSON suffix`` blocks."""
-    from llama_cpp.llama_grammar import SchemaConverter
+    from llama_cpp import llama_grammar
 
+    grammars: Any = llama_grammar  # untyped
     try:
         schema = json.loads(json_schema)
-        converter = SchemaConverter(
+        converter = grammars.SchemaConverter(
             prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
         )
         schema = converter.resolve_refs(schema, "input")
