@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chat_serving import http_round, start, stop
@@ -189,7 +191,11 @@ def main(argv: list[str] | None = None) -> None:
                         continue  # ~10x slower: one round each is enough to compare them
                     url, _ = running[name]
                     model = "smollm2" if "llama-server" in name else _model_of(name)
-                    outcome = asyncio.run(http_round(url, model, n, args.max_tokens))
+                    try:
+                        outcome = asyncio.run(http_round(url, model, n, args.max_tokens))
+                    except httpx.HTTPError as exc:  # a dropped keep-alive connection: skip it
+                        log(f"{name}, {n} streams: round lost ({exc!r})")
+                        continue
                     results[name][n].append(outcome)
                     log(
                         f"{name}, {n} streams: {outcome['tok_s']:.1f} tok/s, "
