@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transformers", action="store_true", help="add transformers CB on/off")
     parser.add_argument("--no-llama-server", action="store_true")
     parser.add_argument(
+        "--localinfer-options", default="", help='engine options as JSON, e.g. {"n_threads": 1}'
+    )
+    parser.add_argument(
         "--in-process", action="store_true", help="add llama-cpp-python's Llama, 1 stream"
     )
     args = parser.parse_args(argv)
@@ -149,7 +152,10 @@ def main(argv: list[str] | None = None) -> None:
             *(str(binary), "-m", str(gguf), "-np", "4", "-c", "8192", "-fa", "off"),
             *("-t", str(n_threads), "--port", "{port}", "--host", "127.0.0.1"),
         ]
-    contenders["localinfer (llama.cpp engine)"] = localinfer_command(0, "smollm2-135m-instruct")
+    spec = "smollm2-135m-instruct"
+    if args.localinfer_options:
+        spec += "=" + json.dumps(json.loads(args.localinfer_options))
+    contenders["localinfer (llama.cpp engine)"] = localinfer_command(0, spec)
     if args.transformers:
         base = "smollm2-135m-instruct-transformers"
         on = json.dumps({"continuous_batching": True})
