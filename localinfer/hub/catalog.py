@@ -29,3 +29,6 @@ class CatalogEntry:
     #: a copy shipped inside a Python package (``"import_name/path/inside"``, a directory
     #: or a ``.gguf`` file), preferred to ``repo`` whenever that package is installed
     packaged: str | None = None
+    #: the handler that serves the entry when ``handler`` is not installed or misses a
+    #: module it needs (the llama.cpp engine without llama-cpp-python); said in the log
+    fallback_handler: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,8 @@ from localinfer.hub.user_catalog import USER_ORIGIN
 from localinfer.plugins import HandlerSpec, PluginSet
 from localinfer.runtime.job import DEFAULT_STREAM_BUFFER
 from localinfer.runtime.model import ModelDefinition
+
+logger = logging.getLogger(__name__)
 
 #: micro-batching defaults per task, when the handler class declares none
 _BATCHING = {EMBEDDINGS: (64, 20.0), TRANSCRIPTION: (8, 10.0), CHAT: (1, 0.0)}
@@ -139,7 +142,7 @@ def resolve(
         return ResolvedModel(
             name=spec,
             task=entry.task,
-            handler=plugins.handler(entry.handler),
+            handler=entry_handler(entry, plugins),
             source=ModelSource(
                 location,
                 revision=revision,
@@ -170,6 +173,23 @@ def resolve(
         f"{spec!r} is neither a catalog alias ({known}), an existing path, "
         "nor an 'org/name' repo id"
     )
+
+
+def entry_handler(entry: CatalogEntry, plugins: PluginSet) -> HandlerSpec:
+    """The handler serving ``entry``: its own, or its fallback (logged) when its own is not
+    installed or misses a module it needs."""
+    fallback = entry.fallback_handler
+    if fallback is None:
+        return plugins.handler(entry.handler)
+    preferred = plugins.handlers.get(entry.handler)
+    if preferred is None:
+        why = f"handler {entry.handler!r} is not installed"
+    elif missing := preferred.missing_modules():
+        why = f"handler {entry.handler!r} needs {', '.join(missing)}, not installed"
+    else:
+        return preferred
+    logger.warning("%s: %s; served by %r instead", entry.alias, why, fallback)
+    return plugins.handler(fallback)
 
 
 def _not_downloaded(spec: str, what: str) -> ModelNotDownloaded:

@@ -26,6 +26,7 @@ plugin = Plugin(
             target="localinfer_llamacpp.handler:LlamaCppChatHandler",
             description="GGUF chat models through llama.cpp (quantised, CPU or GPU)",
             capabilities={"format": "gguf", "engine": "llama.cpp"},
+            requires=("llama_cpp",),
         ),
     ],
     catalog=[

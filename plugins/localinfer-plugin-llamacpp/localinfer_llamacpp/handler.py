@@ -1,28 +1,40 @@
 """Chat with a GGUF model through llama.cpp, following the ``chat`` task contract.
 
 The messages are rendered with the model's own chat template (GGUF metadata, or the
-``chat_template`` option), tokenized once so the prompt is counted exactly and checked
-against the context, then generated with ``Llama.create_completion(stream=True)``: each
-streamed piece is one text delta, and generation stops at the next piece once the item
-is cancelled. One ``Llama`` per worker thread (it is not thread-safe, and needs no lock
-here: a worker serves one request at a time).
+``chat_template`` option) and tokenized once, so the prompt is counted exactly and
+checked against the context; the request then joins the
+:class:`~localinfer_llamacpp.engine.BatchedEngine`, which decodes every request in flight
+together in one llama.cpp context. The worker thread only prepares and queues: the
+handler advertises ``max_in_flight`` (the engine's slots) so the runtime keeps that many
+requests in flight.
 
-Options (catalog entry or ``--models`` path): ``n_ctx`` (4096), ``n_threads``,
-``n_gpu_layers`` (all on a GPU device, none on CPU), ``chat_template``, ``flash_attn``.
+Options (catalog entry or ``--models`` path): ``n_ctx`` (KV cells, split evenly between the
+sequences, 8192), ``parallel`` (sequences decoded together, 4), ``n_batch`` (512),
+``n_threads`` (every core), ``n_gpu_layers`` (all on a GPU device, none on CPU),
+``chat_template``, ``flash_attn`` (off; ``None`` lets llama.cpp decide).
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
-from localinfer.handlers.tasks import CHAT, GenerationRequest, GenerationResult
+from localinfer.handlers.generation.sequence import Generation
+from localinfer.handlers.tasks import CHAT, GenerationRequest
+from localinfer_llamacpp.constraints import constraint_sampler
+from localinfer_llamacpp.engine import BatchedEngine
+from localinfer_llamacpp.model import ContextSettings, GgufModel
+from localinfer_llamacpp.sampling import SamplerChain
 
-DEFAULT_CONTEXT = 4096
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = 8192
+DEFAULT_PARALLEL = 4
 
 
 def gguf_file(source: ModelSource) -> Path:
@@ -45,6 +57,22 @@ def _gpu_index(device: str) -> int:
     return int(index) if index.isdigit() else 0
 
 
+def context_settings(options: dict[str, Any], device: str) -> ContextSettings:
+    """The shared context's settings from the model's options, for ``device``."""
+    on_gpu = not device.startswith("cpu")
+    flash = options.get("flash_attn", False)
+    threads = options.get("n_threads")
+    return ContextSettings(
+        n_ctx=int(options.get("n_ctx", DEFAULT_CONTEXT)),
+        n_seq=max(1, int(options.get("parallel", DEFAULT_PARALLEL))),
+        n_batch=int(options.get("n_batch", 512)),
+        n_threads=int(threads) if threads else None,
+        n_gpu_layers=int(options.get("n_gpu_layers", -1 if on_gpu else 0)),
+        main_gpu=_gpu_index(device),
+        flash_attn=None if flash is None else bool(flash),
+    )
+
+
 class LlamaCppChatHandler(Handler):
     task = CHAT
     handler_name = "llama-cpp"
@@ -52,58 +80,61 @@ class LlamaCppChatHandler(Handler):
     def __init__(self, source: ModelSource) -> None:
         self.source = source
         self.path = gguf_file(source)
-        self.llm: Any = None
+        self.model: GgufModel | None = None
+        self.engine: BatchedEngine | None = None
         self.formatter: Any = None
         self.context_length = DEFAULT_CONTEXT
 
     def load(self, device: str) -> None:
-        from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
         options = dict(self.source.options)
-        on_gpu = not device.startswith("cpu")
-        self.context_length = int(options.get("n_ctx", DEFAULT_CONTEXT))
-        self.llm = Llama(
-            model_path=str(self.path),
-            n_ctx=self.context_length,
-            n_threads=options.get("n_threads"),
-            n_gpu_layers=int(options.get("n_gpu_layers", -1 if on_gpu else 0)),
-            main_gpu=_gpu_index(device),
-            flash_attn=bool(options.get("flash_attn", False)),
-            verbose=False,
-        )
-        template = options.get("chat_template") or self.llm.metadata.get("tokenizer.chat_template")
+        self.model = model = GgufModel(self.path, context_settings(options, device))
+        self.context_length = model.n_ctx_seq
+        template = options.get("chat_template") or model.chat_template()
         if template:
-            eos, bos = self.llm.token_eos(), self.llm.token_bos()
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            eos, bos = model.eos_id(), model.bos_id()
             self.formatter = Jinja2ChatFormatter(
                 template=str(template),
-                eos_token=self._token_text(eos),
-                bos_token=self._token_text(bos),
+                eos_token=model.token_text(eos),
+                bos_token=model.token_text(bos),
                 stop_token_ids=[eos],
             )
-
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return bytes(self.llm.detokenize([token], special=True)).decode("utf-8", "replace")
+        self.engine = BatchedEngine(model)
+        self.max_in_flight = self.engine.max_in_flight
 
     def process(self, items: Sequence[WorkItem]) -> None:
+        """Queue each item with the engine; a bad item fails alone, before any output."""
         for item in items:
             if item.cancelled:
+                item.finish(None)
                 continue
             try:
-                self._generate(item)
-            except Exception as exc:  # fail this item only; the worker carries on
+                generation = self.prepare(item)
+                sampler = self._sampler(generation.request)
+                assert self.engine is not None, "load() first"
+                self.engine.submit(generation, sampler)
+            except Exception as exc:
                 item.fail(exc)
 
-    def encode(self, request: GenerationRequest) -> tuple[list[int], list[str], Any]:
-        """The prompt's tokens, the template's stop strings and stopping criteria."""
+    def prepare(self, item: WorkItem) -> Generation:
+        """Validate and tokenize one request; the template's stop strings join the request's."""
+        model = self.model
+        assert model is not None, "load() first"
+        request = item.payload
+        tokens, stop = self.encode(request)
+        request = dataclasses.replace(request, stop=tuple(dict.fromkeys((*request.stop, *stop))))
+        return Generation(item, request, tokens, model.detokenize, model.eog_ids)
+
+    def encode(self, request: GenerationRequest) -> tuple[list[int], list[str]]:
+        """The prompt's tokens and the chat template's stop strings."""
+        model = self.model
+        assert model is not None, "load() first"
         if not isinstance(request, GenerationRequest):
             raise InvalidRequest(
                 f"{self.handler_name} takes a GenerationRequest, not {type(request).__name__}"
             )
-        stop: list[str] = list(request.stop)
-        criteria = None
+        stop: list[str] = []
         if request.messages is not None:
             if self.formatter is None:
                 raise InvalidRequest(
@@ -111,21 +142,28 @@ class LlamaCppChatHandler(Handler):
                     "chat_template option",
                     param="messages",
                 )
+            tools = getattr(request, "tools", None)
             try:
-                formatted = self.formatter(messages=[dict(m) for m in request.messages])
+                formatted = self.formatter(
+                    messages=[dict(m) for m in request.messages],
+                    **({"tools": [dict(t) for t in tools]} if tools else {}),
+                )
             except Exception as exc:  # a template raising on purpose, or jinja's errors
                 raise InvalidRequest(
                     f"the model's chat template rejected the messages: {exc}", param="messages"
                 ) from exc
-            text, add_bos = formatted.prompt, not formatted.added_special
+            text, add_special = formatted.prompt, not formatted.added_special
             extra = [formatted.stop] if isinstance(formatted.stop, str) else formatted.stop
             stop += [s for s in extra or [] if s]
-            criteria = formatted.stopping_criteria
         elif request.prompt is not None:
-            text, add_bos = request.prompt, True
+            text, add_special = request.prompt, True
         else:
             raise InvalidRequest("a generation request needs messages or a prompt")
-        tokens = list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        if getattr(request, "logprobs", None) is not None:
+            raise InvalidRequest(
+                "logprobs are not available from the llama.cpp engine", param="logprobs"
+            )
+        tokens = model.tokenize(text, add_special=add_special)
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="prompt")
         if request.max_new_tokens < 1:
@@ -139,53 +177,18 @@ class LlamaCppChatHandler(Handler):
                 param="max_tokens",
                 code="context_length_exceeded",
             )
-        return tokens, stop, criteria
+        return tokens, stop
 
-    def _generate(self, item: WorkItem) -> None:
-        request: GenerationRequest = item.payload
-        tokens, stop, criteria = self.encode(request)
-        started = time.perf_counter()
-        first_at: float | None = None
-        pieces: list[str] = []
-        finish = "stop"
-        stream = self.llm.create_completion(
-            prompt=tokens,
-            max_tokens=request.max_new_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            stop=stop,
-            stopping_criteria=criteria,
-            seed=request.seed,
-            stream=True,
-        )
-        try:
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                if choice["text"]:
-                    if first_at is None:
-                        first_at = time.perf_counter()
-                    pieces.append(choice["text"])
-                    item.emit(choice["text"])
-                finish = choice.get("finish_reason") or finish
-                if item.cancelled:
-                    break
-        finally:
-            stream.close()  # stops generation at once when the caller has gone
-        ended = time.perf_counter()
-        text = "".join(pieces)
-        first_at = first_at or ended
-        item.finish(
-            GenerationResult(
-                text=text,
-                finish_reason="length" if finish == "length" else "stop",
-                prompt_tokens=len(tokens),
-                completion_tokens=len(self.llm.tokenize(text.encode("utf-8"), add_bos=False)),
-                prefill_ms=(first_at - started) * 1e3,
-                decode_ms=(ended - first_at) * 1e3,
-            )
-        )
+    def _sampler(self, request: GenerationRequest) -> SamplerChain:
+        model = self.model
+        assert model is not None
+        grammar = constraint_sampler(model, getattr(request, "constraint", None))
+        return SamplerChain(model.lib, request, grammar)
 
     def close(self) -> None:
-        if self.llm is not None:
-            self.llm.close()
-            self.llm = None
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        if self.model is not None:
+            self.model.close()
+            self.model = None

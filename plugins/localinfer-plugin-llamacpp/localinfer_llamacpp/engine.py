@@ -1,0 +1,286 @@
+"""Continuous batching over one llama.cpp context: the loop that steps every sequence at once.
+
+Like llama.cpp's ``tools/server``: a fixed set of slots (sequence ids) shares one context
+and one unified KV cache. Each step puts the last sampled token of every generating
+sequence, and as many prompt tokens of newly admitted ones as fit, into one
+``llama_batch``; one ``llama_decode`` runs them all; each sequence's own C sampler chain
+then picks its next token from its row of the logits. Sequences join and leave between
+steps. A slot keeps the KV cells of the tokens it last held, so a new prompt that starts
+the same way (a system prompt, a continued conversation) is placed in the slot that
+shares the longest prefix with it, or gets a copy of another slot's cells when that one
+(busy or not) shares a much longer prefix (``llama_memory_seq_cp``), and only the rest
+is prefilled.
+
+The handler's worker thread only queues (:meth:`BatchedEngine.submit`); the engine's own
+thread owns the context. Text goes out through
+:class:`~localinfer.handlers.generation.sequence.Generation` (incremental decode, stop
+strings, counts and timings), exactly as from the transformers engines.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from localinfer.errors import HandlerFailed
+from localinfer.handlers.generation.sequence import Generation
+from localinfer_llamacpp.model import GgufModel
+from localinfer_llamacpp.sampling import SamplerChain
+
+logger = logging.getLogger(__name__)
+
+#: another slot's cells are copied (a whole KV stream) only when they spare at least this
+#: many more prompt tokens than the slot's own
+COPY_WORTH_TOKENS = 64
+
+
+@dataclass(eq=False)
+class Slot:
+    """A sequence id of the context and the tokens whose KV cells it holds (position = index)."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    sequence: Sequence | None = None
+    last_used: float = 0.0
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A request being generated: its progress, its sampler, its prompt and where it stands."""
+
+    generation: Generation
+    sampler: SamplerChain
+    prompt: list[int]
+    slot: Slot | None = None
+    #: prompt tokens whose KV cells the slot holds (reused or prefilled)
+    prefilled: int = 0
+    #: the token sampled last, fed to the next decode
+    next_token: int | None = None
+    #: prompt tokens taken from the cache instead of prefilled
+    reused: int = 0
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    size = min(len(a), len(b))
+    if a[:size] == b[:size]:
+        return size
+    low, high = 0, size  # a[:low] == b[:low]; a[:high] != b[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+class BatchedEngine:
+    """Owns a :class:`GgufModel` context and steps up to ``slots`` sequences together."""
+
+    def __init__(self, model: GgufModel) -> None:
+        self.model = model
+        self.lib = model.lib
+        self.slots = [Slot(seq_id) for seq_id in range(model.settings.n_seq)]
+        self.n_batch = model.settings.n_batch
+        self._batch = self.lib.llama_batch_init(self.n_batch, 0, 1)
+        self._arrivals: collections.deque[Sequence] = collections.deque()
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._active: list[Sequence] = []
+        self._wake = threading.Condition()
+        self._closing = False
+        #: prompt tokens reused from the cache, and decodes run, over the engine's life
+        self.reused_tokens = 0
+        self.decodes = 0
+        self._thread = threading.Thread(target=self._run, name="localinfer:llama-cpp", daemon=True)
+        self._thread.start()
+
+    @property
+    def max_in_flight(self) -> int:
+        return len(self.slots)
+
+    def submit(self, generation: Generation, sampler: SamplerChain) -> None:
+        """Queue a request for the engine's thread and return at once."""
+        sequence = Sequence(generation, sampler, list(generation.prompt_ids))
+        with self._wake:
+            if self._closing:
+                sampler.close()
+                raise HandlerFailed("the llama.cpp engine has stopped")
+            self._arrivals.append(sequence)
+            self._wake.notify()
+
+    def close(self) -> None:
+        """Stop the loop; requests still in flight fail (the model is going away)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
+        left = [*self._active, *self._waiting, *self._arrivals]
+        self._active, self._waiting, self._arrivals = [], collections.deque(), collections.deque()
+        for sequence in left:
+            sequence.sampler.close()
+            if not sequence.generation.item.done:
+                sequence.generation.item.fail(
+                    HandlerFailed("the model was unloaded before this request ended")
+                )
+        if self._batch is not None:
+            self.lib.llama_batch_free(self._batch)
+            self._batch = None
+
+    # -- the engine's thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._closing or self._arrivals or self._active or self._waiting):
+                    self._wake.wait()
+                if self._closing:
+                    return
+                self._waiting.extend(self._arrivals)
+                self._arrivals.clear()
+            try:
+                self._admit()
+                if self._active:
+                    self._step()
+            except Exception as exc:  # the context is in an unknown state: fail what runs
+                logger.exception("llama.cpp engine step failed")
+                for sequence in list(self._active):
+                    self._end(sequence, failure=exc)
+
+    def _admit(self) -> None:
+        """Move waiting requests into free slots (the cancelled ones end here)."""
+        if any(sequence.generation.item.cancelled for sequence in self._waiting):
+            for sequence in [s for s in self._waiting if s.generation.item.cancelled]:
+                self._waiting.remove(sequence)
+                self._end(sequence)
+        while self._waiting:
+            free = [slot for slot in self.slots if slot.sequence is None]
+            if not free:
+                return
+            sequence = self._waiting.popleft()
+            self._place(sequence, free)
+            sequence.generation.start()
+            self._active.append(sequence)
+
+    def _place(self, sequence: Sequence, free: list[Slot]) -> None:
+        """Give ``sequence`` the free slot whose cached tokens share the most with its
+        prompt (least recently used on a tie), reusing those cells, or cells of a longer
+        shared prefix held by any slot."""
+        prompt = sequence.prompt
+        limit = len(prompt) - 1  # the last prompt token is decoded: its logits start generation
+        slot = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
+        own = min(common_prefix(slot.tokens, prompt), limit)
+        donor, shared = slot, own
+        for other in self.slots:
+            if other is not slot:
+                length = min(common_prefix(other.tokens, prompt), limit)
+                if length >= shared + COPY_WORTH_TOKENS:
+                    donor, shared = other, length
+        memory = self.model.memory
+        if donor is not slot:  # streams are copied whole (at the next decode), then cut
+            self.lib.llama_memory_seq_cp(memory, donor.seq_id, slot.seq_id, -1, -1)
+        self.lib.llama_memory_seq_rm(memory, slot.seq_id, shared, -1)
+        slot.tokens = prompt[:shared]
+        slot.sequence = sequence
+        sequence.slot = slot
+        sequence.prefilled = sequence.reused = shared
+        self.reused_tokens += shared
+
+    def _step(self) -> None:
+        """One decode: every generating sequence's next token, then prompt chunks."""
+        for sequence in list(self._active):
+            if sequence.generation.item.cancelled:
+                self._end(sequence)
+        if not self._active:
+            return
+        batch = self._batch
+        count = 0
+        rows: list[tuple[Sequence, int]] = []
+        fed: list[tuple[Slot, list[int]]] = []
+        for sequence in self._active:
+            token = sequence.next_token
+            if token is None:
+                continue
+            slot = sequence.slot
+            assert slot is not None
+            self._add(batch, count, token, len(slot.tokens), slot.seq_id, True)
+            rows.append((sequence, count))
+            fed.append((slot, [token]))
+            count += 1
+        for sequence in self._active:
+            if count >= self.n_batch:
+                break
+            if sequence.next_token is not None or sequence.prefilled >= len(sequence.prompt):
+                continue
+            slot = sequence.slot
+            assert slot is not None
+            start = sequence.prefilled
+            chunk = sequence.prompt[start : start + self.n_batch - count]
+            last = start + len(chunk) == len(sequence.prompt)
+            position = len(slot.tokens)
+            for offset, token in enumerate(chunk):
+                final = last and offset == len(chunk) - 1
+                self._add(batch, count, token, position + offset, slot.seq_id, final)
+                count += 1
+            if last:
+                rows.append((sequence, count - 1))
+            fed.append((slot, chunk))
+            sequence.prefilled += len(chunk)
+        batch.n_tokens = count
+        status = self.lib.llama_decode(self.model.ctx, batch)
+        self.decodes += 1
+        if status != 0:
+            self._recover(status, fed)
+            return
+        for slot, tokens in fed:
+            slot.tokens.extend(tokens)
+        ctx = self.model.ctx
+        for sequence, row in rows:
+            token = sequence.sampler.sample(ctx, row)
+            sequence.next_token = token
+            if sequence.generation.on_token(token):
+                self._end(sequence)
+
+    def _add(
+        self, batch: object, index: int, token: int, pos: int, seq_id: int, logits: bool
+    ) -> None:
+        batch.token[index] = token  # type: ignore[attr-defined]
+        batch.pos[index] = pos  # type: ignore[attr-defined]
+        batch.n_seq_id[index] = 1  # type: ignore[attr-defined]
+        batch.seq_id[index][0] = seq_id  # type: ignore[attr-defined]
+        batch.logits[index] = logits  # type: ignore[attr-defined]
+
+    def _recover(self, status: int, fed: list[tuple[Slot, list[int]]]) -> None:
+        """A decode failed: its sequences fail, their cells are dropped; the engine goes on.
+
+        Each request was checked to fit its sequence's cells, so this is llama.cpp
+        refusing for a reason of its own (memory, an abort), reported as such.
+        """
+        error = HandlerFailed(f"llama_decode failed with status {status}")
+        for slot, _ in fed:
+            if slot.sequence is not None:
+                self._end(slot.sequence, failure=error)
+
+    def _end(self, sequence: Sequence, failure: BaseException | None = None) -> None:
+        """Finish (or fail) a sequence and free its slot at once; its cells stay for reuse."""
+        if sequence in self._active:
+            self._active.remove(sequence)
+        slot = sequence.slot
+        if slot is not None:
+            slot.sequence = None
+            slot.last_used = time.monotonic()
+            if failure is not None:
+                self.lib.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+                slot.tokens = []
+            sequence.slot = None
+        sequence.sampler.close()
+        item = sequence.generation.item
+        if item.done:
+            return
+        if failure is not None:
+            item.fail(failure)
+        else:
+            sequence.generation.finish()

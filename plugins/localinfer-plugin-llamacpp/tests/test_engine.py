@@ -1,0 +1,153 @@
+"""The batched llama.cpp engine on the packaged SmolLM2 GGUF: batching, reuse, cancellation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from llamacpp_support import ask, load_handler, run, wait_done
+from localinfer_llamacpp.engine import common_prefix
+from localinfer_llamacpp.handler import LlamaCppChatHandler
+
+from localinfer.handlers.tasks import GenerationResult
+from localinfer.testing import RecordingItem
+
+PROMPTS = (
+    "Name three colours.",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Count from one to ten.",
+)
+
+
+def test_common_prefix() -> None:
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([5, 2, 3], [1, 2, 3]) == 0
+    assert common_prefix(list(range(1000)), [*range(777), -1]) == 777
+
+
+def test_each_sequence_matches_the_same_request_alone(handler: LlamaCppChatHandler) -> None:
+    alone = [run(handler, ask(text, max_new_tokens=32))[0] for text in PROMPTS]
+    together = run(handler, *(ask(text, max_new_tokens=32) for text in PROMPTS))
+    for solo, batched in zip(alone, together, strict=True):
+        assert solo.error is None and batched.error is None
+        assert batched.result.text == solo.result.text
+        assert batched.result.completion_tokens == solo.result.completion_tokens
+        assert "".join(batched.chunks) == batched.result.text  # streamed piece by piece
+        assert len(batched.chunks) > 1
+
+
+def test_four_streams_take_well_under_four_times_one(handler: LlamaCppChatHandler) -> None:
+    engine = handler.engine
+    assert engine is not None
+    request = ask("Tell me a story about a dragon.", max_new_tokens=64)
+    run(handler, request)  # warm
+    started = time.perf_counter()
+    one = run(handler, request)[0]
+    single = time.perf_counter() - started
+    decodes = engine.decodes
+    started = time.perf_counter()
+    four = run(handler, *(request for _ in range(4)))
+    batched = time.perf_counter() - started
+    assert one.result.completion_tokens == 64
+    assert all(item.result.completion_tokens == 64 for item in four)
+    # one decode per step for all four (plus prompt chunks of late joiners), not four
+    assert engine.decodes - decodes <= 64 + 4
+    # on a CPU a step of four costs more than a step of one (llama.cpp's quantised matmul
+    # does four times the dot products), yet far less than four steps
+    assert batched < 3.6 * single, (batched, single)
+
+
+def test_a_cancelled_stream_frees_its_slot_at_once(gguf: Path) -> None:
+    handler = load_handler(gguf, parallel=1)
+    try:
+        engine = handler.engine
+        assert engine is not None and handler.max_in_flight == 1
+        long = RecordingItem(ask("Write a long story.", max_new_tokens=400))
+        waiting = RecordingItem(ask("Say hi.", max_new_tokens=4))
+        handler.process([long, waiting])
+        while len(long.chunks) < 3:
+            time.sleep(0.001)
+        long.cancel()
+        cancelled_at = time.perf_counter()
+        wait_done([long])
+        freed_after = time.perf_counter() - cancelled_at
+        wait_done([waiting])
+        assert freed_after < 0.5, freed_after  # the next step, not the end of 400 tokens
+        assert long.result.completion_tokens < 50
+        assert waiting.result.completion_tokens >= 1  # it got the slot
+        assert engine.slots[0].sequence is None
+    finally:
+        handler.close()
+
+
+def test_a_repeated_system_prompt_is_not_prefilled_again(handler: LlamaCppChatHandler) -> None:
+    system = "You are a careful assistant. " + " ".join(
+        f"Rule {n}: answer briefly and politely, and never invent facts." for n in range(40)
+    )
+    engine = handler.engine
+    assert engine is not None
+    first = run(handler, ask("Name a fruit.", system=system, max_new_tokens=4))[0].result
+    reused_before = engine.reused_tokens
+    second = run(handler, ask("Name a tree.", system=system, max_new_tokens=4))[0].result
+    assert isinstance(first, GenerationResult) and isinstance(second, GenerationResult)
+    assert first.prompt_tokens > 400
+    assert engine.reused_tokens - reused_before > 400  # the system prompt's cells, reused
+    assert second.prefill_ms < first.prefill_ms / 2, (first.prefill_ms, second.prefill_ms)
+
+
+def test_a_shared_prefix_is_copied_from_a_busy_slot(handler: LlamaCppChatHandler) -> None:
+    system = "You answer in French. " + "Be concise. " * 100
+    engine = handler.engine
+    assert engine is not None
+    busy = RecordingItem(ask("Tell me a long story.", system=system, max_new_tokens=200))
+    handler.process([busy])
+    while not busy.chunks:
+        time.sleep(0.001)
+    reused_before = engine.reused_tokens
+    joined = run(handler, ask("Say yes.", system=system, max_new_tokens=4))[0]
+    busy.cancel()
+    wait_done([busy])
+    assert joined.error is None
+    assert engine.reused_tokens - reused_before > 200
+
+
+def test_greedy_after_reuse_matches_a_fresh_context(gguf: Path) -> None:
+    request = ask("What is two plus two?", system="You are terse. " * 20, max_new_tokens=24)
+    fresh = load_handler(gguf)
+    try:
+        expected = run(fresh, request)[0].result.text
+        again = run(fresh, request)[0].result.text  # the whole prompt but one token reused
+    finally:
+        fresh.close()
+    assert again == expected
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_seeded_sampling_is_reproducible_in_a_batch(
+    handler: LlamaCppChatHandler, seed: int
+) -> None:
+    request = ask("Invent a name for a cat.", max_new_tokens=16, temperature=0.9, seed=seed)
+    alone = run(handler, request)[0].result.text
+    other = ask("Invent a name for a dog.", max_new_tokens=16, temperature=1.0)
+    batched = run(handler, request, other, other)[0].result.text
+    assert batched == alone
+
+
+def test_stop_strings_per_sequence(handler: LlamaCppChatHandler) -> None:
+    counting = ask("Count from one to ten, in digits, separated by commas.", max_new_tokens=48)
+    free = run(handler, counting)[0].result.text
+    assert "3" in free
+    stopped, unstopped = run(
+        handler,
+        ask(
+            "Count from one to ten, in digits, separated by commas.", max_new_tokens=48, stop=("3",)
+        ),
+        counting,
+    )
+    assert stopped.result.text == free[: free.index("3")]
+    assert stopped.result.finish_reason == "stop"
+    assert unstopped.result.text == free
