@@ -6,6 +6,14 @@ dataclasses: no torch, no pydantic, nothing HTTP.
 - ``chat`` / ``completion``: input :class:`GenerationRequest`; the handler emits ``str``
   text deltas as they are decoded (token by token, not generate-then-split), then
   finishes with a :class:`GenerationResult`. It stops early when ``item.cancelled``.
+  With ``request.logprobs`` set (``0..20``) it also emits one :class:`TokenLogprob` per
+  generated token (EOS excluded), right after the text delta that token settled (if any):
+  the text deltas concatenated are the output, the ``TokenLogprob.token`` strings are its
+  tokens. With ``request.constraint`` set the output is guaranteed to match it
+  (:mod:`localinfer.handlers.generation.constraints`); an engine that cannot enforce it
+  raises ``InvalidRequest`` before emitting anything. ``request.tools`` (OpenAI tool
+  definitions) go to the model's chat template; ``n`` choices are separate requests
+  submitted together, so every engine batches them.
 - ``embeddings``: input :class:`EmbeddingRequest`; result :class:`EmbeddingResult`.
 - ``transcription``: input :class:`TranscriptionRequest`; result :class:`TranscriptionResult`.
 """
@@ -13,7 +21,10 @@ dataclasses: no torch, no pydantic, nothing HTTP.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from localinfer.handlers.generation.constraints import OutputConstraint
 
 CHAT = "chat"
 EMBEDDINGS = "embeddings"
@@ -34,6 +45,36 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    #: the output must match this (``response_format``, required / named tool calls)
+    constraint: OutputConstraint | None = None
+    #: ``None``: no logprobs; ``0..20``: emit a :class:`TokenLogprob` per token with that
+    #: many most likely alternatives
+    logprobs: int | None = None
+    #: OpenAI tool definitions (``{"type": "function", "function": {...}}``) for the template
+    tools: tuple[dict[str, Any], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One alternative at a position: its text, bytes (UTF-8) and log probability."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token's text, log probability and the ``top`` most likely alternatives.
+
+    ``logprob`` is the log-softmax of the model's logits after any output constraint's mask
+    and before temperature / top-p: the model's own belief among the tokens it may emit.
+    """
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, cast
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
+from localinfer.handlers.generation.grammar import ConstrainLogits, GrammarCache
+from localinfer.handlers.generation.logprobs import LogprobRecorder, RecordLogprobs
 from localinfer.handlers.generation.sequence import Generation
 from localinfer.handlers.generation.text import hf_decode
 from localinfer.handlers.generation.transformers_sampling import (
@@ -89,6 +91,7 @@ class TransformersChatHandler(Handler):
         self.eos_token_ids: frozenset[int] = frozenset()
         self._pad_token_id: int | None = None
         self._engine: ContinuousBatchingEngine | None = None
+        self._grammars: GrammarCache | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -193,11 +196,12 @@ class TransformersChatHandler(Handler):
                 continue
             try:
                 generation = self._prepare(item)
-                if self._engine is not None and not generation.needs_own_generator:
+                if self._engine is not None and self._engine.can_serve(generation):
                     self._engine.submit(generation)
                 elif self._engine is not None:
                     # the engine samples every request from one shared RNG; a seeded request
-                    # gets its own generator by running alone while the engine waits
+                    # gets its own generator by running alone while the engine waits (so
+                    # does one the engine cannot constrain or report logprobs for)
                     with self._engine.paused():
                         self._generate(generation)
                 else:
@@ -227,7 +231,22 @@ class TransformersChatHandler(Handler):
                 code="context_length_exceeded",
             )
         assert self.tokenizer is not None
-        return Generation(item, request, prompt_ids, hf_decode(self.tokenizer), self.eos_token_ids)
+        decode = hf_decode(self.tokenizer)
+        grammar = None
+        if request.constraint is not None:
+            grammar = self._grammar_cache().sequence(request.constraint)
+        recorder = None
+        if request.logprobs is not None:
+            recorder = LogprobRecorder(request.logprobs, decode)
+        return Generation(item, request, prompt_ids, decode, self.eos_token_ids, recorder, grammar)
+
+    def _grammar_cache(self) -> GrammarCache:
+        """The tokenizer's compiled-grammar cache, built at the first constrained request."""
+        if self._grammars is None:
+            assert self.model is not None and self.tokenizer is not None
+            vocab_size = int(self.model.config.get_text_config().vocab_size)
+            self._grammars = GrammarCache(self.tokenizer, vocab_size, self.eos_token_ids)
+        return self._grammars
 
     def encode_prompt(self, request: GenerationRequest) -> list[int]:
         """The prompt's token ids: the chat template for messages, plain text otherwise."""
@@ -241,6 +260,7 @@ class TransformersChatHandler(Handler):
             try:
                 text = tokenizer.apply_chat_template(
                     [dict(message) for message in request.messages],
+                    tools=[dict(tool) for tool in request.tools] if request.tools else None,
                     add_generation_prompt=True,
                     tokenize=False,
                 )
@@ -267,7 +287,12 @@ class TransformersChatHandler(Handler):
         assert model is not None
         request = generation.request
         input_ids = torch.tensor([generation.prompt_ids], device=model.device)
-        processors = LogitsProcessorList(sampling_processors(request))
+        steps: list[Any] = []
+        if generation.grammar is not None:
+            steps.append(ConstrainLogits(generation.grammar, len(generation.prompt_ids)))
+        if generation.logprobs is not None:
+            steps.append(RecordLogprobs(generation.logprobs))
+        processors = LogitsProcessorList(steps + sampling_processors(request))
         generation.start()
         with torch.inference_mode():
             cast("GenerationMixin", model).generate(

@@ -107,6 +107,14 @@ class ContinuousBatchingEngine:
         vocab_size = int(model.config.get_text_config().vocab_size)
         return cls(manager, max_in_flight, vocab_size, eos_token_ids, sequential_attention)
 
+    def can_serve(self, generation: Generation) -> bool:
+        """False for what the batch cannot do: a seeded sample, a constraint, logprobs."""
+        return (
+            not generation.needs_own_generator
+            and generation.grammar is None
+            and generation.logprobs is None
+        )
+
     def submit(self, generation: Generation) -> None:
         """Queue a request with the manager and return at once."""
         request = generation.request

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 
 from localinfer.handlers.base import WorkItem
+from localinfer.handlers.generation.grammar import ConstrainedSequence
+from localinfer.handlers.generation.logprobs import LogprobRecorder
 from localinfer.handlers.generation.text import Decode, IncrementalDecoder, StopStringFilter
 from localinfer.handlers.tasks import FinishReason, GenerationRequest, GenerationResult
 
@@ -25,6 +27,8 @@ class Generation:
         prompt_ids: list[int],
         decode: Decode,
         eos_token_ids: frozenset[int],
+        logprobs: LogprobRecorder | None = None,
+        grammar: ConstrainedSequence | None = None,
     ) -> None:
         self.item = item
         self.request = request
@@ -36,6 +40,10 @@ class Generation:
         self._text = StopStringFilter(request.stop)
         self._started = time.perf_counter()
         self._first_token_at: float | None = None
+        #: the engine records each step's logits here when the request asks for logprobs
+        self.logprobs = logprobs
+        #: the request's output constraint, which the engine applies to each step's logits
+        self.grammar = grammar
 
     @property
     def needs_own_generator(self) -> bool:
@@ -57,10 +65,13 @@ class Generation:
         if self._first_token_at is None:
             self._first_token_at = time.perf_counter()
         self.completion_tokens += 1
+        logprob = self.logprobs.take(token_id) if self.logprobs is not None else None
         if token_id in self._eos:
             self.finish_reason = "stop"
             return True
         self._send(self._text.push(self._decoder.push(token_id)))
+        if logprob is not None and not self._text.matched and not self.item.done:
+            self.item.emit(logprob)
         if self._text.matched:
             self.finish_reason = "stop"
         elif self.completion_tokens >= self.request.max_new_tokens:
