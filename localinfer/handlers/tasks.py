@@ -9,11 +9,12 @@ dataclasses: no torch, no pydantic, nothing HTTP.
   With ``request.logprobs`` set (``0..20``) it also emits one :class:`TokenLogprob` per
   generated token (EOS excluded), right after the text delta that token settled (if any):
   the text deltas concatenated are the output, the ``TokenLogprob.token`` strings are its
-  tokens. With ``request.constraint`` set the output is guaranteed to match it
-  (:mod:`localinfer.handlers.generation.constraints`); an engine that cannot enforce it
-  raises ``InvalidRequest`` before emitting anything. ``request.tools`` (OpenAI tool
-  definitions) go to the model's chat template; ``n`` choices are separate requests
-  submitted together, so every engine batches them.
+  tokens. With ``request.tools``, each complete :class:`ToolCall` is emitted (instead of
+  its text) as soon as the model closes it. With ``request.constraint`` set the output is
+  guaranteed to match it (:mod:`localinfer.handlers.generation.constraints`); an engine
+  that cannot enforce it raises ``InvalidRequest`` before emitting anything.
+  ``request.tools`` (OpenAI tool definitions) go to the model's chat template; ``n``
+  choices are separate requests submitted together, so every engine batches them.
 - ``embeddings``: input :class:`EmbeddingRequest`; result :class:`EmbeddingResult`.
 - ``transcription``: input :class:`TranscriptionRequest`; result :class:`TranscriptionResult`.
 """
@@ -31,7 +32,7 @@ EMBEDDINGS = "embeddings"
 TRANSCRIPTION = "transcription"
 INFER = "infer"
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,20 @@ class GenerationRequest:
     logprobs: int | None = None
     #: OpenAI tool definitions (``{"type": "function", "function": {...}}``) for the template
     tools: tuple[dict[str, Any], ...] | None = None
+    #: ``"auto"``, ``"none"``, ``"required"`` or a function's name (enforced by the engine
+    #: as a constraint in the model family's call syntax; see ``generation.tool_calls``)
+    tool_choice: str = "auto"
+    #: more than one call per reply allowed
+    parallel_tool_calls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model made; ``arguments`` is JSON text (an object)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +102,8 @@ class GenerationResult:
     completion_tokens: int
     prefill_ms: float
     decode_ms: float
+    #: the calls the model made (``text`` is then what it said besides them)
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def tokens_per_second(self) -> float:

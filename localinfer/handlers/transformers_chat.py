@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,6 +33,12 @@ from localinfer.handlers.generation.grammar import ConstrainLogits, GrammarCache
 from localinfer.handlers.generation.logprobs import LogprobRecorder, RecordLogprobs
 from localinfer.handlers.generation.sequence import Generation
 from localinfer.handlers.generation.text import hf_decode
+from localinfer.handlers.generation.tool_calls import (
+    HERMES,
+    ToolCallFormat,
+    format_for_template,
+    messages_for_template,
+)
 from localinfer.handlers.generation.transformers_sampling import (
     StreamEachToken,
     sampling_processors,
@@ -92,6 +99,9 @@ class TransformersChatHandler(Handler):
         self._pad_token_id: int | None = None
         self._engine: ContinuousBatchingEngine | None = None
         self._grammars: GrammarCache | None = None
+        #: the model family's tool-call syntax, and whether its template renders tools
+        self.tool_format: ToolCallFormat = HERMES
+        self._template_renders_tools = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -125,6 +135,9 @@ class TransformersChatHandler(Handler):
         if gguf_file:
             common["gguf_file"] = gguf_file
         self.tokenizer = AutoTokenizer.from_pretrained(location, **common)
+        self.tool_format, self._template_renders_tools = format_for_template(
+            getattr(self.tokenizer, "chat_template", None)
+        )
         if options.get("attn_implementation"):
             common["attn_implementation"] = options["attn_implementation"]
         # loading straight onto the device needs accelerate; without it, load then move
@@ -219,6 +232,18 @@ class TransformersChatHandler(Handler):
             )
         if request.max_new_tokens < 1:
             raise InvalidRequest("max_new_tokens must be at least 1", param="max_tokens")
+        calling = bool(request.tools) and request.tool_choice != "none"
+        if calling and request.tools:
+            wanted = self.tool_format.constraint(
+                request.tools, request.tool_choice, request.parallel_tool_calls
+            )
+            if wanted is not None:
+                if request.constraint is not None:
+                    raise InvalidRequest(
+                        "a required or named tool_choice cannot be combined with a response_format",
+                        param="tool_choice",
+                    )
+                request = replace(request, constraint=wanted)
         prompt_ids = self.encode_prompt(request)
         limit = self.context_length
         total = len(prompt_ids) + request.max_new_tokens
@@ -238,7 +263,16 @@ class TransformersChatHandler(Handler):
         recorder = None
         if request.logprobs is not None:
             recorder = LogprobRecorder(request.logprobs, decode)
-        return Generation(item, request, prompt_ids, decode, self.eos_token_ids, recorder, grammar)
+        return Generation(
+            item,
+            request,
+            prompt_ids,
+            decode,
+            self.eos_token_ids,
+            recorder,
+            grammar,
+            self.tool_format if calling else None,
+        )
 
     def _grammar_cache(self) -> GrammarCache:
         """The tokenizer's compiled-grammar cache, built at the first constrained request."""
@@ -257,10 +291,16 @@ class TransformersChatHandler(Handler):
                 raise InvalidRequest(
                     "this model has no chat template; send a plain prompt instead", param="messages"
                 )
+            tools = request.tools if request.tool_choice != "none" else None
+            messages = messages_for_template(
+                request.messages, tools, self.tool_format, self._template_renders_tools
+            )
             try:
                 text = tokenizer.apply_chat_template(
-                    [dict(message) for message in request.messages],
-                    tools=[dict(tool) for tool in request.tools] if request.tools else None,
+                    messages,
+                    tools=[dict(tool) for tool in tools]
+                    if tools and self._template_renders_tools
+                    else None,
                     add_generation_prompt=True,
                     tokenize=False,
                 )

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 #: compiled grammars kept per tokenizer
 _CACHE_SIZE = 64
+#: xgrammar 0.2.9 writes a length-bounded string's characters as this class, which lets
+#: control characters through (invalid JSON); they are swapped for the strict class
+_LOOSE_CHARACTER = r"[^\"\\\r\n]"
+_JSON_CHARACTER = r"[^\0-\x1f\"\\]"
 #: the rule a repeated block is renamed to (no xgrammar-generated rule is named so)
 _BLOCK_RULE = "localinfer_constraint_block"
 
@@ -60,13 +64,17 @@ def build_grammar(constraint: OutputConstraint) -> xgrammar.Grammar:
         raise InvalidRequest(
             f"the JSON schema cannot be enforced: {exc}", param="response_format"
         ) from exc
-    if constraint.prefix or constraint.suffix:
+    ebnf = str(grammar)
+    if _LOOSE_CHARACTER in ebnf:
+        grammar = xgr.Grammar.from_ebnf(ebnf.replace(_LOOSE_CHARACTER, _JSON_CHARACTER))
+    if constraint.prefix or constraint.suffix or constraint.repeat:
         parts = [grammar]
         if constraint.prefix:
             parts.insert(0, _literal(constraint.prefix))
         if constraint.suffix:
             parts.append(_literal(constraint.suffix))
-        grammar = xgr.Grammar.concat(*parts)
+        # concat renames the schema's root, so nothing but the new root is named "root"
+        grammar = xgr.Grammar.concat(*parts) if len(parts) > 1 else _renamed_root(grammar)
     if constraint.repeat:
         rules = str(grammar).splitlines()
         renamed = [
@@ -77,6 +85,13 @@ def build_grammar(constraint: OutputConstraint) -> xgrammar.Grammar:
         renamed.append(f"root ::= {_BLOCK_RULE} ({separator} {_BLOCK_RULE})*")
         grammar = xgr.Grammar.from_ebnf("\n".join(renamed))
     return grammar
+
+
+def _renamed_root(grammar: xgrammar.Grammar) -> xgrammar.Grammar:
+    """The grammar under a fresh root (a recursive schema's ``$ref: "#"`` names ``root``)."""
+    import xgrammar as xgr
+
+    return xgr.Grammar.union(grammar)
 
 
 def _literal(text: str) -> xgrammar.Grammar:
