@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from localinfer.errors import ConfigurationError, HandlerFailed
+from localinfer.handlers.generation.batch_rows import SLOT_KEY, RowGrammars, install, rows_supported
 from localinfer.handlers.generation.sequence import Generation
 
 if TYPE_CHECKING:
@@ -49,8 +50,12 @@ class ContinuousBatchingEngine:
         vocab_size: int,
         eos_token_ids: frozenset[int],
         sequential_attention: str,
+        rows: RowGrammars | None = None,
     ) -> None:
         self.manager = manager
+        #: per-row grammars and logprobs (None where the batch cannot run them)
+        self._rows = rows
+        self._slots: dict[str, int] = {}
         self.max_in_flight = max_in_flight
         self._sequential_attention = sequential_attention
         self._vocab_size = vocab_size
@@ -93,6 +98,8 @@ class ContinuousBatchingEngine:
             generation_config=_engine_generation_config(model, eos_token_ids),
             continuous_batching_config=ContinuousBatchingConfig(**settings),
         )
+        vocab_size = int(model.config.get_text_config().vocab_size)
+        rows = install(manager, vocab_size) if rows_supported(manager) else None
         try:
             with torch.inference_mode():  # the manager's loop inherits the caller's mode
                 manager.warmup()  # builds the cache here: a model that cannot batch fails now
@@ -104,16 +111,14 @@ class ContinuousBatchingEngine:
             if original is not None:
                 model.set_attn_implementation(original)
             raise
-        vocab_size = int(model.config.get_text_config().vocab_size)
-        return cls(manager, max_in_flight, vocab_size, eos_token_ids, sequential_attention)
+        return cls(manager, max_in_flight, vocab_size, eos_token_ids, sequential_attention, rows)
 
     def can_serve(self, generation: Generation) -> bool:
-        """False for what the batch cannot do: a seeded sample, a constraint, logprobs."""
-        return (
-            not generation.needs_own_generator
-            and generation.grammar is None
-            and generation.logprobs is None
-        )
+        """False for a seeded sample, and for a constraint or logprobs without per-row masks."""
+        if generation.needs_own_generator:
+            return False
+        per_row = generation.grammar is not None or generation.logprobs is not None
+        return self._rows is not None or not per_row
 
     def submit(self, generation: Generation) -> None:
         """Queue a request with the manager and return at once."""
@@ -128,7 +133,14 @@ class ContinuousBatchingEngine:
         else:
             sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 1}
         request_id = f"{generation.item.request_id}#{next(self._ids)}"
+        if self._rows is not None and (
+            generation.grammar is not None or generation.logprobs is not None
+        ):
+            slot = self._rows.add(generation.grammar, generation.logprobs)
+            sampling[SLOT_KEY] = slot
         with self._lock:
+            if SLOT_KEY in sampling:
+                self._slots[request_id] = sampling[SLOT_KEY]
             self._live[request_id] = generation
         generation.start()
         try:
@@ -227,6 +239,7 @@ class ContinuousBatchingEngine:
             for rid, _ in gone:
                 del self._live[rid]
         for rid, generation in gone:
+            self._forget(rid)
             self.manager.cancel_request(rid)
             generation.finish()
 
@@ -241,6 +254,9 @@ class ContinuousBatchingEngine:
     def _forget(self, request_id: str) -> None:
         with self._lock:
             self._live.pop(request_id, None)
+            slot = self._slots.pop(request_id, None)
+        if slot is not None and self._rows is not None:
+            self._rows.remove(slot)
 
 
 def _engine_generation_config(
