@@ -15,14 +15,16 @@ Leaving, stopping or an interrupted cell stops the workers and frees the models.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
-from typing import Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import anyio
 import numpy as np
+from pydantic import BaseModel
 
 from localinfer.client.audio import AudioInput
 from localinfer.client.messages import Messages, as_texts, chat_messages, content_text
@@ -33,14 +35,22 @@ from localinfer.client.results import (
     ModelList,
     Stats,
     Timing,
+    ToolCallResult,
     Transcription,
     TranscriptSegment,
     Usage,
     statistics_from,
 )
 from localinfer.client.streams import ChatStream
+from localinfer.client.structured import (
+    is_model_class,
+    parse_reply,
+    response_format_body,
+    tools_body,
+)
 from localinfer.config import Settings, load_settings
 from localinfer.errors import ConfigurationError, InvalidRequest, RequestTimeout
+from localinfer.handlers.generation.constraints import OutputConstraint, canonical_schema
 from localinfer.handlers.tasks import (
     CHAT,
     EMBEDDINGS,
@@ -56,6 +66,8 @@ from localinfer.inprocess import InProcessService, Models, model_definitions
 from localinfer.runtime.job import Chunk, Done, Job
 from localinfer.runtime.model import ServedModel
 from localinfer.runtime.registry import ModelRegistry
+
+M = TypeVar("M")
 
 
 class Engine(InProcessService):
@@ -239,6 +251,7 @@ class Engine(InProcessService):
         self,
         messages: Messages,
         *,
+        response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
         max_tokens: int | None = ...,
@@ -247,6 +260,25 @@ class Engine(InProcessService):
         stop: str | Sequence[str] | None = ...,
         seed: int | None = ...,
         system: str | None = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str = ...,
+    ) -> Awaitable[M]: ...
+    @overload
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        model: str | None = ...,
+        stream: Literal[False] = ...,
+        max_tokens: int | None = ...,
+        temperature: float = ...,
+        top_p: float = ...,
+        stop: str | Sequence[str] | None = ...,
+        seed: int | None = ...,
+        system: str | None = ...,
+        response_format: Mapping[str, Any] | None = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str = ...,
     ) -> Awaitable[ChatResult]: ...
     @overload
     def chat(
@@ -261,6 +293,9 @@ class Engine(InProcessService):
         stop: str | Sequence[str] | None = ...,
         seed: int | None = ...,
         system: str | None = ...,
+        response_format: Mapping[str, Any] | type[BaseModel] | None = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str = ...,
     ) -> ChatStream: ...
     def chat(
         self,
@@ -274,8 +309,17 @@ class Engine(InProcessService):
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
         system: str | None = None,
-    ) -> Awaitable[ChatResult] | ChatStream:
-        """A reply to a prompt or messages; ``stream=True`` for its text as it is generated."""
+        response_format: object = None,
+        tools: Sequence[object] | None = None,
+        tool_choice: str = "auto",
+    ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
+        """A reply to a prompt or messages; ``stream=True`` for its text as it is generated.
+
+        ``response_format=SomePydanticModel`` returns the parsed object (constrained
+        decoding guarantees it parses); ``tools`` (pydantic classes or OpenAI dicts) give
+        the result typed ``tool_calls``; ``tool_choice`` is ``auto``, ``none``,
+        ``required`` or a tool's name.
+        """
         budget = max_tokens or self.settings.default_max_tokens
         if budget > self.settings.max_tokens_limit:
             raise InvalidRequest(
@@ -292,10 +336,18 @@ class Engine(InProcessService):
             top_p=top_p,
             stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
             seed=seed,
+            constraint=_constraint(response_format),
+            tools=tuple(tools_body(tools)) if tools else None,
+            tool_choice=tool_choice,
         )
         if stream:
             return ChatStream(self._chat_stream(model, request))
+        if is_model_class(response_format):
+            return self._chat_parsed(model, request, response_format)
         return self._chat(model, request)
+
+    async def _chat_parsed(self, name: str | None, request: GenerationRequest, into: object) -> Any:
+        return parse_reply(into, (await self._chat(name, request)).text)
 
     async def _chat(self, name: str | None, request: GenerationRequest) -> ChatResult:
         started = time.perf_counter()
@@ -317,10 +369,10 @@ class Engine(InProcessService):
                     assert isinstance(event.value, GenerationResult)
                     yield _chat_result(served.name, job, event.value, started, first)
                     return
-                if event.value:
+                if isinstance(event.value, str) and event.value:
                     if first is None:
                         first = (time.perf_counter() - started) * 1e3
-                    yield str(event.value)
+                    yield event.value
 
     # -- embeddings and audio ------------------------------------------------------------
 
@@ -461,4 +513,25 @@ def _chat_result(
             first_token_ms=first_ms,
         ),
         id=job.request_id,
+        tool_calls=tuple(
+            ToolCallResult(call.id, call.name, json.loads(call.arguments))
+            for call in result.tool_calls
+        ),
+    )
+
+
+def _constraint(response_format: object) -> OutputConstraint | None:
+    """``response_format`` (a pydantic class or an OpenAI dict) as the handler's constraint."""
+    if response_format is None:
+        return None
+    body = response_format_body(response_format)
+    if body.get("type") == "text":
+        return None
+    if body.get("type") == "json_object":
+        return OutputConstraint(canonical_schema({"type": "object"}))
+    if body.get("type") == "json_schema":
+        return OutputConstraint(canonical_schema(body["json_schema"]["schema"]))
+    raise InvalidRequest(
+        f"response_format type {body.get('type')!r} is not one of text, json_object, json_schema",
+        param="response_format",
     )

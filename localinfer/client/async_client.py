@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Literal, TypeAlias, overload
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 import anyio
 import httpx
@@ -34,8 +34,10 @@ from localinfer.client.results import (
     Transcription,
 )
 from localinfer.client.streams import ChatStream
+from localinfer.client.structured import is_model_class, parse_reply
 
 #: builds a request body once the default model is known (that may need a request)
+M = TypeVar("M")
 BodyFactory: TypeAlias = Callable[[], Awaitable[dict[str, object]]]
 
 
@@ -128,6 +130,22 @@ class Client:
     # -- chat ------------------------------------------------------------------------------
 
     @overload
+    def chat(  # type: ignore[overload-overlap]
+        self,
+        messages: core.Messages,
+        *,
+        response_format: type[M],
+        model: str | None = ...,
+        stream: Literal[False] = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        seed: int | None = ...,
+        system: str | None = ...,
+        **params: object,
+    ) -> Awaitable[M]: ...
+    @overload
     def chat(
         self,
         messages: core.Messages,
@@ -170,8 +188,12 @@ class Client:
         seed: int | None = None,
         system: str | None = None,
         **params: object,
-    ) -> Awaitable[ChatResult] | ChatStream:
+    ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
         """A reply to a prompt or to messages; ``stream=True`` for its text as it comes.
+
+        ``response_format=SomePydanticModel`` returns the parsed object (enforced by the
+        server's constrained decoding); ``tools`` may be pydantic classes or OpenAI dicts,
+        and the result's ``tool_calls`` are typed (:class:`ToolCallResult`).
 
         ``model`` may be left out when the server serves a single chat model; extra
         ``params`` go into the request body as they are.
@@ -193,7 +215,14 @@ class Client:
 
         if stream:
             return ChatStream(self._chat_stream(body))
+        parse_as = params.get("response_format")
+        if is_model_class(parse_as):
+            return self._chat_parsed(body, parse_as)
         return self._chat(body)
+
+    async def _chat_parsed(self, body: BodyFactory, parse_as: object) -> Any:
+        """The reply parsed into the pydantic class that ``response_format`` named."""
+        return parse_reply(parse_as, (await self._chat(body)).text)
 
     async def _chat(self, body: BodyFactory) -> ChatResult:
         payload = await body()

@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from types import TracebackType
-from typing import Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
@@ -30,6 +30,9 @@ from localinfer.client.results import (
     Transcription,
 )
 from localinfer.client.streams import SyncChatStream
+from localinfer.client.structured import is_model_class, parse_reply
+
+M = TypeVar("M")
 
 
 class SyncClient:
@@ -134,6 +137,22 @@ class SyncClient:
     # -- chat ------------------------------------------------------------------------------
 
     @overload
+    def chat(  # type: ignore[overload-overlap]
+        self,
+        messages: core.Messages,
+        *,
+        response_format: type[M],
+        model: str | None = ...,
+        stream: Literal[False] = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        seed: int | None = ...,
+        system: str | None = ...,
+        **params: object,
+    ) -> M: ...
+    @overload
     def chat(
         self,
         messages: core.Messages,
@@ -176,7 +195,7 @@ class SyncClient:
         seed: int | None = None,
         system: str | None = None,
         **params: object,
-    ) -> ChatResult | SyncChatStream:
+    ) -> ChatResult | SyncChatStream | Any:
         """A reply to a prompt or to messages; ``stream=True`` for its text as it comes."""
         body = core.chat_body(
             self._model_for(core.CHAT, model),
@@ -192,9 +211,11 @@ class SyncClient:
         if stream:
             return SyncChatStream(self._chat_stream(body))
         started = time.perf_counter()
-        return core.chat_result(
+        result = core.chat_result(
             self._request("POST", "/v1/chat/completions", json=body).json(), started
         )
+        parse_as = params.get("response_format")
+        return parse_reply(parse_as, result.text) if is_model_class(parse_as) else result
 
     def _chat_stream(self, body: dict[str, object]) -> Generator[str | ChatResult, None, None]:
         accumulator = core.ChatAccumulator(str(body["model"]), time.perf_counter())

@@ -291,3 +291,74 @@ def test_schema_limits_are_400s(client: openai.OpenAI) -> None:
             messages=ASK,  # type: ignore[arg-type]
             response_format=_json_schema(big),
         )
+
+
+# -- faces: Client, SyncClient and Engine --------------------------------------------------------
+
+
+class Add(BaseModel):
+    """Add two small numbers."""
+
+    a: int = Field(ge=0, le=9)
+    b: int = Field(ge=0, le=9)
+
+
+def test_sync_client_parses_into_the_model_and_types_tool_calls(server: ThreadedServer) -> None:
+    from localinfer.client import SyncClient
+
+    with SyncClient(server.url) as client:
+        city = client.chat("Describe a city.", model=CHAT, response_format=City, max_tokens=60)
+        assert isinstance(city, City)
+        result = client.chat(
+            "What is 2 + 3?",
+            model=CHAT,
+            tools=[Add],
+            tool_choice="required",
+            parallel_tool_calls=False,
+            max_tokens=200,
+            temperature=0,
+        )
+        (call,) = result.tool_calls
+        assert call.name == "Add" and isinstance(call.parse(Add), Add)
+        assert result.assistant_message()["tool_calls"][0]["function"]["name"] == "Add"
+
+
+@pytest.mark.anyio
+async def test_async_client_parses_and_streams_tool_calls(server: ThreadedServer) -> None:
+    from localinfer.client import Client
+
+    async with Client(server.url) as client:
+        city = await client.chat(
+            "Describe a city.", model=CHAT, response_format=City, max_tokens=60
+        )
+        assert isinstance(city, City)
+        stream = client.chat(
+            "What is 2 + 3?",
+            model=CHAT,
+            tools=[Add],
+            tool_choice="Add",
+            max_tokens=200,
+            temperature=0,
+            stream=True,
+        )
+        assert [d async for d in stream] == []  # a call, no content
+        assert stream.result is not None
+        (call,) = stream.result.tool_calls
+        assert isinstance(call.parse(Add), Add)
+
+
+@pytest.mark.anyio
+async def test_engine_parses_into_the_model(tiny_llama_dir: Path) -> None:
+    import localinfer
+
+    served = {"tiny": define_local(tiny_llama_dir, "tiny", context_length=4096)}
+    async with localinfer.Engine(served, device="cpu") as engine:
+        city = await engine.chat(
+            "Describe a city.", model="tiny", response_format=City, max_tokens=60
+        )
+        assert isinstance(city, City)
+        result = await engine.chat(
+            "Hi", model="tiny", tools=[Add], tool_choice="Add", max_tokens=400, temperature=0
+        )
+        assert result.finish_reason == "tool_calls"
+        assert isinstance(result.tool_calls[0].parse(Add), Add)

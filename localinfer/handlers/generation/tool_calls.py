@@ -255,9 +255,12 @@ class ToolCallFilter:
                 self.calls.extend(calls)
                 return list(calls)
             return [rest]
-        if self._inside:  # an unclosed block: a call if its JSON is complete
-            start = self._form.prefix.strip()
-            return [self._call_or_text(rest, start + rest)]
+        if self._inside:  # an unclosed block (cut by the token budget or a stop string)
+            start, end = self._form.prefix.strip(), self._form.suffix.strip()
+            body = rest[: len(rest) - _partial_suffix(rest, end)]
+            piece = self._call_or_text(body, start + rest)
+            # a truncated extra call after complete ones is noise, not content
+            return [] if isinstance(piece, str) and len(self.calls) > 0 else [piece]
         return [rest]
 
     def _push_bare(self) -> list[str | ToolCall]:
