@@ -174,6 +174,10 @@ def downloads_result(body: object) -> tuple[Download, ...]:
 # -- chat ------------------------------------------------------------------------------------
 
 
+#: ``tool_choice`` values that are not a function's name
+_CHOICES = ("auto", "none", "required")
+
+
 def chat_body(
     model: str,
     messages: list[dict[str, object]],
@@ -202,9 +206,8 @@ def chat_body(
             value = response_format_body(value)
         elif key == "tools" and isinstance(value, list | tuple):
             value = tools_body(value)
-        elif key == "tool_choice" and isinstance(value, str):
-            if value not in ("auto", "none", "required"):  # a function's name
-                value = {"type": "function", "function": {"name": value}}
+        elif isinstance(value, str) and key == "tool_choice" and value not in _CHOICES:
+            value = {"type": "function", "function": {"name": value}}  # a function's name
         body[key] = value
     return body
 

@@ -29,7 +29,8 @@ FACT = {
 ASK_FACT: Any = [
     {
         "role": "user",
-        "content": "What is the capital of France? Answer in JSON with the country and its capital.",
+        "content": "What is the capital of France? "
+        "Answer in JSON with the country and its capital.",
     }
 ]
 TOOLS: Any = [
