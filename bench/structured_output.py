@@ -77,6 +77,37 @@ def _round(handler: TransformersChatHandler, streams: int, tokens: int, schema: 
     return produced / wall
 
 
+def mask_cost(handler: TransformersChatHandler, tokens: int) -> dict[str, float]:
+    """The grammar's own cost per token (accept + fill + apply), against one decode step.
+
+    Robust to a busy machine in a way tokens/s is not: both are timed in this process, a
+    few milliseconds apart, over the same tokens.
+    """
+    import torch
+
+    constraint = OutputConstraint(canonical_schema(SCHEMA))
+    item = RecordingItem(
+        GenerationRequest(
+            messages=PROMPT, max_new_tokens=tokens, temperature=0.0, constraint=constraint
+        )
+    )
+    handler.process([item])
+    result = item.result
+    assert isinstance(result, GenerationResult)
+    assert handler.tokenizer is not None
+    ids = handler.tokenizer(result.text, add_special_tokens=False)["input_ids"]
+    sequence = handler._grammar_cache().sequence(constraint)
+    vocab = handler._grammar_cache().vocab_size
+    scores = torch.zeros((1, vocab))
+    started = time.perf_counter()
+    for token in ids:
+        sequence.mask(scores)
+        sequence.accept(int(token))
+    mask_ms = (time.perf_counter() - started) * 1e3 / max(1, len(ids))
+    decode_ms = result.decode_ms / max(1, result.completion_tokens - 1)
+    return {"mask_ms_per_token": mask_ms, "decode_ms_per_token": decode_ms}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -131,13 +162,18 @@ def main() -> None:
                 fmt(point["ratio"], 3),
             ]
         )
+    cost = mask_cost(handler, args.tokens)
     handler.close()
     mode = "continuous batching" if args.continuous_batching else "sequential"
     print(f"{args.model} on {args.device} ({mode}), {args.tokens} tokens, median of {args.repeats}")
     print(markdown_table(["streams", "free text tok/s", "json_schema tok/s", "ratio"], rows))
+    print(
+        f"grammar cost {cost['mask_ms_per_token']:.3f} ms/token vs decode step "
+        f"{cost['decode_ms_per_token']:.1f} ms/token"
+    )
     write_results(
         "structured_output",
-        {"machine": machine(), "args": vars(args), "mode": mode, "points": data},
+        {"machine": machine(), "args": vars(args), "mode": mode, "points": data, "cost": cost},
     )
 
 
