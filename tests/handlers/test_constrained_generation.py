@@ -195,7 +195,7 @@ def test_logprobs_on_both_paths(
             assert len(entry.top) == 3 and entry.logprob == pytest.approx(entry.top[0].logprob)
 
 
-TOOLS = (
+TOOLS: tuple[dict[str, Any], ...] = (
     {
         "type": "function",
         "function": {

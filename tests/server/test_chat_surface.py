@@ -32,7 +32,7 @@ def client(server: ThreadedServer) -> Iterator[openai.OpenAI]:
         yield c
 
 
-ASK = [{"role": "user", "content": "Describe a city."}]
+ASK: Any = [{"role": "user", "content": "Describe a city."}]
 
 #: every field bounded, so even a random model finishes the document within the budget
 CITY = {
@@ -90,7 +90,7 @@ def _json_schema(schema: dict[str, Any]) -> Any:
 def test_json_schema_output_validates(client: openai.OpenAI, temperature: float) -> None:
     reply = client.chat.completions.create(
         model=CHAT,
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         response_format=_json_schema(CITY),
         max_tokens=120,
         temperature=temperature,
@@ -118,7 +118,7 @@ def test_json_schema_streamed_is_the_same_document(client: openai.OpenAI) -> Non
 def test_json_object_is_an_object(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model=CHAT,
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         response_format={"type": "json_object"},
         max_tokens=60,
         temperature=0,
@@ -139,7 +139,7 @@ class City(BaseModel):
 def test_sdk_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
     reply = client.chat.completions.parse(
         model=CHAT,
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         response_format=City,
         max_tokens=60,
         temperature=0,
@@ -158,7 +158,7 @@ def test_enforced_tool_call(client: openai.OpenAI, choice: str) -> None:
     )
     reply = client.chat.completions.create(
         model=CHAT,
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         tools=TOOLS,
         tool_choice=tool_choice,
         parallel_tool_calls=False,
@@ -181,7 +181,7 @@ def test_streamed_tool_call_deltas(client: openai.OpenAI) -> None:
     finish = None
     for chunk in client.chat.completions.create(
         model=CHAT,
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         tools=TOOLS,
         tool_choice="required",
         parallel_tool_calls=False,
@@ -288,7 +288,7 @@ def test_schema_limits_are_400s(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="MAX_SCHEMA"):
         client.chat.completions.create(
             model=CHAT,
-            messages=ASK,  # type: ignore[arg-type]
+            messages=ASK,
             response_format=_json_schema(big),
         )
 
