@@ -70,6 +70,11 @@ def _run(handler: TransformersChatHandler, *requests: GenerationRequest) -> list
     return items
 
 
+def _prepared(handler: TransformersChatHandler, request: GenerationRequest) -> Any:
+    """The handler's Generation for a request (to ask the engine whether it batches it)."""
+    return handler._prepare(RecordingItem(request))
+
+
 # -- generated schemas ---------------------------------------------------------------------------
 
 _leaf = st.one_of(
@@ -175,6 +180,8 @@ def test_batched_rows_match_sequential_and_mix_with_free_text(
         for i in range(3)
     ]
     free = GenerationRequest(messages=ASK, max_new_tokens=40, temperature=0.0)
+    engine = batched._engine
+    assert engine is not None and engine.can_serve(_prepared(batched, constrained[0]))
     together = _run(batched, *constrained, free)
     alone = _run(sequential, *constrained, free)
     for a, b in zip(together, alone, strict=True):

@@ -9,8 +9,10 @@ date with the tokens the request has generated, fills its row of one shared bitm
 the whole batch's mask in one ``apply_token_bitmask_inplace`` call, and records the row's
 log-probabilities. It runs first, so temperature / top-k / top-p see the masked logits.
 
-It needs the batch's Python-side bookkeeping to be current when it runs: synchronous
-batching, no CUDA graphs (:func:`rows_supported`); otherwise such requests run alone.
+It needs the batch's Python-side bookkeeping to be current when it runs, and to run at
+every step: synchronous batching, no CUDA graphs, no torch.compile of the step
+(:func:`rows_supported`, read from the manager's resolved config); otherwise such requests
+run alone, beside the paused batch, through the sequential path.
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ def rows_supported(manager: Any) -> bool:
     graphs = getattr(config, "use_cuda_graph", False)
     if isinstance(graphs, tuple):
         graphs = any(graphs)
-    return not graphs and not getattr(config, "use_async_batching", False)
+    compiled = any(
+        getattr(config, name, None) is not None
+        for name in ("varlen_compile_config", "decode_compile_config")
+    )
+    return not graphs and not compiled and not getattr(config, "use_async_batching", False)
 
 
 def install(manager: Any, vocab_size: int) -> RowGrammars:
