@@ -6,6 +6,8 @@ back (order alternating) and the ratio is taken within the repeat; the median is
 
     python bench/structured_output.py                      # packaged SmolLM2-135M, CPU
     python bench/structured_output.py --streams 1 4 --repeats 3 --tokens 48
+    python bench/structured_output.py --model llama-1b --device cuda --streams 32 \
+        --continuous-batching                              # Llama-3.2-1B shape, random
 
 ``streams`` requests arrive at once; on CPU the handler serves them one after another
 (sequential ``generate``), with ``--continuous-batching`` they share forward passes and each
@@ -24,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import fmt, log, machine, markdown_table, write_results
+from localinfer.handlers.base import ModelSource
 from localinfer.handlers.generation.constraints import OutputConstraint, canonical_schema
 from localinfer.handlers.tasks import GenerationRequest, GenerationResult
 from localinfer.handlers.transformers_chat import TransformersChatHandler
@@ -92,8 +95,10 @@ def mask_cost(handler: TransformersChatHandler, tokens: int) -> dict[str, float]
         )
     )
     handler.process([item])
+    while not item.done:
+        time.sleep(0.005)
     result = item.result
-    assert isinstance(result, GenerationResult)
+    assert isinstance(result, GenerationResult), item.error
     assert handler.tokenizer is not None
     ids = handler.tokenizer(result.text, add_special_tokens=False)["input_ids"]
     sequence = handler._grammar_cache().sequence(constraint)
@@ -122,15 +127,29 @@ def main() -> None:
 
     if args.device == "cpu":
         torch.set_num_threads(1)
-    resolved = resolve(args.model, discover())
-    options: dict[str, Any] = dict(resolved.source.options)
-    options["continuous_batching"] = args.continuous_batching
-    source = type(resolved.source)(
-        location=resolved.source.location,
-        revision=resolved.source.revision,
-        filename=resolved.source.filename,
-        options=options,
-    )
+    options: dict[str, Any] = {"continuous_batching": args.continuous_batching}
+    if args.continuous_batching:
+        options["max_in_flight"] = max(2, max(args.streams))
+        # per-row masks need every step to run the Python processors (see batch_rows)
+        options["continuous_batching_config"] = {
+            "use_cuda_graph": False,
+            "use_async_batching": False,
+        }
+    if args.model in ("tiny", "llama-1b"):
+        import tempfile
+
+        from bench.chat_handler import build_model
+
+        location = build_model(args.model, Path(tempfile.mkdtemp()), args.device)
+        source = ModelSource(str(location), options=options)
+    else:
+        resolved = resolve(args.model, discover())
+        source = ModelSource(
+            location=resolved.source.location,
+            revision=resolved.source.revision,
+            filename=resolved.source.filename,
+            options={**resolved.source.options, **options},
+        )
     handler = TransformersChatHandler(source)
     handler.load(args.device)
     _round(handler, 1, 8, True)  # compile the grammar and warm up once
