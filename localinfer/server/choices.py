@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -62,8 +62,6 @@ async def start_choices(
 
 def seeded(payload: GenerationRequest, index: int) -> GenerationRequest:
     """Choice ``index``'s payload: a seeded request gets a different seed per choice."""
-    from dataclasses import replace
-
     if index == 0 or payload.seed is None:
         return payload
     return replace(payload, seed=(payload.seed + index) % 2**63)
