@@ -292,3 +292,17 @@ def test_family_is_chosen_by_the_template() -> None:
     assert format_for_template("{{ '<tool_call>' }} {{ tools }}") == (HERMES, True)
     assert format_for_template("<|python_tag|> {{ tools }}")[0] is LLAMA3
     assert format_for_template("{{ message['content'] }}") == (HERMES, False)
+
+
+def test_an_engine_that_cannot_enforce_refuses_by_name() -> None:
+    from localinfer.handlers.generation.constraints import refuse_unenforced
+
+    constrained = GenerationRequest(prompt="x", constraint=OutputConstraint('{"type":"object"}'))
+    with pytest.raises(InvalidRequest, match="response_format"):
+        refuse_unenforced(constrained, "engine")
+    with pytest.raises(InvalidRequest, match="logprobs"):
+        refuse_unenforced(GenerationRequest(prompt="x", logprobs=0), "engine")
+    with pytest.raises(InvalidRequest, match="tools"):
+        refuse_unenforced(GenerationRequest(prompt="x", tools=TOOLS), "engine")
+    refuse_unenforced(GenerationRequest(prompt="x", tools=TOOLS, tool_choice="none"), "engine")
+    refuse_unenforced(constrained, "engine", constraint=True)

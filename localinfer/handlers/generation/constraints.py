@@ -106,3 +106,27 @@ def _sorted(value: Any, keep_order: bool = False) -> Any:
     if isinstance(value, list):
         return [_sorted(v) for v in value]
     return value
+
+
+def refuse_unenforced(
+    request: Any,
+    handler_name: str,
+    *,
+    constraint: bool = False,
+    logprobs: bool = False,
+    tools: bool = False,
+) -> None:
+    """A 400 for each field of a ``GenerationRequest`` this engine cannot honour yet.
+
+    An engine passes True for what it does enforce; anything else the request asks for is
+    refused by name, never silently ignored.
+    """
+    if request.constraint is not None and not constraint:
+        raise InvalidRequest(
+            f"{handler_name} cannot enforce response_format or a required/named tool_choice yet",
+            param="response_format",
+        )
+    if request.logprobs is not None and not logprobs:
+        raise InvalidRequest(f"{handler_name} does not report logprobs yet", param="logprobs")
+    if request.tools and request.tool_choice != "none" and not tools:
+        raise InvalidRequest(f"{handler_name} does not support tools yet", param="tools")

@@ -20,6 +20,7 @@ from typing import Any
 
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.generation.constraints import refuse_unenforced
 from localinfer.handlers.tasks import CHAT, GenerationRequest, GenerationResult
 
 DEFAULT_CONTEXT = 4096
@@ -102,6 +103,7 @@ class LlamaCppChatHandler(Handler):
             raise InvalidRequest(
                 f"{self.handler_name} takes a GenerationRequest, not {type(request).__name__}"
             )
+        refuse_unenforced(request, self.handler_name)  # until issue 17 enforces them
         stop: list[str] = list(request.stop)
         criteria = None
         if request.messages is not None:
