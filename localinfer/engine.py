@@ -15,15 +15,17 @@ Leaving, stopping or an interrupted cell stops the workers and frees the models.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
-from typing import Literal, Unpack, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 import anyio
 import numpy as np
+from pydantic import BaseModel
 
 from localinfer.calls.calls import Calls
 from localinfer.calls.deadline import events_within
@@ -41,14 +43,22 @@ from localinfer.client.results import (
     Speech,
     Stats,
     Timing,
+    ToolCallResult,
     Transcription,
     TranscriptSegment,
     Usage,
     statistics_from,
 )
 from localinfer.client.streams import ChatStream, TranscriptStream
+from localinfer.client.structured import (
+    is_model_class,
+    parse_reply,
+    response_format_body,
+    tools_body,
+)
 from localinfer.config import Settings, load_settings
 from localinfer.errors import ConfigurationError, InvalidRequest
+from localinfer.handlers.generation.constraints import OutputConstraint, canonical_schema
 from localinfer.handlers.rerank import check_rerank, ranked, rerank_payload, rerank_result
 from localinfer.handlers.tasks import (
     CHAT,
@@ -70,6 +80,8 @@ from localinfer.inprocess import InProcessService, Models, model_definitions
 from localinfer.runtime.job import Chunk, Done, Job
 from localinfer.runtime.model import ServedModel
 from localinfer.runtime.registry import ModelRegistry
+
+M = TypeVar("M")
 
 
 class Engine(InProcessService):
@@ -215,8 +227,23 @@ class Engine(InProcessService):
         self,
         messages: Messages,
         *,
+        response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str = ...,
+        **options: Unpack[ChatOptions],
+    ) -> Awaitable[M]: ...
+    @overload
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        model: str | None = ...,
+        stream: Literal[False] = ...,
+        response_format: Mapping[str, Any] | None = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str = ...,
         **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult]: ...
     @overload
@@ -226,6 +253,9 @@ class Engine(InProcessService):
         *,
         model: str | None = ...,
         stream: Literal[True],
+        response_format: Mapping[str, Any] | type[BaseModel] | None = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str = ...,
         **options: Unpack[ChatOptions],
     ) -> ChatStream: ...
     def chat(
@@ -234,20 +264,45 @@ class Engine(InProcessService):
         *,
         model: str | None = None,
         stream: bool = False,
+        response_format: object = None,
+        tools: Sequence[object] | None = None,
+        tool_choice: str = "auto",
         **options: Unpack[ChatOptions],
-    ) -> Awaitable[ChatResult] | ChatStream:
+    ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
         """A reply to a prompt or messages; ``stream=True`` for its text as it is generated.
-        The request is checked as the server checks it (the same call layer)."""
+        The request is checked as the server checks it (the same call layer).
+
+        ``response_format=SomePydanticModel`` returns the parsed object (constrained
+        decoding guarantees it parses); ``tools`` (pydantic classes or OpenAI dicts) give
+        the result typed ``tool_calls``; ``tool_choice`` is ``auto``, ``none``,
+        ``required`` or a tool's name.
+        """
         listed = chat_messages(messages, options.get("system"))
         # messages with images are made ready once the model is known (it must take them)
         images = listed if any(_has_images(m["content"]) for m in listed) else None
-        request = self.calls.chat(
-            [{"role": str(m["role"]), "content": _text_of(m["content"])} for m in listed],
-            **options,
+        request = replace(
+            self.calls.chat(
+                [{"role": str(m["role"]), "content": _text_of(m["content"])} for m in listed],
+                **options,
+            ),
+            constraint=_constraint(response_format),
+            tools=tuple(tools_body(tools)) if tools else None,
+            tool_choice=tool_choice,
         )
         if stream:
             return ChatStream(self._chat_stream(model, request, images))
+        if is_model_class(response_format):
+            return self._chat_parsed(model, request, response_format, images)
         return self._chat(model, request, images)
+
+    async def _chat_parsed(
+        self,
+        name: str | None,
+        request: GenerationRequest,
+        into: object,
+        images: list[dict[str, object]] | None,
+    ) -> Any:
+        return parse_reply(into, (await self._chat(name, request, images)).text)
 
     async def _with_images(
         self,
@@ -300,10 +355,10 @@ class Engine(InProcessService):
                     assert isinstance(event.value, GenerationResult)
                     yield _chat_result(served.name, job, event.value, started, first)
                     return
-                if event.value:
+                if isinstance(event.value, str) and event.value:
                     if first is None:
                         first = (time.perf_counter() - started) * 1e3
-                    yield str(event.value)
+                    yield event.value
 
     # -- embeddings and audio ------------------------------------------------------------
 
@@ -623,4 +678,25 @@ def _chat_result(
             first_token_ms=first_ms,
         ),
         id=job.request_id,
+        tool_calls=tuple(
+            ToolCallResult(call.id, call.name, json.loads(call.arguments))
+            for call in result.tool_calls
+        ),
+    )
+
+
+def _constraint(response_format: object) -> OutputConstraint | None:
+    """``response_format`` (a pydantic class or an OpenAI dict) as the handler's constraint."""
+    if response_format is None:
+        return None
+    body = response_format_body(response_format)
+    if body.get("type") == "text":
+        return None
+    if body.get("type") == "json_object":
+        return OutputConstraint(canonical_schema({"type": "object"}))
+    if body.get("type") == "json_schema":
+        return OutputConstraint(canonical_schema(body["json_schema"]["schema"]))
+    raise InvalidRequest(
+        f"response_format type {body.get('type')!r} is not one of text, json_object, json_schema",
+        param="response_format",
     )

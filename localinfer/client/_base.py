@@ -109,6 +109,24 @@ class BaseClient:
             params=extra_body or {},
         )
 
+    @staticmethod
+    def _structured(
+        response_format: object,
+        tools: Sequence[object] | None,
+        tool_choice: str | None,
+        extra_body: Mapping[str, object] | None,
+    ) -> dict[str, object]:
+        """The structured-output and tool fields, beside the caller's ``extra_body``
+        (``core.chat_body`` turns pydantic classes into their JSON schemas)."""
+        fields: dict[str, object] = dict(extra_body or {})
+        if response_format is not None:
+            fields["response_format"] = response_format
+        if tools:
+            fields["tools"] = list(tools)
+        if tool_choice is not None:
+            fields["tool_choice"] = tool_choice
+        return fields
+
     def _chat_flow(self, body: Flow[dict[str, object]]) -> Flow[ChatResult]:
         payload = yield from body
         started = time.perf_counter()

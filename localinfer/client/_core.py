@@ -36,6 +36,7 @@ from localinfer.client.results import (
     TranscriptSegment,
     Usage,
 )
+from localinfer.client.structured import response_format_body, tool_call_results, tools_body
 from localinfer.server import resources
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -142,6 +143,10 @@ def downloads_result(body: object) -> tuple[Download, ...]:
 # -- chat ------------------------------------------------------------------------------------
 
 
+#: ``tool_choice`` values that are not a function's name
+_CHOICES = ("auto", "none", "required")
+
+
 def chat_body(
     model: str,
     messages: list[dict[str, object]],
@@ -165,7 +170,14 @@ def chat_body(
     body.update({k: v for k, v in optional.items() if v is not None})
     if stream:
         body["stream_options"] = {"include_usage": True}
-    body.update(params)
+    for key, value in params.items():
+        if key == "response_format" and value is not None:
+            value = response_format_body(value)
+        elif key == "tools" and isinstance(value, list | tuple):
+            value = tools_body(value)
+        elif isinstance(value, str) and key == "tool_choice" and value not in _CHOICES:
+            value = {"type": "function", "function": {"name": value}}  # a function's name
+        body[key] = value
     return body
 
 
@@ -203,6 +215,9 @@ def chat_result(body: Mapping[str, object], started: float) -> ChatResult:
         usage=_usage(body.get("usage")),
         timing=_timing(body.get("performance"), (time.perf_counter() - started) * 1e3),
         id=str(body.get("id", "")),
+        tool_calls=tool_call_results(
+            message.get("tool_calls") if isinstance(message, Mapping) else None
+        ),
     )
 
 
@@ -252,6 +267,7 @@ class ChatAccumulator:
         self.performance: object = None
         self.done = False
         self._decoder = SSEDecoder()
+        self._calls: dict[int, dict[str, str]] = {}
 
     def feed_line(self, line: str) -> str | None:
         """The text delta carried by this line's event, if it completes one."""
@@ -279,6 +295,8 @@ class ChatAccumulator:
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
         delta = choice.get("delta")
+        if isinstance(delta, Mapping) and isinstance(delta.get("tool_calls"), list):
+            self._add_calls(delta["tool_calls"])
         text = delta.get("content") if isinstance(delta, Mapping) else None
         if not text:
             return None
@@ -286,6 +304,20 @@ class ChatAccumulator:
             self.first_token_at = time.perf_counter()
         self.parts.append(str(text))
         return str(text)
+
+    def _add_calls(self, deltas: list[object]) -> None:
+        """Fold streamed tool-call deltas (id and name once, arguments in fragments)."""
+        for delta in deltas:
+            if not isinstance(delta, Mapping):
+                continue
+            call = self._calls.setdefault(
+                int(delta.get("index", 0)), {"id": "", "name": "", "arguments": ""}
+            )
+            function = delta.get("function")
+            call["id"] += str(delta.get("id") or "")
+            if isinstance(function, Mapping):
+                call["name"] += str(function.get("name") or "")
+                call["arguments"] += str(function.get("arguments") or "")
 
     def result(self) -> ChatResult:
         now = time.perf_counter()
@@ -297,6 +329,12 @@ class ChatAccumulator:
             usage=_usage(self.usage),
             timing=_timing(self.performance, (now - self.started) * 1e3, first),
             id=self.id,
+            tool_calls=tool_call_results(
+                [
+                    {"id": c["id"], "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for _, c in sorted(self._calls.items())
+                ]
+            ),
         )
 
 

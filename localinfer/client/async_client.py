@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Literal, Unpack, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 import anyio
 import httpx
@@ -47,6 +47,9 @@ from localinfer.client.results import (
     Transcription,
 )
 from localinfer.client.streams import ChatStream, TranscriptStream
+from localinfer.client.structured import is_model_class, parse_reply
+
+M = TypeVar("M")
 
 
 class Client(BaseClient):
@@ -141,8 +144,24 @@ class Client(BaseClient):
         self,
         messages: core.Messages,
         *,
+        response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str | None = ...,
+        extra_body: Mapping[str, object] | None = ...,
+        **options: Unpack[ChatOptions],
+    ) -> Awaitable[M]: ...
+    @overload
+    def chat(
+        self,
+        messages: core.Messages,
+        *,
+        model: str | None = ...,
+        stream: Literal[False] = ...,
+        response_format: Mapping[str, object] | None = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult]: ...
@@ -153,6 +172,9 @@ class Client(BaseClient):
         *,
         model: str | None = ...,
         stream: Literal[True],
+        response_format: object = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> ChatStream: ...
@@ -162,18 +184,32 @@ class Client(BaseClient):
         *,
         model: str | None = None,
         stream: bool = False,
+        response_format: object = None,
+        tools: Sequence[object] | None = None,
+        tool_choice: str | None = None,
         extra_body: Mapping[str, object] | None = None,
         **options: Unpack[ChatOptions],
-    ) -> Awaitable[ChatResult] | ChatStream:
+    ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
         """A reply to a prompt or to messages; ``stream=True`` for its text as it comes.
 
-        ``model`` may be left out when the server serves a single chat model;
-        ``extra_body`` fields go into the request body as they are.
+        ``response_format=SomePydanticModel`` returns the parsed object (enforced by the
+        server's constrained decoding); ``tools`` may be pydantic classes or OpenAI dicts,
+        and the result's ``tool_calls`` are typed (:class:`ToolCallResult`); ``tool_choice``
+        is ``auto``, ``none``, ``required`` or a tool's name. ``model`` may be left out when
+        the server serves a single chat model; ``extra_body`` fields go into the request
+        body as they are.
         """
-        body = self._chat_body(messages, model, stream, options, extra_body)
+        extra = self._structured(response_format, tools, tool_choice, extra_body)
+        body = self._chat_body(messages, model, stream, options, extra)
         if stream:
             return ChatStream(self._chat_stream(body))
+        if is_model_class(response_format):
+            return self._chat_parsed(body, response_format)
         return self._run(self._chat_flow(body))
+
+    async def _chat_parsed(self, body: Flow[dict[str, object]], parse_as: object) -> Any:
+        """The reply parsed into the pydantic class that ``response_format`` named."""
+        return parse_reply(parse_as, (await self._run(self._chat_flow(body))).text)
 
     async def _chat_stream(
         self, body: Flow[dict[str, object]]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,10 @@ import numpy.typing as npt
 from localinfer.server.resources import CachedModel, CatalogEntry, DeviceStats, ModelStats
 
 __all__ = ["CachedModel", "CatalogEntry"]  # defined once, with the routes that send them
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 Vectors = npt.NDArray[np.float32]
 
@@ -68,8 +73,29 @@ class Timing:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallResult:
+    """A function call the model asked for; ``arguments`` already parsed from JSON."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def parse(self, model: type[M]) -> M:
+        """The arguments as an instance of ``model`` (a pydantic class)."""
+        return model.model_validate(self.arguments)
+
+    def message(self) -> dict[str, Any]:
+        """This call as it goes back into the history (an assistant message's tool_calls)."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": json.dumps(self.arguments)},
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ChatResult:
-    """A whole chat reply. ``str(result)`` is its text."""
+    """A whole chat reply. ``str(result)`` is its text; ``tool_calls`` the calls it made."""
 
     text: str
     model: str
@@ -77,6 +103,14 @@ class ChatResult:
     usage: Usage
     timing: Timing
     id: str = ""
+    tool_calls: tuple[ToolCallResult, ...] = ()
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The reply as the next request's assistant message (tool calls included)."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.tool_calls:
+            message["tool_calls"] = [call.message() for call in self.tool_calls]
+        return message
 
     def __str__(self) -> str:
         return self.text

@@ -11,7 +11,7 @@ import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Literal, Unpack, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 import httpx
 
@@ -44,6 +44,9 @@ from localinfer.client.results import (
     Transcription,
 )
 from localinfer.client.streams import SyncChatStream, SyncTranscriptStream
+from localinfer.client.structured import is_model_class, parse_reply
+
+M = TypeVar("M")
 
 
 class SyncClient(BaseClient):
@@ -159,8 +162,24 @@ class SyncClient(BaseClient):
         self,
         messages: core.Messages,
         *,
+        response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str | None = ...,
+        extra_body: Mapping[str, object] | None = ...,
+        **options: Unpack[ChatOptions],
+    ) -> M: ...
+    @overload
+    def chat(
+        self,
+        messages: core.Messages,
+        *,
+        model: str | None = ...,
+        stream: Literal[False] = ...,
+        response_format: Mapping[str, object] | None = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> ChatResult: ...
@@ -171,6 +190,9 @@ class SyncClient(BaseClient):
         *,
         model: str | None = ...,
         stream: Literal[True],
+        response_format: object = ...,
+        tools: Sequence[object] | None = ...,
+        tool_choice: str | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> SyncChatStream: ...
@@ -180,14 +202,29 @@ class SyncClient(BaseClient):
         *,
         model: str | None = None,
         stream: bool = False,
+        response_format: object = None,
+        tools: Sequence[object] | None = None,
+        tool_choice: str | None = None,
         extra_body: Mapping[str, object] | None = None,
         **options: Unpack[ChatOptions],
-    ) -> ChatResult | SyncChatStream:
-        """A reply to a prompt or to messages; ``stream=True`` for its text as it comes."""
-        body = self._chat_body(messages, model, stream, options, extra_body)
+    ) -> ChatResult | SyncChatStream | Any:
+        """A reply to a prompt or to messages; ``stream=True`` for its text as it comes.
+
+        ``response_format=SomePydanticModel`` returns the parsed object (enforced by the
+        server's constrained decoding); ``tools`` may be pydantic classes or OpenAI dicts,
+        and the result's ``tool_calls`` are typed (:class:`ToolCallResult`); ``tool_choice``
+        is ``auto``, ``none``, ``required`` or a tool's name. ``model`` may be left out when
+        the server serves a single chat model; ``extra_body`` fields go into the request
+        body as they are.
+        """
+        extra = self._structured(response_format, tools, tool_choice, extra_body)
+        body = self._chat_body(messages, model, stream, options, extra)
         if stream:  # the model is chosen now, not at the first read
             return SyncChatStream(self._chat_stream(self._run(body)))
-        return self._run(self._chat_flow(body))
+        result = self._run(self._chat_flow(body))
+        return (
+            parse_reply(response_format, result.text) if is_model_class(response_format) else result
+        )
 
     def _chat_stream(self, payload: dict[str, object]) -> Generator[str | ChatResult, None, None]:
         accumulator = core.ChatAccumulator(str(payload["model"]), time.perf_counter())

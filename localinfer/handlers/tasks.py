@@ -6,6 +6,15 @@ dataclasses: no torch, no pydantic, nothing HTTP.
 - ``chat`` / ``completion``: input :class:`GenerationRequest`; the handler emits ``str``
   text deltas as they are decoded (token by token, not generate-then-split), then
   finishes with a :class:`GenerationResult`. It stops early when ``item.cancelled``.
+  With ``request.logprobs`` set (``0..20``) it also emits one :class:`TokenLogprob` per
+  generated token (EOS excluded), right after the text delta that token settled (if any):
+  the text deltas concatenated are the output, the ``TokenLogprob.token`` strings are its
+  tokens. With ``request.tools``, each complete :class:`ToolCall` is emitted (instead of
+  its text) as soon as the model closes it. With ``request.constraint`` set the output is
+  guaranteed to match it (:mod:`localinfer.handlers.generation.constraints`); an engine
+  that cannot enforce it raises ``InvalidRequest`` before emitting anything.
+  ``request.tools`` (OpenAI tool definitions) go to the model's chat template; ``n``
+  choices are separate requests submitted together, so every engine batches them.
 - ``embeddings``: input :class:`EmbeddingRequest`; result :class:`EmbeddingResult`.
 - ``transcription``: input :class:`TranscriptionRequest`; result :class:`TranscriptionResult`.
   With ``stream=True`` the handler first emits each :class:`Segment` as it is decoded.
@@ -19,7 +28,10 @@ dataclasses: no torch, no pydantic, nothing HTTP.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from localinfer.handlers.generation.constraints import OutputConstraint
 
 CHAT = "chat"
 EMBEDDINGS = "embeddings"
@@ -31,7 +43,7 @@ RERANK = "rerank"
 #: the capability (value ``"true"``) of chat handlers that take image parts in messages
 IMAGE_INPUT = "images"
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +62,50 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    #: the output must match this (``response_format``, required / named tool calls)
+    constraint: OutputConstraint | None = None
+    #: ``None``: no logprobs; ``0..20``: emit a :class:`TokenLogprob` per token with that
+    #: many most likely alternatives
+    logprobs: int | None = None
+    #: OpenAI tool definitions (``{"type": "function", "function": {...}}``) for the template
+    tools: tuple[dict[str, Any], ...] | None = None
+    #: ``"auto"``, ``"none"``, ``"required"`` or a function's name (enforced by the engine
+    #: as a constraint in the model family's call syntax; see ``generation.tool_calls``)
+    tool_choice: str = "auto"
+    #: more than one call per reply allowed
+    parallel_tool_calls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model made; ``arguments`` is JSON text (an object)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One alternative at a position: its text, bytes (UTF-8) and log probability."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token's text, log probability and the ``top`` most likely alternatives.
+
+    ``logprob`` is the log-softmax of the model's logits after any output constraint's mask
+    and before temperature / top-p: the model's own belief among the tokens it may emit.
+    """
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +118,8 @@ class GenerationResult:
     completion_tokens: int
     prefill_ms: float
     decode_ms: float
+    #: the calls the model made (``text`` is then what it said besides them)
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def tokens_per_second(self) -> float:

@@ -21,15 +21,24 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from localinfer.errors import CapabilityUnavailable, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
+from localinfer.handlers.generation.grammar import ConstrainLogits, GrammarCache
+from localinfer.handlers.generation.logprobs import LogprobRecorder, RecordLogprobs
 from localinfer.handlers.generation.sequence import Generation
 from localinfer.handlers.generation.text import hf_decode
+from localinfer.handlers.generation.tool_calls import (
+    HERMES,
+    ToolCallFormat,
+    format_for_template,
+    messages_for_template,
+)
 from localinfer.handlers.generation.transformers_sampling import (
     StreamEachToken,
     sampling_processors,
@@ -118,6 +127,10 @@ class TransformersChatHandler(Handler):
         self.eos_token_ids: frozenset[int] = frozenset()
         self._pad_token_id: int | None = None
         self._engine: ContinuousBatchingEngine | None = None
+        self._grammars: GrammarCache | None = None
+        #: the model family's tool-call syntax, and whether its template renders tools
+        self.tool_format: ToolCallFormat = HERMES
+        self._template_renders_tools = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -152,6 +165,9 @@ class TransformersChatHandler(Handler):
         if gguf_file:
             common["gguf_file"] = gguf_file
         self.tokenizer = AutoTokenizer.from_pretrained(location, **common)
+        self.tool_format, self._template_renders_tools = format_for_template(
+            getattr(self.tokenizer, "chat_template", None)
+        )
         if options.get("attn_implementation"):
             common["attn_implementation"] = options["attn_implementation"]
         # loading straight onto the device needs accelerate; without it, load then move
@@ -233,11 +249,12 @@ class TransformersChatHandler(Handler):
                 continue
             try:
                 generation = self._prepare(item)
-                if self._engine is not None and not generation.needs_own_generator:
+                if self._engine is not None and self._engine.can_serve(generation):
                     self._engine.submit(generation)
                 elif self._engine is not None:
                     # the engine samples every request from one shared RNG; a seeded request
-                    # gets its own generator by running alone while the engine waits
+                    # gets its own generator by running alone while the engine waits (so
+                    # does one the engine cannot constrain or report logprobs for)
                     with self._engine.paused():
                         self._generate(generation)
                 else:
@@ -255,6 +272,18 @@ class TransformersChatHandler(Handler):
             )
         if request.max_new_tokens < 1:
             raise InvalidRequest("max_new_tokens must be at least 1", param="max_tokens")
+        calling = bool(request.tools) and request.tool_choice != "none"
+        if calling and request.tools:
+            wanted = self.tool_format.constraint(
+                request.tools, request.tool_choice, request.parallel_tool_calls
+            )
+            if wanted is not None:
+                if request.constraint is not None:
+                    raise InvalidRequest(
+                        "a required or named tool_choice cannot be combined with a response_format",
+                        param="tool_choice",
+                    )
+                request = replace(request, constraint=wanted)
         prompt_ids = self.encode_prompt(request)
         limit = self.context_length
         total = len(prompt_ids) + request.max_new_tokens
@@ -267,7 +296,31 @@ class TransformersChatHandler(Handler):
                 code="context_length_exceeded",
             )
         assert self.tokenizer is not None
-        return Generation(item, request, prompt_ids, hf_decode(self.tokenizer), self.eos_token_ids)
+        decode = hf_decode(self.tokenizer)
+        grammar = None
+        if request.constraint is not None:
+            grammar = self._grammar_cache().sequence(request.constraint)
+        recorder = None
+        if request.logprobs is not None:
+            recorder = LogprobRecorder(request.logprobs, decode)
+        return Generation(
+            item,
+            request,
+            prompt_ids,
+            decode,
+            self.eos_token_ids,
+            recorder,
+            grammar,
+            self.tool_format if calling else None,
+        )
+
+    def _grammar_cache(self) -> GrammarCache:
+        """The tokenizer's compiled-grammar cache, built at the first constrained request."""
+        if self._grammars is None:
+            assert self.model is not None and self.tokenizer is not None
+            vocab_size = int(self.model.config.get_text_config().vocab_size)
+            self._grammars = GrammarCache(self.tokenizer, vocab_size, self.eos_token_ids)
+        return self._grammars
 
     def encode_prompt(self, request: GenerationRequest) -> list[int]:
         """The prompt's token ids: the chat template for messages, plain text otherwise."""
@@ -278,9 +331,16 @@ class TransformersChatHandler(Handler):
                 raise InvalidRequest(
                     "this model has no chat template; send a plain prompt instead", param="messages"
                 )
+            tools = request.tools if request.tool_choice != "none" else None
+            messages = messages_for_template(
+                request.messages, tools, self.tool_format, self._template_renders_tools
+            )
             try:
                 text = tokenizer.apply_chat_template(
-                    [dict(message) for message in request.messages],
+                    messages,
+                    tools=[dict(tool) for tool in tools]
+                    if tools and self._template_renders_tools
+                    else None,
                     add_generation_prompt=True,
                     tokenize=False,
                 )
@@ -307,7 +367,12 @@ class TransformersChatHandler(Handler):
         assert model is not None
         request = generation.request
         input_ids = torch.tensor([generation.prompt_ids], device=model.device)
-        processors = LogitsProcessorList(sampling_processors(request))
+        steps: list[Any] = []
+        if generation.grammar is not None:
+            steps.append(ConstrainLogits(generation.grammar, len(generation.prompt_ids)))
+        if generation.logprobs is not None:
+            steps.append(RecordLogprobs(generation.logprobs))
+        processors = LogitsProcessorList(steps + sampling_processors(request))
         generation.start()
         with torch.inference_mode():
             cast("GenerationMixin", model).generate(

@@ -1,7 +1,9 @@
 """The OpenAI protocol: one pydantic model per request and response, validation in the model.
 
 Unknown fields sent by OpenAI clients are ignored; known fields localinfer cannot honour
-(``n > 1``, ``tools``, ``logprobs``) are refused with a message that says so.
+(``echo`` and ``suffix`` on completions) are refused with a message that says so. Every
+chat field is honoured: ``response_format`` and required / named ``tool_choice`` by
+constrained decoding, ``logprobs``, ``n`` (up to :data:`MAX_CHOICES`).
 """
 
 from __future__ import annotations
@@ -114,12 +116,50 @@ class ImagePart(BaseModel):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
+class FunctionCall(BaseModel):
+    name: str
+    #: JSON text, as OpenAI sends it
+    arguments: str
+
+
+class ToolCallParam(BaseModel):
+    """A call in an assistant message of the history (or of a reply)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallParam] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content_present(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(
+                f"a {self.role} message needs content (null is only allowed for an "
+                "assistant message with tool_calls)"
+            )
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+    def as_template_message(self, text: str) -> dict[str, Any]:
+        """The message for the model's chat template (tool calls and ids kept)."""
+        message: dict[str, Any] = {"role": self.role, "content": text}
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name is not None and self.role == "tool":
+            message["name"] = self.name
+        return message
 
     @property
     def images(self) -> list[ImagePart]:
@@ -143,6 +183,12 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+#: the most choices (``n``) one request may ask for
+MAX_CHOICES = 8
+#: the most alternatives per token (``top_logprobs``), as OpenAI
+MAX_TOP_LOGPROBS = 20
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -155,19 +201,12 @@ class GenerationParams(Request):
     top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)  # what a generator takes: int64
-    n: int = 1
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     user: str | None = None
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError(f"n must be 1 (got {n}): localinfer generates one choice per request")
-        return n
 
     @field_validator("stop")
     @classmethod
@@ -190,20 +229,98 @@ class GenerationParams(Request):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+class TextFormat(BaseModel):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(BaseModel):
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    #: the JSON schema (``schema`` in the wire format)
+    schema_: dict[str, Any] = Field(alias="schema", default_factory=dict)
+    #: localinfer enforces every schema; ``strict`` is accepted either way
+    strict: bool | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class JsonSchemaFormat(BaseModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormatParam = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
+
+
+class FunctionDefinition(BaseModel):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(GenerationParams):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[Any] | None = None
-    logprobs: bool | None = None
+    response_format: ResponseFormatParam | None = None
+    tools: list[ToolDefinition] | None = Field(None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @model_validator(mode="after")
-    def _unsupported(self) -> ChatCompletionRequest:
-        if self.tools:
-            raise ValueError("tools are not supported by localinfer's chat models")
-        if self.logprobs:
-            raise ValueError("logprobs are not supported")
+    def _consistent(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = {tool.function.name for tool in self.tools or []}
+            if self.tool_choice.function.name not in names:
+                raise ValueError(
+                    f"tool_choice names {self.tool_choice.function.name!r}, "
+                    "which is not among the tools"
+                )
+        forced = self.tool_choice not in (None, "none", "auto")
+        if forced and self.response_format is not None and self.response_format.type != "text":
+            raise ValueError(
+                "a required or named tool_choice cannot be combined with a JSON response_format"
+            )
         return self
+
+    @property
+    def tool_choice_name(self) -> str:
+        """``auto`` / ``none`` / ``required``, or the named function."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        return self.tool_choice or "auto"
+
+    @property
+    def logprobs_top(self) -> int | None:
+        """What the handler gets: None (off) or the number of alternatives."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @property
     def token_budget(self) -> int | None:
@@ -214,7 +331,7 @@ class CompletionRequest(GenerationParams):
     prompt: str | list[str]
     max_tokens: int | None = Field(16, ge=1)
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
     suffix: str | None = None
 
     @field_validator("prompt")
@@ -226,8 +343,8 @@ class CompletionRequest(GenerationParams):
 
     @model_validator(mode="after")
     def _unsupported(self) -> CompletionRequest:
-        if self.echo or self.logprobs or self.suffix:
-            raise ValueError("echo, logprobs and suffix are not supported")
+        if self.echo or self.suffix:
+            raise ValueError("echo and suffix are not supported")
         return self
 
     @property
@@ -239,19 +356,38 @@ class CompletionRequest(GenerationParams):
         return self.max_tokens
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallParam] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: FinishReason
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -264,16 +400,29 @@ class ChatCompletion(BaseModel):
     performance: Performance
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -286,11 +435,18 @@ class ChatCompletionChunk(BaseModel):
     performance: Performance | None = None
 
 
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(BaseModel):

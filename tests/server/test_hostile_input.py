@@ -95,6 +95,13 @@ class Case:
     kserve: bool = False  # answered in KServe's {"error": "..."} shape
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"x": schema}}
+    return schema
+
+
 def chat(**overrides: Any) -> dict[str, Any]:
     return {**GOOD_CHAT, **overrides}
 
@@ -140,8 +147,17 @@ CASES = [
          body=chat(stream="yes please")),
     Case("unknown-role", "/v1/chat/completions", 400, "invalid_request", "messages.0.role",
          body=chat(messages=[{"role": "wizard", "content": "hi"}])),
-    Case("n-above-one", "/v1/chat/completions", 400, "invalid_request", "n must be 1",
-         body=chat(n=2)),
+    Case("n-above-the-limit", "/v1/chat/completions", 400, "invalid_request", "n",
+         body=chat(n=9)),
+    Case("user-content-null", "/v1/chat/completions", 400, "invalid_request", "needs content",
+         body=chat(messages=[{"role": "user", "content": None}])),
+    Case("unknown-response-format", "/v1/chat/completions", 400, "invalid_request",
+         "response_format", body=chat(response_format={"type": "nonsense"})),
+    Case("schema-too-deep", "/v1/chat/completions", 400, "schema_too_complex",
+         "MAX_SCHEMA_DEPTH", body=chat(response_format={"type": "json_schema", "json_schema": {
+             "name": "deep", "schema": _nested(40)}})),
+    Case("top-logprobs-above-20", "/v1/chat/completions", 400, "invalid_request",
+         "top_logprobs", body=chat(logprobs=True, top_logprobs=21)),
     Case("five-stop-sequences", "/v1/chat/completions", 400, "invalid_request",
          "at most 4 stop", body=chat(stop=list("abcde"))),
     Case("empty-messages", "/v1/chat/completions", 400, "invalid_request", "messages",

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from localinfer.errors import ConfigurationError, EngineStalled, HandlerFailed
+from localinfer.handlers.generation.batch_rows import SLOT_KEY, RowGrammars, install, rows_supported
 from localinfer.handlers.generation.sequence import Generation
 
 if TYPE_CHECKING:
@@ -58,13 +59,18 @@ class ContinuousBatchingEngine:
         vocab_size: int,
         eos_token_ids: frozenset[int],
         sequential_attention: str,
+        rows: RowGrammars | None = None,
         *,
         stall_s: float = DEFAULT_STALL_S,
-        restart: Callable[[], ContinuousBatchingManager] | None = None,
+        restart: Callable[[], tuple[ContinuousBatchingManager, RowGrammars | None]] | None = None,
     ) -> None:
         self.manager = manager
+        #: per-row grammars and logprobs (None where the batch cannot run them)
+        self._rows = rows
+        self._slots: dict[str, int] = {}
         self.stall_s = stall_s
-        #: builds a fresh manager after a stall (``None``: a stalled engine only fails)
+        #: builds a fresh manager (and its row processor) after a stall (``None``: a
+        #: stalled engine only fails)
         self._restart = restart
         #: stalls found so far (each one restarted the manager)
         self.stalls = 0
@@ -109,12 +115,14 @@ class ContinuousBatchingEngine:
             settings["kv_cache_gib"] = options["kv_cache_gib"]
         _size_cache(settings, model, max_in_flight, context_length)
         sequential_attention = str(model.config._attn_implementation)
+        vocab_size = int(model.config.get_text_config().vocab_size)
 
-        def new_manager() -> ContinuousBatchingManager:
+        def new_manager() -> tuple[ContinuousBatchingManager, RowGrammars | None]:
             manager = cast("GenerationMixin", model).init_continuous_batching(
                 generation_config=_engine_generation_config(model, eos_token_ids),
                 continuous_batching_config=ContinuousBatchingConfig(**settings),
             )
+            rows = install(manager, vocab_size) if rows_supported(manager) else None
             try:
                 with torch.inference_mode():  # the manager's loop inherits the caller's mode
                     manager.warmup()  # builds the cache: a model that cannot batch fails now
@@ -126,19 +134,26 @@ class ContinuousBatchingEngine:
                 if original is not None:
                     model.set_attn_implementation(original)
                 raise
-            return manager
+            return manager, rows
 
-        manager = new_manager()
-        vocab_size = int(model.config.get_text_config().vocab_size)
+        manager, rows = new_manager()
         return cls(
             manager,
             max_in_flight,
             vocab_size,
             eos_token_ids,
             sequential_attention,
+            rows,
             stall_s=float(options.get("engine_stall_s", DEFAULT_STALL_S)),
             restart=new_manager,
         )
+
+    def can_serve(self, generation: Generation) -> bool:
+        """False for a seeded sample, and for a constraint or logprobs without per-row masks."""
+        if generation.needs_own_generator:
+            return False
+        per_row = generation.grammar is not None or generation.logprobs is not None
+        return self._rows is not None or not per_row
 
     def submit(self, generation: Generation) -> None:
         """Queue a request with the manager and return at once."""
@@ -153,9 +168,16 @@ class ContinuousBatchingEngine:
         else:
             sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 1}
         request_id = f"{generation.item.request_id}#{next(self._ids)}"
+        if self._rows is not None and (
+            generation.grammar is not None or generation.logprobs is not None
+        ):
+            slot = self._rows.add(generation.grammar, generation.logprobs)
+            sampling[SLOT_KEY] = slot
         with self._lock:
             if not self._live:  # work begins waiting now: the stall clock starts here
                 self._last_step = time.monotonic()
+            if SLOT_KEY in sampling:
+                self._slots[request_id] = sampling[SLOT_KEY]
             self._live[request_id] = generation
         generation.start()
         try:
@@ -262,6 +284,7 @@ class ContinuousBatchingEngine:
             for rid, _ in gone:
                 del self._live[rid]
         for rid, generation in gone:
+            self._forget(rid)
             self.manager.cancel_request(rid)
             generation.finish()
 
@@ -296,7 +319,7 @@ class ContinuousBatchingEngine:
             stuck.stop(block=False)
         if self._restart is not None:
             try:
-                self.manager = self._restart()
+                self.manager, self._rows = self._restart()
             except Exception:
                 logger.exception("continuous batching: the engine could not be restarted")
         self._last_step = time.monotonic()
@@ -312,6 +335,9 @@ class ContinuousBatchingEngine:
     def _forget(self, request_id: str) -> None:
         with self._lock:
             self._live.pop(request_id, None)
+            slot = self._slots.pop(request_id, None)
+        if slot is not None and self._rows is not None:
+            self._rows.remove(slot)
 
 
 def _engine_generation_config(

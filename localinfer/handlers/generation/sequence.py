@@ -11,8 +11,11 @@ from __future__ import annotations
 import time
 
 from localinfer.handlers.base import WorkItem
+from localinfer.handlers.generation.grammar import ConstrainedSequence
+from localinfer.handlers.generation.logprobs import LogprobRecorder
 from localinfer.handlers.generation.text import Decode, IncrementalDecoder, StopStringFilter
-from localinfer.handlers.tasks import FinishReason, GenerationRequest, GenerationResult
+from localinfer.handlers.generation.tool_calls import ToolCallFilter, ToolCallFormat
+from localinfer.handlers.tasks import FinishReason, GenerationRequest, GenerationResult, ToolCall
 
 
 class Generation:
@@ -25,6 +28,9 @@ class Generation:
         prompt_ids: list[int],
         decode: Decode,
         eos_token_ids: frozenset[int],
+        logprobs: LogprobRecorder | None = None,
+        grammar: ConstrainedSequence | None = None,
+        tool_format: ToolCallFormat | None = None,
     ) -> None:
         self.item = item
         self.request = request
@@ -36,6 +42,13 @@ class Generation:
         self._text = StopStringFilter(request.stop)
         self._started = time.perf_counter()
         self._first_token_at: float | None = None
+        #: the engine records each step's logits here when the request asks for logprobs
+        self.logprobs = logprobs
+        #: the request's output constraint, which the engine applies to each step's logits
+        self.grammar = grammar
+        #: parses the model's tool calls out of its text when the request offers tools
+        self._calls = ToolCallFilter(tool_format) if tool_format is not None else None
+        self._content: list[str] = []
 
     @property
     def needs_own_generator(self) -> bool:
@@ -57,10 +70,13 @@ class Generation:
         if self._first_token_at is None:
             self._first_token_at = time.perf_counter()
         self.completion_tokens += 1
+        logprob = self.logprobs.take(token_id) if self.logprobs is not None else None
         if token_id in self._eos:
             self.finish_reason = "stop"
             return True
         self._send(self._text.push(self._decoder.push(token_id)))
+        if logprob is not None and not self._text.matched and not self.item.done:
+            self.item.emit(logprob)
         if self._text.matched:
             self.finish_reason = "stop"
         elif self.completion_tokens >= self.request.max_new_tokens:
@@ -79,10 +95,18 @@ class Generation:
             self.finish_reason = "length" if at_limit else "stop"
         if not self._text.matched:
             self._send(self._text.push(self._decoder.flush()) + self._text.flush())
+        text, calls = self._text.released, tuple[ToolCall, ...]()
+        if self._calls is not None:
+            for piece in self._calls.flush():
+                self._deliver(piece)
+            text, calls = "".join(self._content), tuple(self._calls.calls)
+            if calls and self.finish_reason == "stop":
+                self.finish_reason = "tool_calls"
         first = self._first_token_at if self._first_token_at is not None else now
         self.item.finish(
             GenerationResult(
-                text=self._text.released,
+                text=text,
+                tool_calls=calls,
                 finish_reason=self.finish_reason,
                 prompt_tokens=len(self.prompt_ids),
                 completion_tokens=self.completion_tokens,
@@ -92,5 +116,16 @@ class Generation:
         )
 
     def _send(self, text: str) -> None:
-        if text and not self.item.done:
+        if not text or self.item.done:
+            return
+        if self._calls is None:
             self.item.emit(text)
+            return
+        for piece in self._calls.push(text):
+            self._deliver(piece)
+
+    def _deliver(self, piece: str | ToolCall) -> None:
+        if isinstance(piece, str):
+            self._content.append(piece)
+        if piece and not self.item.done:
+            self.item.emit(piece)

@@ -15,19 +15,42 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localinfer.calls.calls import Calls
 from localinfer.calls.options import ChatOptions
 from localinfer.calls.outcome import GenerationTiming, TokenUsage
 from localinfer.errors import LocalInferError
-from localinfer.handlers.tasks import CHAT, GenerationRequest, GenerationResult
-from localinfer.runtime.job import Chunk, Done, Job
+from localinfer.handlers.tasks import (
+    CHAT,
+    GenerationResult,
+    TokenLogprob,
+    ToolCall,
+)
+from localinfer.runtime.job import Done, Job
 from localinfer.server import protocol as p
 from localinfer.server.bodies import read_json
 from localinfer.server.chat_images import vision_messages
-from localinfer.server.job_io import JobReader, JobStreamingResponse, error_event
-from localinfer.server.routes.common import model_for_task, reader_for
+from localinfer.server.chat_payload import (
+    response_constraint,
+    template_messages,
+    tool_definitions,
+)
+from localinfer.server.choices import (
+    Choice,
+    ChoicesStreamingResponse,
+    assistant_message,
+    chat_logprobs,
+    close_all,
+    collect,
+    completion_logprobs,
+    interleaved,
+    seeded,
+    start_choices,
+    tool_call_delta,
+)
+from localinfer.server.choices import usage as summed_usage
+from localinfer.server.job_io import error_event
+from localinfer.server.routes.common import model_for_task
 from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
-from localinfer.server.state import calls_of, request_id_of, settings_of
+from localinfer.server.state import calls_of, settings_of
 
 
 def _options(body: p.ChatCompletionRequest | p.CompletionRequest) -> ChatOptions:
@@ -53,51 +76,17 @@ def _sse(model: BaseModel) -> bytes:
     return b"data: " + model.model_dump_json(exclude_none=False).encode() + b"\n\n"
 
 
-async def _stream(
-    first: Chunk | Done,
-    reader: JobReader,
-    on_delta: Callable[[str], BaseModel],
-    on_finish: Callable[[GenerationResult], list[BaseModel]],
-    opening: BaseModel | None,
+async def _sse_stream(
+    choices: list[Choice], events: Callable[[], AsyncIterator[BaseModel]]
 ) -> AsyncIterator[bytes]:
     try:
-        if opening is not None:
-            yield _sse(opening)
-        event: Chunk | Done = first
-        while True:
-            if isinstance(event, Done):
-                for chunk in on_finish(event.value):
-                    yield _sse(chunk)
-                yield DONE
-                return
-            if event.value:
-                yield _sse(on_delta(event.value))
-            event = await reader.next()
+        async for chunk in events():
+            yield _sse(chunk)
+        yield DONE
     except LocalInferError as exc:
         yield sse_event(error_event(exc))
     finally:
-        await reader.aclose()
-
-
-async def _start(
-    request: Request, model_name: str, payload: GenerationRequest
-) -> tuple[Job, JobReader, Chunk | Done]:
-    model = model_for_task(request, model_name, CHAT)
-    job = Calls.submit(model, payload, request_id=request_id_of(request))
-    reader = reader_for(request, job)
-    first = await reader.guarded(request)
-    return job, reader, first
-
-
-async def _collect(request: Request, reader: JobReader, first: Chunk | Done) -> GenerationResult:
-    async def rest() -> GenerationResult:
-        event = first
-        while not isinstance(event, Done):
-            event = await reader.next()
-        result: GenerationResult = event.value
-        return result
-
-    return await reader.guarded(request, rest)
+        await close_all(choices)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -107,20 +96,37 @@ async def chat_completions(request: Request) -> Response:
     calls = calls_of(request)
     with_images = any(m.images for m in body.messages)
     texts = [m.text_beside_images() if with_images else m.text() for m in body.messages]
-    payload = calls.chat(
+    # the call layer checks the limits and applies the sampling defaults; the chat
+    # surface (history with tool calls, constraints, logprobs, tools) goes on top
+    checked = calls.chat(
         [{"role": m.role, "content": t} for m, t in zip(body.messages, texts, strict=True)],
         **_options(body),
     )
     if with_images:  # checked as text first: no image is decoded for a refused request
         settings = settings_of(request)
         model = model_for_task(request, body.model, CHAT)
-        converted = await vision_messages(model, body.messages, settings, settings.max_images)
-        payload = replace(payload, messages=converted)
-    job, reader, first = await _start(request, body.model, payload)
+        messages = await vision_messages(model, body.messages, settings, settings.max_images)
+    else:
+        messages = template_messages(body, texts)
+    payload = replace(
+        checked,
+        messages=messages,
+        constraint=response_constraint(body),
+        logprobs=body.logprobs_top,
+        tools=tool_definitions(body),
+        tool_choice=body.tool_choice_name,
+        parallel_tool_calls=body.parallel_tool_calls,
+    )
+    choices = await start_choices(request, body.model, [seeded(payload, i) for i in range(body.n)])
     reply_id, created = p.new_id("chatcmpl"), p.now()
+    job = choices[0].job
 
     if not body.stream:
-        result = await _collect(request, reader, first)
+        try:
+            await collect(request, choices)
+        finally:
+            await close_all(choices)
+        results = [c.result for c in choices if c.result is not None]
         return JSONResponse(
             p.ChatCompletion(
                 id=reply_id,
@@ -128,12 +134,16 @@ async def chat_completions(request: Request) -> Response:
                 model=body.model,
                 choices=[
                     p.ChatChoice(
-                        message=p.AssistantMessage(content=result.text),
-                        finish_reason=result.finish_reason,
+                        index=c.index,
+                        message=assistant_message(c.result),
+                        finish_reason=c.result.finish_reason,
+                        logprobs=chat_logprobs(c.logprobs) if body.logprobs else None,
                     )
+                    for c in choices
+                    if c.result is not None
                 ],
-                usage=usage(result),
-                performance=performance(job, result),
+                usage=summed_usage(results),
+                performance=performance(job, results[0]),
             ).model_dump()
         )
 
@@ -151,26 +161,55 @@ async def chat_completions(request: Request) -> Response:
             performance=performance,
         )
 
-    def on_finish(result: GenerationResult) -> list[BaseModel]:
-        last = chunk(
-            [p.ChunkChoice(delta=p.Delta(), finish_reason=result.finish_reason)],
-            performance=performance(job, result),
-        )
-        if not body.include_usage:
-            return [last]
-        return [last, chunk([], usage=usage(result), performance=performance(job, result))]
+    async def events() -> AsyncIterator[BaseModel]:
+        for c in choices:
+            yield chunk([p.ChunkChoice(index=c.index, delta=p.Delta(role="assistant", content=""))])
+        held = {c.index: "" for c in choices}  # text waiting for its token's logprob
+        calls = {c.index: 0 for c in choices}
+        results: dict[int, GenerationResult] = {}
+        async for c, event in interleaved(choices):
+            if isinstance(event, Done):
+                result: GenerationResult = event.value
+                results[c.index] = result
+                text = held.pop(c.index, "")
+                if text:
+                    yield chunk([p.ChunkChoice(index=c.index, delta=p.Delta(content=text))])
+                yield chunk(
+                    [
+                        p.ChunkChoice(
+                            index=c.index, delta=p.Delta(), finish_reason=result.finish_reason
+                        )
+                    ],
+                    performance=performance(c.job, result),
+                )
+                continue
+            value = event.value
+            if isinstance(value, str):
+                if body.logprobs:
+                    held[c.index] += value
+                elif value:
+                    yield chunk([p.ChunkChoice(index=c.index, delta=p.Delta(content=value))])
+            elif isinstance(value, TokenLogprob):
+                text, held[c.index] = held[c.index], ""
+                yield chunk(
+                    [
+                        p.ChunkChoice(
+                            index=c.index,
+                            delta=p.Delta(content=text),
+                            logprobs=chat_logprobs([value]),
+                        )
+                    ]
+                )
+            elif isinstance(value, ToolCall):
+                delta = p.Delta(tool_calls=[tool_call_delta(value, calls[c.index])])
+                calls[c.index] += 1
+                yield chunk([p.ChunkChoice(index=c.index, delta=delta)])
+        if body.include_usage:
+            ordered = [results[i] for i in sorted(results)]
+            yield chunk([], usage=summed_usage(ordered), performance=performance(job, ordered[0]))
 
-    return JobStreamingResponse(
-        job,
-        _stream(
-            first,
-            reader,
-            on_delta=lambda text: chunk([p.ChunkChoice(delta=p.Delta(content=text))]),
-            on_finish=on_finish,
-            opening=chunk([p.ChunkChoice(delta=p.Delta(role="assistant", content=""))]),
-        ),
-        media_type=SSE_MEDIA_TYPE,
-        headers=SSE_HEADERS,
+    return ChoicesStreamingResponse(
+        choices, _sse_stream(choices, events), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS
     )
 
 
@@ -178,13 +217,16 @@ async def completions(request: Request) -> Response:
     body = p.parse(
         p.CompletionRequest, await read_json(request, settings_of(request).max_body_bytes)
     )
-    payload = calls_of(request).completion(body.prompt_text, **_options(body))
-    job, reader, first = await _start(request, body.model, payload)
+    payload = replace(
+        calls_of(request).completion(body.prompt_text, **_options(body)), logprobs=body.logprobs
+    )
+    choices = await start_choices(request, body.model, [seeded(payload, i) for i in range(body.n)])
     reply_id, created = p.new_id("cmpl"), p.now()
+    job = choices[0].job
+    wants_logprobs = body.logprobs is not None
 
     def reply(
-        text: str,
-        finish: p.FinishReason | None,
+        completion_choices: list[p.CompletionChoice],
         usage: p.Usage | None = None,
         performance: p.Performance | None = None,
     ) -> p.Completion:
@@ -192,49 +234,69 @@ async def completions(request: Request) -> Response:
             id=reply_id,
             created=created,
             model=body.model,
-            choices=[p.CompletionChoice(text=text, finish_reason=finish)],
+            choices=completion_choices,
             usage=usage,
             performance=performance,
         )
 
     if not body.stream:
-        result = await _collect(request, reader, first)
+        try:
+            await collect(request, choices)
+        finally:
+            await close_all(choices)
+        results = [c.result for c in choices if c.result is not None]
         return JSONResponse(
             reply(
-                result.text,
-                result.finish_reason,
-                usage=usage(result),
-                performance=performance(job, result),
+                [
+                    p.CompletionChoice(
+                        index=c.index,
+                        text=c.result.text,
+                        finish_reason=c.result.finish_reason,
+                        logprobs=completion_logprobs(c.logprobs) if wants_logprobs else None,
+                    )
+                    for c in choices
+                    if c.result is not None
+                ],
+                usage=summed_usage(results),
+                performance=performance(job, results[0]),
             ).model_dump()
         )
 
-    def on_finish(result: GenerationResult) -> list[BaseModel]:
-        last = reply("", result.finish_reason, performance=performance(job, result))
-        if not body.include_usage:
-            return [last]
-        return [
-            last,
-            p.Completion(
-                id=reply_id,
-                created=created,
-                model=body.model,
-                choices=[],
-                usage=usage(result),
-                performance=performance(job, result),
-            ),
-        ]
+    async def events() -> AsyncIterator[BaseModel]:
+        held = {c.index: "" for c in choices}
+        offsets = {c.index: 0 for c in choices}
+        results: dict[int, GenerationResult] = {}
+        async for c, event in interleaved(choices):
+            if isinstance(event, Done):
+                result: GenerationResult = event.value
+                results[c.index] = result
+                text = held.pop(c.index, "")
+                yield reply(
+                    [
+                        p.CompletionChoice(
+                            index=c.index, text=text, finish_reason=result.finish_reason
+                        )
+                    ],
+                    performance=performance(c.job, result),
+                )
+                continue
+            value = event.value
+            if isinstance(value, str):
+                if wants_logprobs:
+                    held[c.index] += value
+                elif value:
+                    yield reply([p.CompletionChoice(index=c.index, text=value)])
+            elif isinstance(value, TokenLogprob):
+                text, held[c.index] = held[c.index], ""
+                logprobs = completion_logprobs([value], offsets[c.index])
+                offsets[c.index] += len(value.token)
+                yield reply([p.CompletionChoice(index=c.index, text=text, logprobs=logprobs)])
+        if body.include_usage:
+            ordered = [results[i] for i in sorted(results)]
+            yield reply([], usage=summed_usage(ordered), performance=performance(job, ordered[0]))
 
-    return JobStreamingResponse(
-        job,
-        _stream(
-            first,
-            reader,
-            on_delta=lambda text: reply(text, None),
-            on_finish=on_finish,
-            opening=None,
-        ),
-        media_type=SSE_MEDIA_TYPE,
-        headers=SSE_HEADERS,
+    return ChoicesStreamingResponse(
+        choices, _sse_stream(choices, events), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from localinfer.errors import InvalidArguments
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.generation.constraints import refuse_unenforced
 from localinfer.handlers.tasks import CHAT, FinishReason, GenerationRequest, GenerationResult
 
 
@@ -70,6 +71,8 @@ class ParrotChatHandler(Handler):
         """Yield the reply's text deltas; return how the generation ended."""
         if not isinstance(request, GenerationRequest):
             raise InvalidArguments(f"expected a GenerationRequest, got {type(request).__name__}")
+        # a parrot cannot constrain its output: say so rather than ignore the field
+        refuse_unenforced(request, "parrot")
         started = time.perf_counter()
         text, prompt_tokens = _last_text(request)
         words = ([self.greeting] if self.greeting else []) + text.split()

@@ -24,7 +24,14 @@ from typing import Any
 
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.generation.constraints import refuse_unenforced
 from localinfer.handlers.generation.sequence import Generation
+from localinfer.handlers.generation.tool_calls import (
+    HERMES,
+    ToolCallFormat,
+    format_for_template,
+    messages_for_template,
+)
 from localinfer.handlers.tasks import CHAT, GenerationRequest
 from localinfer_llamacpp.constraints import constraint_sampler
 from localinfer_llamacpp.engine import BatchedEngine
@@ -84,12 +91,18 @@ class LlamaCppChatHandler(Handler):
         self.engine: BatchedEngine | None = None
         self.formatter: Any = None
         self.context_length = DEFAULT_CONTEXT
+        #: how this model family writes tool calls, and whether its template renders tools
+        self.tool_format: ToolCallFormat = HERMES
+        self.renders_tools = False
 
     def load(self, device: str) -> None:
         options = dict(self.source.options)
         self.model = model = GgufModel(self.path, context_settings(options, device))
         self.context_length = model.n_ctx_seq
         template = options.get("chat_template") or model.chat_template()
+        self.tool_format, self.renders_tools = format_for_template(
+            str(template) if template else None
+        )
         if template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -122,9 +135,32 @@ class LlamaCppChatHandler(Handler):
         model = self.model
         assert model is not None, "load() first"
         request = item.payload
+        if not isinstance(request, GenerationRequest):
+            raise InvalidRequest(
+                f"{self.handler_name} takes a GenerationRequest, not {type(request).__name__}"
+            )
+        calling = bool(request.tools) and request.tool_choice != "none"
+        if calling and request.tools:
+            wanted = self.tool_format.constraint(
+                request.tools, request.tool_choice, request.parallel_tool_calls
+            )
+            if wanted is not None:
+                if request.constraint is not None:
+                    raise InvalidRequest(
+                        "a required or named tool_choice cannot be combined with a response_format",
+                        param="tool_choice",
+                    )
+                request = dataclasses.replace(request, constraint=wanted)
         tokens, stop = self.encode(request)
         request = dataclasses.replace(request, stop=tuple(dict.fromkeys((*request.stop, *stop))))
-        return Generation(item, request, tokens, model.detokenize, model.eog_ids)
+        return Generation(
+            item,
+            request,
+            tokens,
+            model.detokenize,
+            model.eog_ids,
+            tool_format=self.tool_format if calling else None,
+        )
 
     def encode(self, request: GenerationRequest) -> tuple[list[int], list[str]]:
         """The prompt's tokens and the chat template's stop strings."""
@@ -134,6 +170,8 @@ class LlamaCppChatHandler(Handler):
             raise InvalidRequest(
                 f"{self.handler_name} takes a GenerationRequest, not {type(request).__name__}"
             )
+        # grammars (response_format, required/named tools) run per sequence in C
+        refuse_unenforced(request, self.handler_name, constraint=True, tools=True)
         stop: list[str] = []
         if request.messages is not None:
             if self.formatter is None:
@@ -142,11 +180,15 @@ class LlamaCppChatHandler(Handler):
                     "chat_template option",
                     param="messages",
                 )
-            tools = getattr(request, "tools", None)
+            calling = bool(request.tools) and request.tool_choice != "none"
+            tools = request.tools if calling else None
+            messages = messages_for_template(
+                request.messages, tools, self.tool_format, self.renders_tools
+            )
             try:
                 formatted = self.formatter(
-                    messages=[dict(m) for m in request.messages],
-                    **({"tools": [dict(t) for t in tools]} if tools else {}),
+                    messages=messages,
+                    **({"tools": [dict(t) for t in tools]} if tools and self.renders_tools else {}),
                 )
             except Exception as exc:  # a template raising on purpose, or jinja's errors
                 raise InvalidRequest(
@@ -159,10 +201,6 @@ class LlamaCppChatHandler(Handler):
             text, add_special = request.prompt, True
         else:
             raise InvalidRequest("a generation request needs messages or a prompt")
-        if getattr(request, "logprobs", None) is not None:
-            raise InvalidRequest(
-                "logprobs are not available from the llama.cpp engine", param="logprobs"
-            )
         tokens = model.tokenize(text, add_special=add_special)
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="prompt")
@@ -182,7 +220,7 @@ class LlamaCppChatHandler(Handler):
     def _sampler(self, request: GenerationRequest) -> SamplerChain:
         model = self.model
         assert model is not None
-        grammar = constraint_sampler(model, getattr(request, "constraint", None))
+        grammar = constraint_sampler(model, request.constraint)
         return SamplerChain(model.lib, request, grammar)
 
     def close(self) -> None:
