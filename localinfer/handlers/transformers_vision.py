@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.generation.constraints import refuse_unenforced
 from localinfer.handlers.generation.sequence import Generation
 from localinfer.handlers.generation.text import hf_decode
 from localinfer.handlers.generation.transformers_sampling import (
@@ -143,6 +144,8 @@ class TransformersVisionHandler(Handler):
             raise InvalidRequest(
                 f"{self.handler_name} takes a GenerationRequest, not {type(request).__name__}"
             )
+        # grammars, logprobs and tools run on the text chat engines; refused here by name
+        refuse_unenforced(request, self.handler_name)
         inputs = self.encode(request)
         prompt_ids = [int(i) for i in inputs["input_ids"][0].tolist()]
         total = len(prompt_ids) + request.max_new_tokens

@@ -8,6 +8,7 @@ import pytest
 
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.base import ModelSource
+from localinfer.handlers.generation.constraints import OutputConstraint
 from localinfer.handlers.tasks import IMAGE_INPUT, GenerationRequest, GenerationResult
 from localinfer.handlers.transformers_vision import TransformersVisionHandler
 from localinfer.plugins import discover
@@ -90,3 +91,19 @@ def test_a_local_vision_model_gets_the_vision_handler(tiny_vlm_dir: Path) -> Non
     for alias in ("smolvlm-256m-instruct", "qwen2.5-vl-3b-instruct"):
         entry = plugins.catalog.get(alias)
         assert entry is not None and entry.handler == "transformers-vision"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"constraint": OutputConstraint(json_schema='{"type":"object"}')}, "response_format"),
+        ({"logprobs": 2}, "logprobs"),
+        ({"tools": ({"type": "function", "function": {"name": "f"}},)}, "tools"),
+    ],
+)
+def test_what_it_cannot_enforce_is_refused_by_name(
+    handler: TransformersVisionHandler, fields: dict[str, object], param: str
+) -> None:
+    item = RecordingItem(ask([{"type": "text", "text": "hi"}], **fields))
+    handler.process([item])
+    assert isinstance(item.error, InvalidRequest) and item.error.param == param
