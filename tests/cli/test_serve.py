@@ -129,7 +129,12 @@ def test_serve_without_targets_serves_the_packaged_real_models() -> None:
         if "smollm2-135m-instruct" in models:
             body = {
                 "model": "smollm2-135m-instruct",
-                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": "What is the capital of France? Answer in one word.",
+                    }
+                ],
                 "temperature": 0,
                 "max_tokens": 16,
             }

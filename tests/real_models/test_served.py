@@ -30,7 +30,7 @@ pytestmark = pytest.mark.real_model
 
 CHAT, EMBED, ASR = "smollm2-135m-instruct", "all-minilm", "whisper-tiny.en"
 QUESTION: list[ChatCompletionMessageParam] = [
-    {"role": "user", "content": "What is the capital of France?"}
+    {"role": "user", "content": "What is the capital of France? Answer in one word."}
 ]
 
 
