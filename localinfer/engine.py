@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from localinfer.calls.calls import Calls
 from localinfer.calls.deadline import events_within
-from localinfer.calls.options import ChatOptions
+from localinfer.calls.options import ChatOptions, check_options
 from localinfer.calls.outcome import GenerationTiming, TokenUsage
 from localinfer.client.audio import AudioInput
 from localinfer.client.messages import Messages, as_texts, chat_messages, content_text
@@ -232,6 +232,7 @@ class Engine(InProcessService):
         stream: Literal[False] = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str = ...,
+        parallel_tool_calls: bool = ...,
         **options: Unpack[ChatOptions],
     ) -> Awaitable[M]: ...
     @overload
@@ -244,6 +245,7 @@ class Engine(InProcessService):
         response_format: Mapping[str, Any] | None = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str = ...,
+        parallel_tool_calls: bool = ...,
         **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult]: ...
     @overload
@@ -256,6 +258,7 @@ class Engine(InProcessService):
         response_format: Mapping[str, Any] | type[BaseModel] | None = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str = ...,
+        parallel_tool_calls: bool = ...,
         **options: Unpack[ChatOptions],
     ) -> ChatStream: ...
     def chat(
@@ -267,6 +270,7 @@ class Engine(InProcessService):
         response_format: object = None,
         tools: Sequence[object] | None = None,
         tool_choice: str = "auto",
+        parallel_tool_calls: bool = True,
         **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
         """A reply to a prompt or messages; ``stream=True`` for its text as it is generated.
@@ -277,6 +281,7 @@ class Engine(InProcessService):
         the result typed ``tool_calls``; ``tool_choice`` is ``auto``, ``none``,
         ``required`` or a tool's name.
         """
+        check_options(options)
         listed = chat_messages(messages, options.get("system"))
         # messages with images are made ready once the model is known (it must take them)
         images = listed if any(_has_images(m["content"]) for m in listed) else None
@@ -288,6 +293,7 @@ class Engine(InProcessService):
             constraint=_constraint(response_format),
             tools=tuple(tools_body(tools)) if tools else None,
             tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
         )
         if stream:
             return ChatStream(self._chat_stream(model, request, images))

@@ -30,3 +30,15 @@ class ChatOptions(TypedDict, total=False):
     seed: int | None
     #: a system message put first
     system: str | None
+
+
+def check_options(options: object) -> None:
+    """Refuse keywords that are not chat options: ``**options`` would otherwise take any
+    name at run time and drop it unseen (other request fields go in ``extra_body``)."""
+    assert isinstance(options, dict)
+    unknown = sorted(set(options) - set(ChatOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"chat() got unexpected keyword arguments {', '.join(unknown)}; the chat options "
+            f"are {', '.join(ChatOptions.__annotations__)} (other request fields: extra_body)"
+        )

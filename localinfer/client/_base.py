@@ -114,6 +114,7 @@ class BaseClient:
         response_format: object,
         tools: Sequence[object] | None,
         tool_choice: str | None,
+        parallel_tool_calls: bool | None,
         extra_body: Mapping[str, object] | None,
     ) -> dict[str, object]:
         """The structured-output and tool fields, beside the caller's ``extra_body``
@@ -125,6 +126,8 @@ class BaseClient:
             fields["tools"] = list(tools)
         if tool_choice is not None:
             fields["tool_choice"] = tool_choice
+        if parallel_tool_calls is not None:
+            fields["parallel_tool_calls"] = parallel_tool_calls
         return fields
 
     def _chat_flow(self, body: Flow[dict[str, object]]) -> Flow[ChatResult]:

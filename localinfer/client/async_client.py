@@ -19,7 +19,7 @@ import httpx
 from anyio import to_thread
 
 from localinfer import errors as e
-from localinfer.calls.options import ChatOptions
+from localinfer.calls.options import ChatOptions, check_options
 from localinfer.client import _core as core
 from localinfer.client._base import (
     BaseClient,
@@ -149,6 +149,7 @@ class Client(BaseClient):
         stream: Literal[False] = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str | None = ...,
+        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> Awaitable[M]: ...
@@ -162,6 +163,7 @@ class Client(BaseClient):
         response_format: Mapping[str, object] | None = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str | None = ...,
+        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult]: ...
@@ -175,6 +177,7 @@ class Client(BaseClient):
         response_format: object = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str | None = ...,
+        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> ChatStream: ...
@@ -187,6 +190,7 @@ class Client(BaseClient):
         response_format: object = None,
         tools: Sequence[object] | None = None,
         tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
         extra_body: Mapping[str, object] | None = None,
         **options: Unpack[ChatOptions],
     ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
@@ -199,7 +203,10 @@ class Client(BaseClient):
         the server serves a single chat model; ``extra_body`` fields go into the request
         body as they are.
         """
-        extra = self._structured(response_format, tools, tool_choice, extra_body)
+        check_options(options)
+        extra = self._structured(
+            response_format, tools, tool_choice, parallel_tool_calls, extra_body
+        )
         body = self._chat_body(messages, model, stream, options, extra)
         if stream:
             return ChatStream(self._chat_stream(body))

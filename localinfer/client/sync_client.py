@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 import httpx
 
 from localinfer import errors as e
-from localinfer.calls.options import ChatOptions
+from localinfer.calls.options import ChatOptions, check_options
 from localinfer.client import _core as core
 from localinfer.client._base import (
     BaseClient,
@@ -167,6 +167,7 @@ class SyncClient(BaseClient):
         stream: Literal[False] = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str | None = ...,
+        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> M: ...
@@ -180,6 +181,7 @@ class SyncClient(BaseClient):
         response_format: Mapping[str, object] | None = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str | None = ...,
+        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> ChatResult: ...
@@ -193,6 +195,7 @@ class SyncClient(BaseClient):
         response_format: object = ...,
         tools: Sequence[object] | None = ...,
         tool_choice: str | None = ...,
+        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
         **options: Unpack[ChatOptions],
     ) -> SyncChatStream: ...
@@ -205,6 +208,7 @@ class SyncClient(BaseClient):
         response_format: object = None,
         tools: Sequence[object] | None = None,
         tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
         extra_body: Mapping[str, object] | None = None,
         **options: Unpack[ChatOptions],
     ) -> ChatResult | SyncChatStream | Any:
@@ -217,7 +221,10 @@ class SyncClient(BaseClient):
         the server serves a single chat model; ``extra_body`` fields go into the request
         body as they are.
         """
-        extra = self._structured(response_format, tools, tool_choice, extra_body)
+        check_options(options)
+        extra = self._structured(
+            response_format, tools, tool_choice, parallel_tool_calls, extra_body
+        )
         body = self._chat_body(messages, model, stream, options, extra)
         if stream:  # the model is chosen now, not at the first read
             return SyncChatStream(self._chat_stream(self._run(body)))

@@ -45,9 +45,12 @@ def test_four_streams_take_well_under_four_times_one(handler: LlamaCppChatHandle
     assert engine is not None
     request = ask("Tell me a story about a dragon.", max_new_tokens=64)
     run(handler, request)  # warm
-    started = time.perf_counter()
-    one = run(handler, request)[0]
-    single = time.perf_counter() - started
+    singles = []
+    for _ in range(2):  # a shared machine's noise: the mean of two lone runs
+        started = time.perf_counter()
+        one = run(handler, request)[0]
+        singles.append(time.perf_counter() - started)
+    single = sum(singles) / len(singles)
     decodes = engine.decodes
     started = time.perf_counter()
     four = run(handler, *(request for _ in range(4)))

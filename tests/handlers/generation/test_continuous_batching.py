@@ -93,7 +93,7 @@ def _wait(predicate: Any, timeout: float = 5) -> None:
 def _engine(manager: Manager, fresh: list[Manager]) -> ContinuousBatchingEngine:
     def restart() -> Any:
         fresh.append(Manager())
-        return fresh[-1]
+        return fresh[-1], None  # a fresh manager, and no per-row processor
 
     return ContinuousBatchingEngine(
         manager,  # type: ignore[arg-type]
