@@ -581,7 +581,7 @@ class Engine(InProcessService):
                     yield data
 
     async def _samples(self, audio: object, sample_rate: int) -> np.typing.NDArray[np.float32]:
-        from localinfer.handlers.audio import SAMPLE_RATE, decode_audio_async, resample
+        from localinfer.audio import SAMPLE_RATE, decode_audio_async, resample
 
         limits = self.calls.limits
         limit = limits.max_audio_seconds

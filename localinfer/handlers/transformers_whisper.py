@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from localinfer.audio import SAMPLE_RATE, resample
 from localinfer.errors import ConfigurationError, InvalidRequest
-from localinfer.handlers.audio import SAMPLE_RATE, resample
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import (

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from localinfer.audio import decode_audio
 from localinfer.errors import InvalidRequest
-from localinfer.handlers.audio import decode_audio
 from localinfer.handlers.base import ModelSource
 from localinfer.handlers.subtitles import to_srt, to_verbose_json
 from localinfer.handlers.tasks import Segment, TranscriptionRequest, TranscriptionResult
