@@ -14,7 +14,8 @@ from localinfer.errors import InvalidRequest
 from localinfer.handlers.base import ModelSource
 from localinfer.handlers.subtitles import to_srt, to_verbose_json
 from localinfer.handlers.tasks import Segment, TranscriptionRequest, TranscriptionResult
-from localinfer.handlers.transformers_whisper import WhisperHandler, compression_ratio
+from localinfer.handlers.transformers_whisper import WhisperHandler
+from localinfer.handlers.whisper_segments import compression_ratio
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
