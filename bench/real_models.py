@@ -408,7 +408,7 @@ def bench_speech(reps: int) -> dict[str, Any]:
     """faster-whisper and the transformers handler on the same weights, served and not."""
     from localinfer_faster_whisper.handler import FasterWhisperHandler
 
-    from localinfer.handlers.audio import decode_audio
+    from localinfer.audio import decode_audio
     from localinfer.handlers.base import ModelSource
     from localinfer.handlers.tasks import TranscriptionRequest
     from localinfer.handlers.transformers_whisper import WhisperHandler

@@ -57,7 +57,7 @@ def _timed(reps: int, paths: dict[str, Callable[[], Any]]) -> dict[str, list[flo
 def bench(reps: int) -> dict[str, Any]:
     from localinfer_hibari.handler import HibariHandler
 
-    from localinfer.handlers.audio import decode_audio
+    from localinfer.audio import decode_audio
     from localinfer.handlers.base import ModelSource
     from localinfer.handlers.tasks import SpeechRequest, TranscriptionRequest
     from localinfer.hub.packaged import packaged_path

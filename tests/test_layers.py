@@ -38,6 +38,8 @@ LAYERS: dict[str, int] = {
     "plugins": 1,
     # models on disk
     "hub": 0,
+    # the audio codec the speech handlers and routes decode uploads with
+    "audio": 0,
     # shared by all
     "errors": -1,
     "config": -1,

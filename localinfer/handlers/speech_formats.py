@@ -15,8 +15,8 @@ from typing import Literal, get_args
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
+from localinfer.audio import ffmpeg_path
 from localinfer.errors import InvalidRequest
-from localinfer.handlers.audio import ffmpeg_path
 from localinfer.handlers.tasks import SpeechAudio
 
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]

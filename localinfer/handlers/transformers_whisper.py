@@ -26,7 +26,6 @@ What the result carries, and what it cannot:
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from localinfer.audio import SAMPLE_RATE, resample
 from localinfer.errors import ConfigurationError, InvalidRequest
-from localinfer.handlers.audio import SAMPLE_RATE, resample
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import (
@@ -46,6 +45,8 @@ from localinfer.handlers.tasks import (
     Word,
 )
 from localinfer.handlers.transcription import FALLBACK_TEMPERATURES, checked_request
+from localinfer.handlers.whisper_segments import avg_logprob, compression_ratio, segment_words
+from localinfer.handlers.whisper_streaming import WindowStreamer
 
 if TYPE_CHECKING:
     import torch
@@ -54,8 +55,6 @@ logger = logging.getLogger(__name__)
 
 #: Whisper sees 30 s at a time
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
-#: languages written without spaces: every character sequence is a word of its own
-_UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 
 
 class _Stopped(Exception):
@@ -213,7 +212,13 @@ class WhisperHandler(Handler):
         self._should_stop = lambda: item.cancelled
         try:
             prepared = self._prepare(item.payload)
-            streamer = _WindowStreamer(self, item.emit)
+            streamer = WindowStreamer(
+                self._processor.tokenizer,
+                self._eot,
+                self._timestamp_begin,
+                self._check_stop,
+                item.emit,
+            )
             (result,) = self._transcribe([prepared], streamer)
             streamer.flush_rest(result)
         except _Stopped:
@@ -247,7 +252,7 @@ class WhisperHandler(Handler):
     # --- one generate call ------------------------------------------------------------------
 
     def _transcribe(
-        self, batch: list[_Prepared], streamer: _WindowStreamer | None = None
+        self, batch: list[_Prepared], streamer: WindowStreamer | None = None
     ) -> list[TranscriptionResult]:
         import torch
 
@@ -364,7 +369,7 @@ class WhisperHandler(Handler):
                 end=end,
                 text=text,
                 tokens=tuple(tokens),
-                avg_logprob=self._avg_logprob(raw, tokens, temperature),
+                avg_logprob=avg_logprob(raw, tokens, temperature),
                 no_speech_prob=0.0,
                 temperature=temperature,
                 compression_ratio=compression_ratio(text),
@@ -382,69 +387,10 @@ class WhisperHandler(Handler):
             words=all_words if words else None,
         )
 
-    def _avg_logprob(self, raw: dict[str, Any], tokens: list[int], temperature: float) -> float:
-        """Mean log-probability of the segment's tokens under the decode's scores.
-
-        Scores from a sampled decode are divided by its temperature; multiplying back
-        gives the model's own distribution (as openai-whisper reports).
-        """
-        import torch
-
-        result = raw.get("result") or {}
-        scores = result.get("scores")
-        if not scores or not tokens:
-            return 0.0
-        offset = len(result["sequences"]) - len(scores)
-        first, last = (index - offset for index in raw["idxs"])
-        steps = [(step, token) for step, token in zip(range(first, last), tokens, strict=False)]
-        steps = [(step, token) for step, token in steps if 0 <= step < len(scores)]
-        if not steps:
-            return 0.0
-        logits = torch.stack([scores[step] for step, _ in steps]).float()
-        if temperature > 0:
-            logits = logits * temperature
-        logprobs = torch.log_softmax(logits, dim=-1)
-        chosen = logprobs[torch.arange(len(steps)), torch.tensor([t for _, t in steps])]
-        return round(float(chosen.mean()), 6)
-
     def _words(
         self, tokens: list[int], times: list[float], segment: Segment, language: str
     ) -> list[Word]:
-        """Group a segment's text tokens into words, timed from the alignment heads.
-
-        A word starts at a token that begins with a space (or at every complete character
-        for languages written without spaces); it ends where the next token starts.
-        """
-        tokenizer = self._processor.tokenizer
-        groups: list[tuple[str, float, float]] = []  # text, start, end
-        pending: list[int] = []
-        pending_start = 0.0
-        for index, token in enumerate(tokens):
-            if token >= self._eot:  # timestamps and control tokens
-                continue
-            if not pending:
-                pending_start = times[index]
-            pending.append(token)
-            piece = tokenizer.decode(pending)
-            if "\ufffd" in piece and len(pending) < 4:  # a UTF-8 character split across
-                continue  # tokens (4 bytes at most): wait for the rest of it
-            end = times[index + 1] if index + 1 < len(times) else segment.end
-            new_word = language in _UNSPACED_LANGUAGES or piece.startswith(" ") or not groups
-            if new_word:
-                groups.append((piece, pending_start, end))
-            else:
-                text, start, _ = groups[-1]
-                groups[-1] = (text + piece, start, end)
-            pending = []
-        words = []
-        for text, start, end in groups:
-            word = text.strip()
-            if not word:
-                continue
-            a = min(max(round(start, 3), segment.start), segment.end)
-            b = min(max(round(end, 3), a), segment.end)
-            words.append(Word(word=word, start=a, end=b))
-        return words
+        return segment_words(self._processor.tokenizer, self._eot, tokens, times, segment, language)
 
     # --- validation -------------------------------------------------------------------------
 
@@ -459,86 +405,3 @@ class WhisperHandler(Handler):
         if resample_audio and request.sample_rate != SAMPLE_RATE:
             audio = resample(audio, request.sample_rate, SAMPLE_RATE)
         return _Prepared(request, audio, language, prompt_ids)
-
-
-class _WindowStreamer:
-    """Emits a streamed request's text window by window, as ``generate`` settles each.
-
-    ``generate`` hands every decode attempt's tokens to the streamer (a transformers
-    ``BaseStreamer``: ``put`` the prompt, then each token, then ``end``); a window re-decoded
-    at a higher temperature is a new attempt, so the last attempt before the next window
-    starts is the one kept. ``monitor_progress`` marks that start, with how far the window
-    moved ``seek``: the text up to that point is final, and emitted as one segment.
-    """
-
-    def __init__(self, handler: WhisperHandler, emit: Callable[[Segment], None]) -> None:
-        self._handler = handler
-        self._emit = emit
-        self._attempt: list[int] = []
-        self._kept: list[int] = []
-        self._prompt_pending = True
-        self._seek: int | None = None
-        self.emitted = ""
-        self._count = 0
-        self._end_s = 0.0
-
-    # transformers' streamer protocol
-    def put(self, value: Any) -> None:
-        if self._prompt_pending:  # the decoder prompt (start tokens) of a new attempt
-            self._prompt_pending = False
-            return
-        self._attempt += [int(t) for t in value.reshape(-1).tolist()]
-
-    def end(self) -> None:
-        self._kept, self._attempt, self._prompt_pending = self._attempt, [], True
-
-    # generate's monitor_progress: called before each window
-    def progress(self, progress: torch.Tensor) -> None:
-        self._handler._check_stop(progress)
-        seek = int(progress[0, 0])
-        if self._seek is not None and self._kept:
-            self._settle(self._kept, (seek - self._seek) / 100.0, self._seek / 100.0)
-        self._seek, self._kept = seek, []
-
-    def _settle(self, tokens: list[int], consumed_s: float, start_s: float) -> None:
-        """Emit the text of the window's segments, cut where transformers cuts them."""
-        text_tokens = [t for t in self.segment_tokens(tokens) if t < self._handler._eot]
-        text = self._handler._processor.tokenizer.decode(text_tokens, skip_special_tokens=True)
-        self._send(text, start_s, start_s + consumed_s)
-
-    def segment_tokens(self, tokens: list[int]) -> list[int]:
-        """The tokens of a window that its segments keep: as ``_retrieve_segment`` does,
-        up to the last pair of timestamps, unless the window ends on a single one."""
-        begin, eot = self._handler._timestamp_begin, self._handler._eot
-        sequence = tokens[:-1] if tokens and tokens[-1] == eot else tokens
-        stamps = [t >= begin for t in sequence]
-        pairs = [i + 1 for i in range(len(stamps) - 1) if stamps[i] and stamps[i + 1]]
-        if pairs and stamps[-2:] != [False, True]:
-            return sequence[: pairs[-1] + 1]
-        return sequence
-
-    def _send(self, text: str, start: float, end: float) -> None:
-        if not text:
-            return
-        self._emit(Segment(id=self._count, start=round(start, 3), end=round(end, 3), text=text))
-        self._count += 1
-        self.emitted += text
-        self._end_s = end
-
-    def flush_rest(self, result: TranscriptionResult) -> None:
-        """After ``generate``: the text not emitted yet (the last window's)."""
-        if result.text.startswith(self.emitted):
-            self._send(result.text[len(self.emitted) :], self._end_s, result.duration)
-            return
-        # the windows' text and the final segments differ (spacing): send what follows
-        for segment in result.segments:
-            if segment.start >= self._end_s - 1e-3:
-                self._send(segment.text, segment.start, segment.end)
-
-
-def compression_ratio(text: str) -> float:
-    """openai-whisper's gzip ratio: above ~2.4 a text is repeating itself."""
-    data = text.encode()
-    if not data:
-        return 0.0
-    return round(len(data) / len(zlib.compress(data)), 6)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from localinfer.errors import WorkerCrashed
 from localinfer.handlers.base import bind_context
-from localinfer.runtime.job import Event, Job, JobHandle, Outbox, deliver_all
+from localinfer.runtime.job import Event, Job
+from localinfer.runtime.job_handle import JobHandle, Outbox, deliver_all
 from localinfer.runtime.loading import LOADS, device_memory_allocated, grown_since
 from localinfer.runtime.loop import LoopClosed, LoopHandle
 from localinfer.runtime.scheduler import JobQueue, StopSignal

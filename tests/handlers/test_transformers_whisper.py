@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from localinfer.audio import decode_audio
 from localinfer.errors import InvalidRequest
-from localinfer.handlers.audio import decode_audio
 from localinfer.handlers.base import ModelSource
 from localinfer.handlers.subtitles import to_srt, to_verbose_json
 from localinfer.handlers.tasks import Segment, TranscriptionRequest, TranscriptionResult
-from localinfer.handlers.transformers_whisper import WhisperHandler, compression_ratio
+from localinfer.handlers.transformers_whisper import WhisperHandler
+from localinfer.handlers.whisper_segments import compression_ratio
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

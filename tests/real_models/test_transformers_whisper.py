@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from localinfer.handlers.audio import decode_audio
+from localinfer.audio import decode_audio
 from localinfer.handlers.base import ModelSource
 from localinfer.handlers.tasks import TranscriptionRequest
 from localinfer.handlers.transformers_whisper import WhisperHandler

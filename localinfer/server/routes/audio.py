@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from localinfer.audio import decode_audio_async
 from localinfer.errors import InvalidRequest, LocalInferError, RequestTooLarge, UnsupportedMediaType
 from localinfer.handlers import subtitles
-from localinfer.handlers.audio import decode_audio_async
 from localinfer.handlers.tasks import (
     TRANSCRIPTION,
     Segment,

@@ -11,9 +11,8 @@ import anyio
 import numpy as np
 import pytest
 
+from localinfer.audio import SAMPLE_RATE, decode_audio, decode_audio_async, resample
 from localinfer.errors import InvalidRequest, RequestTooLarge
-from localinfer.handlers import audio
-from localinfer.handlers.audio import SAMPLE_RATE, decode_audio, decode_audio_async, resample
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 
@@ -122,7 +121,7 @@ def test_bad_audio_is_an_invalid_request(
 ) -> None:
     # the same verdict with and without ffmpeg on the machine
     for which in (shutil.which, lambda name: None):
-        monkeypatch.setattr(audio.shutil, "which", which)
+        monkeypatch.setattr(shutil, "which", which)
         with pytest.raises(InvalidRequest, match=message) as info:
             decode_audio(data, max_seconds=10)
         assert not isinstance(info.value, RequestTooLarge)
@@ -172,7 +171,7 @@ def test_corrupt_compressed_audio_is_an_invalid_request(tmp_path: Path) -> None:
 def test_without_any_decoder_the_error_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(InvalidRequest, match="install ffmpeg"):
         decode_audio(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64, max_seconds=10)
 

@@ -1,0 +1,211 @@
+"""The engine's audio calls: ``transcribe`` (whole or streamed by segment) and ``speech``
+(a file or its bytes as they are made), from paths, bytes or samples.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Literal, overload
+
+import anyio
+import numpy as np
+
+from localinfer.client.audio import AudioInput
+from localinfer.client.results import (
+    Speech,
+    Transcription,
+    TranscriptSegment,
+)
+from localinfer.client.streams import TranscriptStream
+from localinfer.engine.base import EngineBase
+from localinfer.errors import InvalidRequest
+from localinfer.handlers.tasks import (
+    SPEECH,
+    TRANSCRIPTION,
+    Segment,
+    SpeechAudio,
+    SpeechRequest,
+    TranscriptionRequest,
+    TranscriptionResult,
+)
+from localinfer.runtime.job import Chunk, Done
+
+
+class AudioCalls(EngineBase):
+    """Speech to text and text to speech, in process."""
+
+    @overload
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = ...,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        temperature: float = ...,
+        translate: bool = ...,
+        sample_rate: int = ...,
+        stream: Literal[False] = ...,
+    ) -> Awaitable[Transcription]: ...
+    @overload
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = ...,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        temperature: float = ...,
+        translate: bool = ...,
+        sample_rate: int = ...,
+        stream: Literal[True],
+    ) -> TranscriptStream: ...
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        translate: bool = False,
+        sample_rate: int = 16_000,
+        stream: bool = False,
+    ) -> Awaitable[Transcription] | TranscriptStream:
+        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
+        ``stream=True`` for the text as segments are decoded."""
+
+        async def request() -> TranscriptionRequest:
+            return TranscriptionRequest(
+                audio=await self._samples(audio, sample_rate),
+                task="translate" if translate else "transcribe",
+                language=language,
+                prompt=prompt,
+                temperature=temperature,
+                stream=stream,
+            )
+
+        if stream:
+            return TranscriptStream(self._transcript_stream(model, request))
+        return self._transcribe(model, request)
+
+    async def _transcribe(
+        self, name: str | None, request: Callable[[], Awaitable[TranscriptionRequest]]
+    ) -> Transcription:
+        from localinfer.handlers.subtitles import language_name
+
+        served = self._model(name, TRANSCRIPTION)
+        _, value, _ = await self._run(served, await request())
+        assert isinstance(value, TranscriptionResult)
+        return Transcription(
+            text=value.text,
+            model=served.name,
+            language=language_name(value.language),
+            duration=value.duration,
+            segments=tuple(TranscriptSegment(s.id, s.start, s.end, s.text) for s in value.segments),
+        )
+
+    async def _transcript_stream(
+        self, name: str | None, request: Callable[[], Awaitable[TranscriptionRequest]]
+    ) -> AsyncGenerator[str, None]:
+        served = self._model(name, TRANSCRIPTION)
+        async with aclosing(self._events(served.submit(await request()))) as events:
+            async for event in events:
+                if (
+                    isinstance(event, Chunk)
+                    and isinstance(event.value, Segment)
+                    and event.value.text
+                ):
+                    yield event.value.text
+
+    @overload
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = ...,
+        voice: str | None = ...,
+        response_format: str = ...,
+        speed: float = ...,
+        stream: Literal[False] = ...,
+    ) -> Awaitable[Speech]: ...
+    @overload
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = ...,
+        voice: str | None = ...,
+        response_format: str = ...,
+        speed: float = ...,
+        stream: Literal[True],
+    ) -> AsyncIterator[bytes]: ...
+    def speech(
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        voice: str | None = None,
+        response_format: str = "wav",
+        speed: float = 1.0,
+        stream: bool = False,
+    ) -> Awaitable[Speech] | AsyncIterator[bytes]:
+        """Text to speech: the audio file (which plays in a notebook), or with
+        ``stream=True`` its bytes as they are made (a sentence at a time)."""
+        from localinfer.handlers.speech_formats import check_format
+
+        check_format(response_format)
+        request = SpeechRequest(text=text, voice=voice, speed=speed)
+        chunks = self._speech_stream(model, request, response_format)
+        if stream:
+            return chunks
+        return self._speech(chunks, response_format)
+
+    async def _speech(self, chunks: AsyncGenerator[bytes, None], response_format: str) -> Speech:
+        async with aclosing(chunks):
+            return Speech(b"".join([chunk async for chunk in chunks]), response_format)
+
+    async def _speech_stream(
+        self, name: str | None, request: SpeechRequest, response_format: str
+    ) -> AsyncGenerator[bytes, None]:
+        from localinfer.handlers.speech_formats import encode
+
+        served = self._model(name, SPEECH)
+        async with aclosing(self._events(served.submit(request))) as events:
+            first = await events.__anext__()
+            if isinstance(first, Done):  # nothing to say (punctuation only)
+                piece = SpeechAudio(b"", int(getattr(first.value, "sample_rate", 24_000)))
+            else:
+                piece = first.value
+
+            async def rest() -> AsyncGenerator[SpeechAudio, None]:
+                if isinstance(first, Done):
+                    return
+                async for event in events:
+                    if isinstance(event, Chunk):
+                        yield event.value
+
+            async with aclosing(encode(piece, rest(), response_format)) as encoded:
+                async for data in encoded:
+                    yield data
+
+    async def _samples(self, audio: object, sample_rate: int) -> np.typing.NDArray[np.float32]:
+        from localinfer.audio import SAMPLE_RATE, decode_audio_async, resample
+
+        limits = self.calls.limits
+        limit = limits.max_audio_seconds
+        if isinstance(audio, str | os.PathLike):
+            audio = await anyio.Path(os.fspath(audio)).read_bytes()
+        if isinstance(audio, bytes | bytearray):
+            return await decode_audio_async(bytes(audio), max_seconds=limit)
+        samples = np.asarray(audio)
+        if samples.dtype == np.int16:
+            samples = samples.astype(np.float32) / 32768.0
+        if samples.ndim == 2:  # (n, channels) or (channels, n): mix down
+            samples = samples.mean(axis=0 if samples.shape[0] < samples.shape[1] else 1)
+        if samples.ndim != 1 or samples.size == 0:
+            raise InvalidRequest(f"expected mono or stereo samples, got shape {samples.shape}")
+        limits.check_audio(samples.size, sample_rate)
+        return resample(samples.astype(np.float32), sample_rate, SAMPLE_RATE)
