@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from localinfer.errors import ConfigurationError, InvalidRequest
-from localinfer.handlers.audio import SAMPLE_RATE, resample
+from localinfer.audio import SAMPLE_RATE, resample
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.tasks import (
     TRANSCRIPTION,
