@@ -3,7 +3,8 @@
 Pure (no Textual, no I/O beyond reading and writing the file), so the chat screen stays
 about drawing and the file format is tested on its own. The file says what it is
 (``"format": "localinfer.conversation"``, ``"version": 1``) so a later version can read
-old files, and a file that is not a conversation is refused with a reason.
+old files, and a file that is not a conversation is refused with a reason. Images and
+tool calls are optional keys of a message, so files without them still read.
 """
 
 from __future__ import annotations
@@ -52,10 +53,55 @@ class ReplyStats:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """An image sent with a user message: its name for the screen, its ``data:`` URL for
+    the request (kept inline so a saved conversation does not depend on the file)."""
+
+    name: str
+    url: str
+
+    def part(self) -> dict[str, object]:
+        return {"type": "image_url", "image_url": {"url": self.url}}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call an assistant reply asked for; ``arguments`` is its JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def message(self) -> dict[str, object]:
+        """The call as it goes back into the history (OpenAI wire shape)."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True)
 class Turn:
     role: Role
     content: str
     stats: ReplyStats | None = None
+    images: tuple[Attachment, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def message(self) -> dict[str, object]:
+        """This turn as an OpenAI message: images before the text (as vision chat
+        templates expect); an assistant's tool calls beside its (maybe empty) text."""
+        if self.images:
+            parts = [image.part() for image in self.images]
+            return {"role": self.role, "content": [*parts, {"type": "text", "text": self.content}]}
+        if self.tool_calls:
+            return {
+                "role": self.role,
+                "content": self.content or None,
+                "tool_calls": [call.message() for call in self.tool_calls],
+            }
+        return {"role": self.role, "content": self.content}
 
 
 @dataclass
@@ -76,7 +122,7 @@ class Conversation:
         messages: list[dict[str, object]] = []
         if self.system.strip():
             messages.append({"role": "system", "content": self.system})
-        messages += [{"role": t.role, "content": t.content} for t in self.turns]
+        messages += [t.message() for t in self.turns]
         return messages
 
     # -- JSON ------------------------------------------------------------------------------
@@ -147,6 +193,10 @@ def _turn_dict(turn: Turn) -> dict[str, object]:
             "completion_tokens": turn.stats.completion_tokens,
             "finish_reason": turn.stats.finish_reason,
         }
+    if turn.images:
+        data["images"] = [{"name": i.name, "url": i.url} for i in turn.images]
+    if turn.tool_calls:
+        data["tool_calls"] = [c.message() for c in turn.tool_calls]
     return data
 
 
@@ -163,7 +213,35 @@ def _turn(index: int, raw: object) -> Turn:
         role=cast(Role, role),
         content=content,
         stats=None if not isinstance(stats, Mapping) else _stats(stats),
+        images=tuple(_attachment(index, i) for i in _list(index, raw, "images")),
+        tool_calls=tuple(_tool_call(index, c) for c in _list(index, raw, "tool_calls")),
     )
+
+
+def _list(index: int, raw: Mapping[str, object], key: str) -> list[object]:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise ConversationError(f"message {index}: {key} must be a list")
+    return value
+
+
+def _attachment(index: int, raw: object) -> Attachment:
+    if not isinstance(raw, Mapping):
+        raise ConversationError(f"message {index}: an image is not an object")
+    name, url = raw.get("name"), raw.get("url")
+    if not isinstance(name, str) or not isinstance(url, str) or not url.startswith("data:"):
+        raise ConversationError(f"message {index}: an image needs a name and a data: url")
+    return Attachment(name, url)
+
+
+def _tool_call(index: int, raw: object) -> ToolCall:
+    function = raw.get("function") if isinstance(raw, Mapping) else None
+    if not isinstance(raw, Mapping) or not isinstance(function, Mapping):
+        raise ConversationError(f"message {index}: a tool call needs a function")
+    name, arguments = function.get("name"), function.get("arguments")
+    if not isinstance(name, str) or not isinstance(arguments, str):
+        raise ConversationError(f"message {index}: a tool call needs a name and arguments")
+    return ToolCall(str(raw.get("id", "")), name, arguments)
 
 
 def _stats(raw: Mapping[str, object]) -> ReplyStats:

@@ -3,12 +3,15 @@ and stats behind ``httpx.MockTransport``, so what is drawn depends on nothing bu
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+
 import httpx
 
 from localinfer.client import Client, Stats, _core
 from localinfer.tui.app import LocalInferApp
 from localinfer.tui.backend import ClientBackend
-from localinfer.tui.conversation import Conversation, ReplyStats, Turn
+from localinfer.tui.conversation import Attachment, Conversation, ReplyStats, ToolCall, Turn
 
 GB = 1_000_000_000
 
@@ -104,13 +107,56 @@ def _handle(request: httpx.Request) -> httpx.Response:
     return httpx.Response(404, json={"error": {"message": "not canned", "code": "not_found"}})
 
 
-def canned_client() -> Client:
-    return Client("http://canned.test", transport=httpx.MockTransport(_handle))
+def _event(delta: dict[str, object], finish: str | None = None) -> str:
+    chunk = {
+        "id": "chatcmpl-canned",
+        "object": "chat.completion.chunk",
+        "model": "qwen2.5-0.5b-instruct",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(chunk)}\n\n"
 
 
-def canned_app() -> LocalInferApp:
+@dataclass
+class CannedChat:
+    """``/v1/chat/completions`` that streams ``text`` then ``tool_calls`` (name, JSON
+    arguments, sent in two fragments as a server streams them) and keeps each request."""
+
+    text: str = "Let me look."
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[dict[str, object]] = field(default_factory=list)
+
+    def respond(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(json.loads(request.content))
+        events = [_event({"role": "assistant", "content": self.text})] if self.text else []
+        for index, (name, arguments) in enumerate(self.tool_calls):
+            half = len(arguments) // 2
+            head = {"index": index, "id": f"call_{index}", "type": "function"}
+            events.append(
+                _event({"tool_calls": [{**head, "function": {"name": name, "arguments": ""}}]})
+            )
+            for fragment in (arguments[:half], arguments[half:]):
+                delta = {"index": index, "function": {"arguments": fragment}}
+                events.append(_event({"tool_calls": [delta]}))
+        events.append(_event({}, "tool_calls" if self.tool_calls else "stop"))
+        events.append("data: [DONE]\n\n")
+        return httpx.Response(
+            200, text="".join(events), headers={"content-type": "text/event-stream"}
+        )
+
+
+def canned_client(chat: CannedChat | None = None) -> Client:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if chat is not None and request.url.path == "/v1/chat/completions":
+            return chat.respond(request)
+        return _handle(request)
+
+    return Client("http://canned.test", transport=httpx.MockTransport(handle))
+
+
+def canned_app(chat: CannedChat | None = None) -> LocalInferApp:
     return LocalInferApp(
-        ClientBackend(canned_client(), "http://127.0.0.1:8000"), poll_interval_s=None
+        ClientBackend(canned_client(chat), "http://127.0.0.1:8000"), poll_interval_s=None
     )
 
 
@@ -142,6 +188,36 @@ CONVERSATION = Conversation(
                 completion_tokens=15,
                 finish_reason="stop",
             ),
+        ),
+    ],
+)
+
+#: a 1x1 PNG, as a data: URL (what an attachment carries)
+PIXEL_URL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
+    "z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+TOOL_CONVERSATION = Conversation(
+    model="qwen2.5-0.5b-instruct",
+    temperature=0.7,
+    max_tokens=256,
+    turns=[
+        Turn(
+            "user",
+            "What is on this sign, and how warm is it there?",
+            images=(Attachment("sign.png", PIXEL_URL),),
+        ),
+        Turn(
+            "assistant",
+            "The sign says **Lyon**. Checking the weather:",
+            ReplyStats(
+                first_token_ms=70.0,
+                tokens_per_second=40.0,
+                completion_tokens=31,
+                finish_reason="tool_calls",
+            ),
+            tool_calls=(ToolCall("call_0", "get_weather", '{"city": "Lyon", "unit": "celsius"}'),),
         ),
     ],
 )

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from localinfer.tui.conversation import Conversation, ConversationError, ReplyStats, Turn
+from localinfer.tui.conversation import (
+    Attachment,
+    Conversation,
+    ConversationError,
+    ReplyStats,
+    ToolCall,
+    Turn,
+)
+from tests.tui.canned import PIXEL_URL, TOOL_CONVERSATION
 
 
 def sample() -> Conversation:
@@ -72,6 +80,16 @@ def test_stats_summary() -> None:
         ),
         ('{"format": "localinfer.conversation", "version": 1, "max_tokens": "9"}', "max_tokens"),
         ('{"format": "localinfer.conversation", "version": 1, "temperature": true}', "number"),
+        (
+            '{"format": "localinfer.conversation", "version": 1, "messages": '
+            '[{"role": "user", "content": "x", "images": [{"name": "a", "url": "file:/a"}]}]}',
+            "data: url",
+        ),
+        (
+            '{"format": "localinfer.conversation", "version": 1, "messages": '
+            '[{"role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}]}',
+            "needs a function",
+        ),
     ],
 )
 def test_a_wrong_file_says_why(text: str, reason: str) -> None:
@@ -82,3 +100,36 @@ def test_a_wrong_file_says_why(text: str, reason: str) -> None:
 def test_a_missing_file_is_a_conversation_error(tmp_path: Path) -> None:
     with pytest.raises(ConversationError, match="cannot read"):
         Conversation.load(tmp_path / "nope.json")
+
+
+def test_images_and_tool_calls_go_into_the_request_and_the_file(tmp_path: Path) -> None:
+    assert TOOL_CONVERSATION.messages() == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": PIXEL_URL}},
+                {"type": "text", "text": "What is on this sign, and how warm is it there?"},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "The sign says **Lyon**. Checking the weather:",
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "arguments": '{"city": "Lyon", "unit": "celsius"}',
+                    },
+                }
+            ],
+        },
+    ]
+    assert Conversation.load(TOOL_CONVERSATION.save(tmp_path / "t.json")) == TOOL_CONVERSATION
+
+
+def test_a_reply_of_only_tool_calls_sends_null_content() -> None:
+    turn = Turn("assistant", "", tool_calls=(ToolCall("c", "f", "{}"),))
+    assert turn.message()["content"] is None
+    assert Turn("user", "hi", images=(Attachment("a.png", PIXEL_URL),)).message()["role"] == "user"

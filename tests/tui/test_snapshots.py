@@ -6,10 +6,17 @@ from __future__ import annotations
 
 from textual.pilot import Pilot
 
+from localinfer.tui.conversation import Attachment
 from localinfer.tui.screens.chat import ChatScreen
 from localinfer.tui.screens.models import ModelsScreen
 from localinfer.tui.screens.monitor import MonitorScreen
-from tests.tui.canned import CONVERSATION, canned_app, stats_sample
+from tests.tui.canned import (
+    CONVERSATION,
+    PIXEL_URL,
+    TOOL_CONVERSATION,
+    canned_app,
+    stats_sample,
+)
 
 SIZE = (100, 30)
 
@@ -48,6 +55,19 @@ async def chat_ready(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+async def tool_chat_ready(pilot: Pilot[None]) -> None:
+    """A vision question answered with a tool call, and an image waiting for the next one."""
+    await pilot.press("f4")
+    screen = pilot.app.screen
+    assert isinstance(screen, ChatScreen)
+    await until(pilot, lambda: screen.model_names)
+    await screen.show_conversation(TOOL_CONVERSATION)
+    screen.pending.append(Attachment("receipt.jpg", PIXEL_URL))
+    screen.show_pending()
+    screen.status("attached receipt.jpg: it goes with the next message")
+    await pilot.pause()
+
+
 async def help_ready(pilot: Pilot[None]) -> None:
     await models_ready(pilot)
     await pilot.press("f1")
@@ -64,6 +84,10 @@ def test_monitor_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
 
 def test_chat_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(canned_app(), terminal_size=SIZE, run_before=chat_ready)
+
+
+def test_chat_tool_calls_and_images(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(canned_app(), terminal_size=SIZE, run_before=tool_chat_ready)
 
 
 def test_help_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]

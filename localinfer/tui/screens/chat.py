@@ -3,11 +3,15 @@
 A reply streams in a worker; ``escape`` cancels that worker, which closes the HTTP stream,
 and the server stops generating when its client goes away. Each reply shows the time to
 its first token and its tokens/s. Conversations are saved and opened as JSON
-(:mod:`localinfer.tui.conversation`), settings included.
+(:mod:`localinfer.tui.conversation`), settings included. ``/image PATH`` attaches an
+image to the next message (read in a worker; a bad path is an error line, not a crash),
+and the tool calls a reply ends with are drawn as boxes of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from typing import ClassVar
 
@@ -19,7 +23,15 @@ from textual.widgets import Footer, Input, Label, Markdown, Select, Static
 
 from localinfer import errors as e
 from localinfer.client import ChatResult
-from localinfer.tui.conversation import Conversation, ConversationError, ReplyStats, Turn
+from localinfer.tui.attachments import AttachmentError, read_image
+from localinfer.tui.conversation import (
+    Attachment,
+    Conversation,
+    ConversationError,
+    ReplyStats,
+    ToolCall,
+    Turn,
+)
 from localinfer.tui.screens.base import AppScreen
 from localinfer.tui.widgets.message import MessageView
 from localinfer.tui.widgets.prompt import TextPrompt
@@ -29,8 +41,22 @@ DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 256
 
 
+IMAGE_COMMAND = "/image"
+DETACH_COMMAND = "/detach"
+
+
 class SettingsError(ValueError):
     pass
+
+
+def tool_calls_of(result: ChatResult | None) -> tuple[ToolCall, ...]:
+    """The reply's typed calls as the conversation keeps them (arguments as JSON text)."""
+    if result is None:
+        return ()
+    return tuple(
+        ToolCall(call.id, call.name, json.dumps(call.arguments, ensure_ascii=False))
+        for call in result.tool_calls
+    )
 
 
 def reply_stats(
@@ -66,6 +92,8 @@ class ChatScreen(AppScreen):
     ChatScreen #system { width: 1fr; }
     ChatScreen #conversation { height: 1fr; padding: 0 1; }
     ChatScreen #prompt { margin: 0 1; }
+    ChatScreen #attachments { height: 1; margin: 0 2; color: $text-muted; display: none; }
+    ChatScreen #attachments.-shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "stop", "Stop"),
@@ -82,6 +110,8 @@ class ChatScreen(AppScreen):
         )
         self.generating = False
         self.model_names: list[str] = []
+        #: images for the next message (``/image PATH``), sent with it, then cleared
+        self.pending: list[Attachment] = []
 
     def compose(self) -> ComposeResult:
         yield TopBar("chat")
@@ -96,7 +126,8 @@ class ChatScreen(AppScreen):
             yield Label("system", classes="field-label")
             yield Input(placeholder="system prompt (optional)", id="system", compact=True)
         yield VerticalScroll(id="conversation")
-        yield Input(placeholder="Message (enter sends)", id="prompt")
+        yield Static("", id="attachments")
+        yield Input(placeholder="Message (enter sends · /image PATH attaches)", id="prompt")
         yield Static("", id="status", classes="status")
         yield Footer(compact=True)
 
@@ -174,6 +205,16 @@ class ChatScreen(AppScreen):
         text = event.value.strip()
         if not text:
             return
+        command, _, argument = text.partition(" ")
+        if command == IMAGE_COMMAND:
+            self.attach(argument.strip())
+            return
+        if command == DETACH_COMMAND:
+            event.input.value = ""
+            self.pending.clear()
+            self.show_pending()
+            self.status("no image attached")
+            return
         if self.generating:
             self.notify("still answering: escape stops it", severity="warning")
             return
@@ -189,10 +230,42 @@ class ChatScreen(AppScreen):
             self.notify(str(exc), title="Settings", severity="error")
             return
         event.input.value = ""
-        self.conversation.add(Turn("user", text))
-        await self.query_one("#conversation", VerticalScroll).mount(MessageView("user", text))
+        images = tuple(self.pending)
+        self.pending.clear()
+        self.show_pending()
+        self.conversation.add(Turn("user", text, images=images))
+        await self.query_one("#conversation", VerticalScroll).mount(
+            MessageView("user", text, images=images)
+        )
         self.generating = True
         self.generate(model)
+
+    # -- images ----------------------------------------------------------------------------
+
+    @work(group="attach", exit_on_error=False)
+    async def attach(self, path: str) -> None:
+        """Read the image off the event loop; a bad path is an error line and a notice."""
+        if not path:
+            self.status(f"usage: {IMAGE_COMMAND} PATH (an image file)", error=True)
+            return
+        try:
+            image = await asyncio.to_thread(read_image, path)
+        except AttachmentError as exc:
+            self.status(f"cannot attach: {exc}", error=True)
+            self.notify(str(exc), title="Image", severity="error")
+            return
+        self.pending.append(image)
+        self.show_pending()
+        prompt = self.query_one("#prompt", Input)
+        if prompt.value.strip().startswith(IMAGE_COMMAND):
+            prompt.value = ""
+        self.status(f"attached {image.name}: it goes with the next message")
+
+    def show_pending(self) -> None:
+        line = self.query_one("#attachments", Static)
+        names = ", ".join(image.name for image in self.pending)
+        line.update(f"attached: {names} · {DETACH_COMMAND} drops" if names else "")
+        line.set_class(bool(names), "-shown")
 
     @work(exclusive=True, group="chat", exit_on_error=False)
     async def generate(self, model: str) -> None:
@@ -227,6 +300,9 @@ class ChatScreen(AppScreen):
                     text += delta
                     await markdown.write(delta)
             result = stream.result
+            calls = tool_calls_of(result)
+            if calls:
+                await view.show_tool_calls(calls)
         except e.LocalInferError as exc:
             failure = f"failed: {exc.message}"
             raise
@@ -235,7 +311,7 @@ class ChatScreen(AppScreen):
             self.generating = False
             stats = reply_stats(result, first_token_ms, chunks, time.perf_counter() - started)
             if failure is None or text:
-                settings.add(Turn("assistant", text, stats))
+                settings.add(Turn("assistant", text, stats, tool_calls=tool_calls_of(result)))
             view.finish(stats, failed=None if failure is None or text else failure[:200])
             self.status(
                 f"{model}: {stats.summary()}" if failure is None else f"{model} {failure}",
@@ -299,7 +375,14 @@ class ChatScreen(AppScreen):
         await container.remove_children()
         model = conversation.model or ""
         await container.mount_all(
-            MessageView(turn.role, turn.content, model=model, stats=turn.stats)
+            MessageView(
+                turn.role,
+                turn.content,
+                model=model,
+                stats=turn.stats,
+                images=turn.images,
+                tool_calls=turn.tool_calls,
+            )
             for turn in conversation.turns
         )
         self.call_after_refresh(container.scroll_end, animate=False)  # once laid out
