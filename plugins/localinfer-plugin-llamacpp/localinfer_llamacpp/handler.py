@@ -10,8 +10,10 @@ requests in flight.
 
 Options (catalog entry or ``--models`` path): ``n_ctx`` (KV cells, split evenly between the
 sequences, 8192), ``parallel`` (sequences decoded together, 4), ``n_batch`` (512),
-``n_threads`` (every core), ``n_gpu_layers`` (all on a GPU device, none on CPU),
-``chat_template``, ``flash_attn`` (off; ``None`` lets llama.cpp decide).
+``n_threads`` (one-token decodes: every core but one, which the server's per-token work
+needs), ``n_threads_batch`` (several sequences or a prompt: every core, or ``n_threads``),
+``n_gpu_layers`` (all on a GPU device, none on CPU), ``chat_template``,
+``flash_attn`` (off; ``None`` lets llama.cpp decide).
 """
 
 from __future__ import annotations
@@ -69,11 +71,13 @@ def context_settings(options: dict[str, Any], device: str) -> ContextSettings:
     on_gpu = not device.startswith("cpu")
     flash = options.get("flash_attn", False)
     threads = options.get("n_threads")
+    threads_batch = options.get("n_threads_batch")
     return ContextSettings(
         n_ctx=int(options.get("n_ctx", DEFAULT_CONTEXT)),
         n_seq=max(1, int(options.get("parallel", DEFAULT_PARALLEL))),
         n_batch=int(options.get("n_batch", 512)),
         n_threads=int(threads) if threads else None,
+        n_threads_batch=int(threads_batch) if threads_batch else None,
         n_gpu_layers=int(options.get("n_gpu_layers", -1 if on_gpu else 0)),
         main_gpu=_gpu_index(device),
         flash_attn=None if flash is None else bool(flash),

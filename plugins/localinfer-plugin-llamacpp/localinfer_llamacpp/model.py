@@ -37,7 +37,11 @@ class ContextSettings:
     n_seq: int = 4
     #: tokens per ``llama_decode`` at most (long prompts are prefilled in chunks)
     n_batch: int = 512
+    #: threads for one-token decodes (one stream generating); default: every core but one
     n_threads: int | None = None
+    #: threads for decodes of several tokens (sequences together, prompts); default: every
+    #: core, or ``n_threads`` when that is given
+    n_threads_batch: int | None = None
     n_gpu_layers: int = 0
     main_gpu: int = 0
     #: off by default, as in llama-cpp-python's ``Llama``: greedy output then matches it
@@ -89,14 +93,19 @@ class GgufModel:
         self.n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(lib.llama_model_n_ctx_train(self.model))
 
-        threads = settings.n_threads or default_threads()
+        cores = default_threads()
+        # one-token decodes leave a core to the server: its per-token work (text, SSE on
+        # the event loop) otherwise preempts one of llama.cpp's threads, and the others
+        # spin at ggml's barriers until it runs again
+        threads = settings.n_threads or max(1, cores - 1)
+        threads_batch = settings.n_threads_batch or settings.n_threads or cores
         params = lib.llama_context_default_params()
         params.n_ctx = settings.n_ctx
         params.n_batch = settings.n_batch
         params.n_ubatch = settings.n_batch
         params.n_seq_max = settings.n_seq
         params.n_threads = threads
-        params.n_threads_batch = threads
+        params.n_threads_batch = threads_batch
         params.kv_unified = False  # a stream per sequence (see the module's docstring)
         params.no_perf = True
         if settings.flash_attn is not None:
@@ -119,11 +128,12 @@ class GgufModel:
             token for token in range(self.n_vocab) if lib.llama_vocab_is_eog(self.vocab, token)
         )
         logger.info(
-            "loaded %s: %d sequences of up to %d tokens, %d threads",
+            "loaded %s: %d sequences of up to %d tokens, %d threads (%d for batches)",
             path.name,
             settings.n_seq,
             self.n_ctx_seq,
             threads,
+            threads_batch,
         )
 
     # -- vocabulary --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import openai
 import pytest
 from llamacpp_support import ask, run, wait_done
-from localinfer_llamacpp.handler import LlamaCppChatHandler, gguf_file
+from localinfer_llamacpp.handler import LlamaCppChatHandler, context_settings, gguf_file
 
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import ModelSource
@@ -24,6 +24,12 @@ def test_finds_the_gguf_file(tmp_path: Path) -> None:
     (tmp_path / "b.gguf").write_bytes(b"")
     with pytest.raises(ConfigurationError, match=r"holds 2 \.gguf files"):
         gguf_file(ModelSource(str(tmp_path)))
+
+
+def test_thread_options() -> None:
+    settings = context_settings({"n_threads": 1, "n_threads_batch": 2}, "cpu")
+    assert (settings.n_threads, settings.n_threads_batch) == (1, 2)
+    assert context_settings({}, "cpu").n_threads_batch is None  # the engine's defaults
 
 
 def test_discovered() -> None:
