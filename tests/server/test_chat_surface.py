@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -362,3 +363,12 @@ async def test_engine_parses_into_the_model(tiny_llama_dir: Path) -> None:
         )
         assert result.finish_reason == "tool_calls"
         assert isinstance(result.tool_calls[0].parse(Add), Add)
+
+
+def test_n_as_an_integral_float_is_an_integer(server: ThreadedServer) -> None:
+    """``1.0`` is an integer in JSON Schema, so in the published schema: 200, not 400."""
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    r = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "n": 2.0}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 2
+    r = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "n": 1.5}, timeout=60)
+    assert r.status_code == 400

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -111,6 +112,18 @@ class ChatMessage(BaseModel):
 
 #: the most choices (``n``) one request may ask for
 MAX_CHOICES = 8
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts ``1.0`` as an integer (so ``/openapi.json`` promises it): take it
+    as ``1``; any other float stays a float, and strict validation refuses it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: an integer as JSON Schema defines one (``1`` and ``1.0`` alike)
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 #: the most alternatives per token (``top_logprobs``), as OpenAI
 MAX_TOP_LOGPROBS = 20
 
@@ -127,7 +140,7 @@ class GenerationParams(Request):
     top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)  # what a generator takes: int64
-    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    n: JsonInt = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
