@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.audio import SAMPLE_RATE, resample
+from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.tasks import (
     TRANSCRIPTION,
