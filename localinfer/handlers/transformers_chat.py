@@ -22,7 +22,6 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,8 +35,10 @@ from localinfer.handlers.generation.text import hf_decode
 from localinfer.handlers.generation.tool_calls import (
     HERMES,
     ToolCallFormat,
+    calls_tools,
     format_for_template,
     messages_for_template,
+    with_tool_constraint,
 )
 from localinfer.handlers.generation.transformers_sampling import (
     StreamEachToken,
@@ -272,18 +273,8 @@ class TransformersChatHandler(Handler):
             )
         if request.max_new_tokens < 1:
             raise InvalidRequest("max_new_tokens must be at least 1", param="max_tokens")
-        calling = bool(request.tools) and request.tool_choice != "none"
-        if calling and request.tools:
-            wanted = self.tool_format.constraint(
-                request.tools, request.tool_choice, request.parallel_tool_calls
-            )
-            if wanted is not None:
-                if request.constraint is not None:
-                    raise InvalidRequest(
-                        "a required or named tool_choice cannot be combined with a response_format",
-                        param="tool_choice",
-                    )
-                request = replace(request, constraint=wanted)
+        calling = calls_tools(request)
+        request = with_tool_constraint(request, self.tool_format)
         prompt_ids = self.encode_prompt(request)
         limit = self.context_length
         total = len(prompt_ids) + request.max_new_tokens

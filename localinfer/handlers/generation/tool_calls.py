@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.generation.constraints import OutputConstraint, canonical_schema
-from localinfer.handlers.tasks import ToolCall
+from localinfer.handlers.tasks import GenerationRequest, ToolCall
 
 
 def new_call_id() -> str:
@@ -139,6 +139,27 @@ def format_for_template(chat_template: str | None) -> tuple[ToolCallFormat, bool
     if "<|python_tag|>" in template or "ipython" in template:
         return LLAMA3, renders_tools
     return HERMES, False
+
+
+def calls_tools(request: GenerationRequest) -> bool:
+    """Whether the model may answer with tool calls: tools offered, and not ``none``."""
+    return bool(request.tools) and request.tool_choice != "none"
+
+
+def with_tool_constraint(request: GenerationRequest, form: ToolCallFormat) -> GenerationRequest:
+    """``request`` with a required or named ``tool_choice`` turned into the family's
+    grammar (every engine enforces it as it enforces ``response_format``)."""
+    if not calls_tools(request) or not request.tools:
+        return request
+    wanted = form.constraint(request.tools, request.tool_choice, request.parallel_tool_calls)
+    if wanted is None:
+        return request
+    if request.constraint is not None:
+        raise InvalidRequest(
+            "a required or named tool_choice cannot be combined with a response_format",
+            param="tool_choice",
+        )
+    return replace(request, constraint=wanted)
 
 
 def _arguments(function: Mapping[str, Any]) -> Any:

@@ -31,8 +31,10 @@ from localinfer.handlers.generation.sequence import Generation
 from localinfer.handlers.generation.tool_calls import (
     HERMES,
     ToolCallFormat,
+    calls_tools,
     format_for_template,
     messages_for_template,
+    with_tool_constraint,
 )
 from localinfer.handlers.tasks import CHAT, GenerationRequest
 from localinfer_llamacpp.constraints import constraint_sampler
@@ -143,18 +145,8 @@ class LlamaCppChatHandler(Handler):
             raise InvalidRequest(
                 f"{self.handler_name} takes a GenerationRequest, not {type(request).__name__}"
             )
-        calling = bool(request.tools) and request.tool_choice != "none"
-        if calling and request.tools:
-            wanted = self.tool_format.constraint(
-                request.tools, request.tool_choice, request.parallel_tool_calls
-            )
-            if wanted is not None:
-                if request.constraint is not None:
-                    raise InvalidRequest(
-                        "a required or named tool_choice cannot be combined with a response_format",
-                        param="tool_choice",
-                    )
-                request = dataclasses.replace(request, constraint=wanted)
+        calling = calls_tools(request)
+        request = with_tool_constraint(request, self.tool_format)
         tokens, stop = self.encode(request)
         request = dataclasses.replace(request, stop=tuple(dict.fromkeys((*request.stop, *stop))))
         return Generation(
@@ -184,8 +176,7 @@ class LlamaCppChatHandler(Handler):
                     "chat_template option",
                     param="messages",
                 )
-            calling = bool(request.tools) and request.tool_choice != "none"
-            tools = request.tools if calling else None
+            tools = request.tools if calls_tools(request) else None
             messages = messages_for_template(
                 request.messages, tools, self.tool_format, self.renders_tools
             )
