@@ -7,13 +7,20 @@ each, and each streams the same :class:`~localinfer.handlers.tasks.SpeechAudio` 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from localinfer.errors import InvalidRequest
-from localinfer.handlers.tasks import SpeechAudio, SpeechRequest
+from localinfer.handlers.base import Handler, WorkItem
+from localinfer.handlers.tasks import (
+    SpeechAudio,
+    SpeechRequest,
+    SpeechResult,
+    Voice,
+    VoiceListRequest,
+)
 
 #: OpenAI's bounds
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -70,3 +77,37 @@ def silence(seconds: float, sample_rate: int) -> Iterator[SpeechAudio]:
     count = int(seconds * sample_rate)
     if count > 0:
         yield SpeechAudio(bytes(2 * count), sample_rate)
+
+
+class SpeechHandler(Handler):
+    """A text-to-speech handler: answers a voice list or synthesises, one item at a time.
+
+    Subclasses say which voices they have and how they synthesise; the dispatch on the
+    request type, and its refusal, are the same for every engine.
+    """
+
+    def voices(self) -> list[Voice]:
+        raise NotImplementedError
+
+    def synthesise(self, request: SpeechRequest, item: WorkItem) -> SpeechResult | None:
+        """Emit the audio a sentence at a time; ``None`` when the item was cancelled."""
+        raise NotImplementedError
+
+    def process(self, items: Sequence[WorkItem]) -> None:
+        for item in items:
+            if item.cancelled:
+                continue
+            try:
+                payload = item.payload
+                if isinstance(payload, VoiceListRequest):
+                    item.finish(self.voices())
+                    continue
+                if not isinstance(payload, SpeechRequest):
+                    raise InvalidRequest(
+                        f"{self.handler_name} takes a SpeechRequest, not {type(payload).__name__}"
+                    )
+                result = self.synthesise(payload, item)
+            except Exception as exc:
+                item.fail(exc)
+                continue
+            item.finish(result)

@@ -12,18 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from localinfer.errors import ConfigurationError, InvalidRequest
-from localinfer.handlers.base import Handler, ModelSource, WorkItem
-from localinfer.handlers.speech import checked_voice, silence, to_pcm16
+from localinfer.errors import ConfigurationError
+from localinfer.handlers.base import ModelSource, WorkItem
+from localinfer.handlers.speech import SpeechHandler, checked_voice, silence, to_pcm16
 from localinfer.handlers.tasks import (
     SPEECH,
     SpeechRequest,
     SpeechResult,
     Voice,
-    VoiceListRequest,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ logger = logging.getLogger(__name__)
 SENTENCE_GAP_S = 0.12
 
 
-class HibariHandler(Handler):
+class HibariHandler(SpeechHandler):
     """hibari voices. Options: ``voice`` (the default voice, "heart"), ``threads``
     (onnxruntime threads, 1), ``seed`` (fixed noise: the same text gives the same audio),
     ``sentence_gap_s`` (silence between sentences, 0.12)."""
@@ -92,25 +91,6 @@ class HibariHandler(Handler):
         self._g2p.clear()
 
     # --- serving ----------------------------------------------------------------------------
-
-    def process(self, items: Sequence[WorkItem]) -> None:
-        for item in items:
-            if item.cancelled:
-                continue
-            try:
-                payload = item.payload
-                if isinstance(payload, VoiceListRequest):
-                    item.finish(self.voices())
-                    continue
-                if not isinstance(payload, SpeechRequest):
-                    raise InvalidRequest(
-                        f"hibari takes a SpeechRequest, not {type(payload).__name__}"
-                    )
-                result = self.synthesise(payload, item)
-            except Exception as exc:
-                item.fail(exc)
-                continue
-            item.finish(result)
 
     def voices(self) -> list[Voice]:
         return [

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from localinfer.errors import ConfigurationError, InvalidRequest
-from localinfer.handlers.base import Handler, ModelSource, WorkItem
-from localinfer.handlers.speech import checked_voice, to_pcm16
-from localinfer.handlers.tasks import SPEECH, SpeechRequest, SpeechResult, Voice, VoiceListRequest
+from localinfer.errors import ConfigurationError
+from localinfer.handlers.base import ModelSource, WorkItem
+from localinfer.handlers.speech import SpeechHandler, checked_voice, to_pcm16
+from localinfer.handlers.tasks import SPEECH, SpeechRequest, SpeechResult, Voice
 
 logger = logging.getLogger(__name__)
 
 
-class PiperHandler(Handler):
+class PiperHandler(SpeechHandler):
     """Piper voices. Options: ``voice`` (the default), ``noise_scale``, ``noise_w_scale``."""
 
     task = SPEECH
@@ -59,25 +58,6 @@ class PiperHandler(Handler):
 
     def close(self) -> None:
         self._voices.clear()
-
-    def process(self, items: Sequence[WorkItem]) -> None:
-        for item in items:
-            if item.cancelled:
-                continue
-            try:
-                payload = item.payload
-                if isinstance(payload, VoiceListRequest):
-                    item.finish(self.voices())
-                    continue
-                if not isinstance(payload, SpeechRequest):
-                    raise InvalidRequest(
-                        f"piper takes a SpeechRequest, not {type(payload).__name__}"
-                    )
-                result = self.synthesise(payload, item)
-            except Exception as exc:
-                item.fail(exc)
-                continue
-            item.finish(result)
 
     def voices(self) -> list[Voice]:
         return [
