@@ -30,7 +30,7 @@ from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
 from localinfer.handlers.generation.grammar import ConstrainLogits, GrammarCache
 from localinfer.handlers.generation.logprobs import LogprobRecorder, RecordLogprobs
-from localinfer.handlers.generation.sequence import Generation
+from localinfer.handlers.generation.sequence import Generation, check_fits_context
 from localinfer.handlers.generation.text import hf_decode
 from localinfer.handlers.generation.tool_calls import (
     HERMES,
@@ -276,16 +276,7 @@ class TransformersChatHandler(Handler):
         calling = calls_tools(request)
         request = with_tool_constraint(request, self.tool_format)
         prompt_ids = self.encode_prompt(request)
-        limit = self.context_length
-        total = len(prompt_ids) + request.max_new_tokens
-        if limit is not None and total > limit:
-            raise InvalidRequest(
-                f"the prompt has {len(prompt_ids)} tokens and max_tokens is "
-                f"{request.max_new_tokens}: {total} tokens exceed this model's context of "
-                f"{limit} tokens",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
+        check_fits_context(len(prompt_ids), request.max_new_tokens, self.context_length)
         assert self.tokenizer is not None
         decode = hf_decode(self.tokenizer)
         grammar = None

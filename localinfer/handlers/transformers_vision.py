@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.constraints import refuse_unenforced
-from localinfer.handlers.generation.sequence import Generation
+from localinfer.handlers.generation.sequence import Generation, check_fits_context
 from localinfer.handlers.generation.text import hf_decode
 from localinfer.handlers.generation.transformers_sampling import (
     StreamEachToken,
@@ -148,15 +148,12 @@ class TransformersVisionHandler(Handler):
         refuse_unenforced(request, self.handler_name)
         inputs = self.encode(request)
         prompt_ids = [int(i) for i in inputs["input_ids"][0].tolist()]
-        total = len(prompt_ids) + request.max_new_tokens
-        if self.context_length is not None and total > self.context_length:
-            raise InvalidRequest(
-                f"the prompt has {len(prompt_ids)} tokens (images included) and max_tokens is "
-                f"{request.max_new_tokens}: {total} tokens exceed this model's context of "
-                f"{self.context_length} tokens",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
+        check_fits_context(
+            len(prompt_ids),
+            request.max_new_tokens,
+            self.context_length,
+            counted=" (images included)",
+        )
         generation = Generation(
             item, request, prompt_ids, hf_decode(self._tokenizer), self.eos_token_ids
         )

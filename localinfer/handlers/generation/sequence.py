@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import time
 
+from localinfer.errors import InvalidRequest
 from localinfer.handlers.base import WorkItem
 from localinfer.handlers.generation.grammar import ConstrainedSequence
 from localinfer.handlers.generation.logprobs import LogprobRecorder
 from localinfer.handlers.generation.text import Decode, IncrementalDecoder, StopStringFilter
 from localinfer.handlers.generation.tool_calls import ToolCallFilter, ToolCallFormat
 from localinfer.handlers.tasks import FinishReason, GenerationRequest, GenerationResult, ToolCall
+
+
+def check_fits_context(
+    prompt_tokens: int, max_new_tokens: int, limit: int | None, *, counted: str = ""
+) -> None:
+    """A 400 (``context_length_exceeded``) when prompt and completion cannot both fit;
+    ``counted`` says what the prompt count includes (e.g. `` (images included)``)."""
+    total = prompt_tokens + max_new_tokens
+    if limit is not None and total > limit:
+        raise InvalidRequest(
+            f"the prompt has {prompt_tokens} tokens{counted} and max_tokens is "
+            f"{max_new_tokens}: {total} tokens exceed this model's context of {limit} tokens",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
 
 
 class Generation:

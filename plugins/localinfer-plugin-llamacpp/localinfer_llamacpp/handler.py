@@ -27,7 +27,7 @@ from typing import Any
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.constraints import refuse_unenforced
-from localinfer.handlers.generation.sequence import Generation
+from localinfer.handlers.generation.sequence import Generation, check_fits_context
 from localinfer.handlers.generation.tool_calls import (
     HERMES,
     ToolCallFormat,
@@ -201,15 +201,7 @@ class LlamaCppChatHandler(Handler):
             raise InvalidRequest("the prompt is empty", param="prompt")
         if request.max_new_tokens < 1:
             raise InvalidRequest("max_new_tokens must be at least 1", param="max_tokens")
-        total = len(tokens) + request.max_new_tokens
-        if total > self.context_length:
-            raise InvalidRequest(
-                f"the prompt has {len(tokens)} tokens and max_tokens is "
-                f"{request.max_new_tokens}: {total} tokens exceed this model's context of "
-                f"{self.context_length} tokens",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
+        check_fits_context(len(tokens), request.max_new_tokens, self.context_length)
         return tokens, stop
 
     def _sampler(self, request: GenerationRequest) -> SamplerChain:
