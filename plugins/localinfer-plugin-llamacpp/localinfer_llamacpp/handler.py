@@ -89,12 +89,14 @@ def context_settings(options: dict[str, Any], device: str) -> ContextSettings:
 class LlamaCppChatHandler(Handler):
     task = CHAT
     handler_name = "llama-cpp"
+    #: what /health and /v1/models show as this model's engine
+    engine = "llama.cpp (batched)"
 
     def __init__(self, source: ModelSource) -> None:
         self.source = source
         self.path = gguf_file(source)
         self.model: GgufModel | None = None
-        self.engine: BatchedEngine | None = None
+        self.batcher: BatchedEngine | None = None
         self.formatter: Any = None
         self.context_length = DEFAULT_CONTEXT
         #: how this model family writes tool calls, and whether its template renders tools
@@ -119,8 +121,8 @@ class LlamaCppChatHandler(Handler):
                 bos_token=model.token_text(bos),
                 stop_token_ids=[eos],
             )
-        self.engine = BatchedEngine(model)
-        self.max_in_flight = self.engine.max_in_flight
+        self.batcher = BatchedEngine(model)
+        self.max_in_flight = self.batcher.max_in_flight
 
     def process(self, items: Sequence[WorkItem]) -> None:
         """Queue each item with the engine; a bad item fails alone, before any output."""
@@ -131,8 +133,8 @@ class LlamaCppChatHandler(Handler):
             try:
                 generation = self.prepare(item)
                 sampler = self._sampler(generation.request)
-                assert self.engine is not None, "load() first"
-                self.engine.submit(generation, sampler)
+                assert self.batcher is not None, "load() first"
+                self.batcher.submit(generation, sampler)
             except Exception as exc:
                 item.fail(exc)
 
@@ -211,9 +213,9 @@ class LlamaCppChatHandler(Handler):
         return SamplerChain(model.lib, request, grammar)
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
         if self.model is not None:
             self.model.close()
             self.model = None

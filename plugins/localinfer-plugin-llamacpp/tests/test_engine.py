@@ -41,7 +41,7 @@ def test_each_sequence_matches_the_same_request_alone(handler: LlamaCppChatHandl
 
 
 def test_four_streams_take_well_under_four_times_one(handler: LlamaCppChatHandler) -> None:
-    engine = handler.engine
+    engine = handler.batcher
     assert engine is not None
     request = ask("Tell me a story about a dragon.", max_new_tokens=64)
     run(handler, request)  # warm
@@ -72,7 +72,7 @@ def test_four_streams_take_well_under_four_times_one(handler: LlamaCppChatHandle
 def test_a_cancelled_stream_frees_its_slot_at_once(gguf: Path) -> None:
     handler = load_handler(gguf, parallel=1)
     try:
-        engine = handler.engine
+        engine = handler.batcher
         assert engine is not None and handler.max_in_flight == 1
         long = RecordingItem(ask("Write a long story.", max_new_tokens=400))
         waiting = RecordingItem(ask("Say hi.", max_new_tokens=4))
@@ -96,7 +96,7 @@ def test_a_repeated_system_prompt_is_not_prefilled_again(handler: LlamaCppChatHa
     system = "You are a careful assistant. " + " ".join(
         f"Rule {n}: answer briefly and politely, and never invent facts." for n in range(40)
     )
-    engine = handler.engine
+    engine = handler.batcher
     assert engine is not None
     first = run(handler, ask("Name a fruit.", system=system, max_new_tokens=4))[0].result
     reused_before = engine.reused_tokens
@@ -109,7 +109,7 @@ def test_a_repeated_system_prompt_is_not_prefilled_again(handler: LlamaCppChatHa
 
 def test_a_shared_prefix_is_copied_from_a_busy_slot(handler: LlamaCppChatHandler) -> None:
     system = "You answer in French. " + "Be concise. " * 100
-    engine = handler.engine
+    engine = handler.batcher
     assert engine is not None
     busy = RecordingItem(ask("Tell me a long story.", system=system, max_new_tokens=200))
     handler.process([busy])
