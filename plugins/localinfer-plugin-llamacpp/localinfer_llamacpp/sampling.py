@@ -11,7 +11,9 @@ import random
 from typing import Any
 
 from localinfer.errors import InvalidRequest
+from localinfer.handlers.generation.logprobs import LogprobRecorder
 from localinfer.handlers.tasks import GenerationRequest
+from localinfer_llamacpp.logprobs import LogprobSampling
 
 
 class SamplerChain:
@@ -22,8 +24,11 @@ class SamplerChain:
         params = lib.llama_sampler_chain_default_params()
         params.no_perf = True
         self.handle = lib.llama_sampler_chain_init(params)
+        self._constrained = 0
+        self._logprobs: LogprobSampling | None = None
         if grammar is not None:  # first: the rest only sees tokens the grammar allows
             lib.llama_sampler_chain_add(self.handle, grammar)
+            self._constrained = 1
         if request.temperature <= 0:
             lib.llama_sampler_chain_add(self.handle, lib.llama_sampler_init_greedy())
             return
@@ -34,8 +39,16 @@ class SamplerChain:
         seed = request.seed if request.seed is not None else random.getrandbits(32)
         lib.llama_sampler_chain_add(self.handle, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
+    def record_logprobs(self, recorder: LogprobRecorder, n_vocab: int) -> None:
+        """Report each step's logprobs to ``recorder`` (this sequence alone pays for it)."""
+        self._logprobs = LogprobSampling(
+            self._lib, self.handle, self._constrained, n_vocab, recorder
+        )
+
     def sample(self, ctx: Any, index: int) -> int:
         """Pick (and accept) the next token from row ``index`` of the last decode's logits."""
+        if self._logprobs is not None:
+            return self._logprobs.sample(ctx, index)
         return int(self._lib.llama_sampler_sample(self.handle, ctx, index))
 
     def close(self) -> None:
