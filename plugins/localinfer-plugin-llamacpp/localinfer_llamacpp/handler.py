@@ -218,10 +218,10 @@ class LlamaCppChatHandler(Handler):
         assert model is not None
         request = generation.request
         grammar = constraint_sampler(model, request.constraint)
-        sampler = SamplerChain(model.lib, request, grammar)
+        sampler = SamplerChain(model.lib, request, model.n_vocab, grammar)
         if generation.logprobs is not None:
             try:
-                sampler.record_logprobs(generation.logprobs, model.n_vocab)
+                sampler.record_logprobs(generation.logprobs)
             except BaseException:
                 sampler.close()
                 raise
