@@ -18,8 +18,8 @@ from localinfer.handlers.base import ModelSource
 from localinfer.handlers.tasks import SpeechAudio, SpeechRequest, SpeechResult, VoiceListRequest
 from localinfer.hub.download import download_model, download_target
 from localinfer.plugins import PluginSet
-from localinfer.runtime.resolve import resolve
-from localinfer.testing import RecordingItem
+from localinfer.runtime.resolve import model_definition, resolve
+from localinfer.testing import RecordingItem, serve
 from tests.fixtures.hub_server import HubServer, hf_home, hub  # noqa: F401 (fixtures)
 
 # collected from the repository root too, where the plugin may not be installed
@@ -38,7 +38,7 @@ def plugins() -> PluginSet:
 
 
 @pytest.fixture
-def pulled(hub: HubServer, plugins: PluginSet, tmp_path: Path) -> Iterator[KokoroHandler]:  # noqa: F811
+def fetched(hub: HubServer, plugins: PluginSet, tmp_path: Path) -> PluginSet:  # noqa: F811
     """``kokoro-82m`` pulled from a local Hub that also holds files it must not fetch."""
     hub.add_directory(
         KOKORO_REPO,
@@ -55,7 +55,12 @@ def pulled(hub: HubServer, plugins: PluginSet, tmp_path: Path) -> Iterator[Kokor
         "voices/af_heart.bin",
         "voices/bm_george.bin",
     ]
-    resolved = resolve("kokoro-82m", plugins)
+    return plugins
+
+
+@pytest.fixture
+def pulled(fetched: PluginSet) -> Iterator[KokoroHandler]:
+    resolved = resolve("kokoro-82m", fetched)
     assert resolved.handler.load_class() is KokoroHandler
     handler = KokoroHandler(resolved.source)
     handler.load("cpu")
@@ -156,3 +161,22 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "onnx" / "model.onnx").write_bytes(b"")
     with pytest.raises(ConfigurationError, match="voices"):
         KokoroHandler(ModelSource(str(tmp_path))).load("cpu")
+
+
+@pytest.mark.anyio
+async def test_served_over_http_with_its_voices_and_its_own_speed_range(
+    fetched: PluginSet,
+) -> None:
+    definition = model_definition(resolve("kokoro-82m", fetched))
+    async with serve([definition]) as http:
+        voices = (await http.get("/v1/audio/voices")).json()["data"]
+        assert {(v["model"], v["id"]) for v in voices} == {
+            ("kokoro-82m", "af_heart"),
+            ("kokoro-82m", "bm_george"),
+        }
+        body = {"model": "kokoro-82m", "input": "Hello there. Goodbye.", "voice": "bm_george"}
+        wav = await http.post("/v1/audio/speech", json={**body, "response_format": "wav"})
+        assert wav.status_code == 200 and wav.content.startswith(b"RIFF")
+        assert len(wav.content) > 44 + 2 * 24_000 * 0.3
+        slow = await http.post("/v1/audio/speech", json={**body, "speed": 0.3})
+        assert slow.status_code == 400 and slow.json()["error"]["param"] == "speed"
