@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +25,7 @@ import numpy.typing as npt
 
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import ModelSource, WorkItem
-from localinfer.handlers.speech import (
-    SpeechHandler,
-    checked_voice,
-    silence,
-    split_sentences,
-    to_pcm16,
-)
+from localinfer.handlers.speech import SpeechHandler, checked_voice, speak, split_sentences
 from localinfer.handlers.tasks import SPEECH, SpeechRequest, SpeechResult, Voice
 
 if TYPE_CHECKING:
@@ -153,30 +146,10 @@ class KokoroHandler(SpeechHandler):
                 f"not {request.speed}",
                 param="speed",
             )
-        started, seconds, spoken = time.perf_counter(), 0.0, 0
-        for sentence in split_sentences(request.text):
-            if item.cancelled:
-                return None
-            audio = self._say(voice, sentence, request.speed)
-            if audio is None:
-                continue  # punctuation alone: nothing to say
-            if spoken:
-                for gap in silence(self.sentence_gap_s, self.sample_rate):
-                    item.emit(gap)
-                    seconds += gap.seconds
-            piece = to_pcm16(audio, self.sample_rate)
-            seconds += piece.seconds
-            spoken += 1
-            item.emit(piece)
-        if not spoken:
-            raise InvalidRequest(f"input has no words voice {voice!r} can say", param="input")
-        return SpeechResult(
-            voice=voice,
-            sample_rate=self.sample_rate,
-            audio_seconds=round(seconds, 3),
-            characters=len(request.text),
-            synthesis_ms=round((time.perf_counter() - started) * 1e3, 3),
+        sentences = (
+            self._say(voice, sentence, request.speed) for sentence in split_sentences(request.text)
         )
+        return speak(item, request, voice, sentences, self.sample_rate, self.sentence_gap_s)
 
     def _say(self, voice: str, sentence: str, speed: float) -> npt.NDArray[np.float32] | None:
         """One sentence's samples; ``None`` when it is only punctuation (nothing to say)."""

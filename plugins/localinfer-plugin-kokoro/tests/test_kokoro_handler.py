@@ -122,7 +122,6 @@ def test_voices_say_their_language_and_gender(pulled: KokoroHandler) -> None:
     ("request_", "param"),
     [
         (SpeechRequest("   "), "input"),
-        (SpeechRequest("... !!"), "input"),  # nothing espeak-ng can say
         (SpeechRequest("Hi.", voice="af_nobody"), "voice"),
         (SpeechRequest("Hi.", speed=0.3), "speed"),  # OpenAI's range, not Kokoro's
         (SpeechRequest("Hi.", speed=3.0), "speed"),
@@ -135,6 +134,13 @@ def test_bad_requests_fail_alone(
     pulled.process([bad, good])
     assert isinstance(bad.error, InvalidRequest) and bad.error.param == param
     assert good.error is None and good.result.audio_seconds > 0.1
+
+
+def test_punctuation_alone_says_nothing_as_every_voice_does(pulled: KokoroHandler) -> None:
+    item = RecordingItem(SpeechRequest("... !!"))
+    pulled.process([item])
+    assert item.error is None and item.chunks == []
+    assert item.result.audio_seconds == 0
 
 
 def test_a_cancelled_item_stops_at_the_next_sentence(pulled: KokoroHandler) -> None:
