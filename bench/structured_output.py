@@ -17,7 +17,9 @@ SmolLM2 is served by the llama.cpp plugin, which decodes ``streams`` requests in
 (``--threads`` llama.cpp threads, 1 by default: a shared machine's spinning barriers).
 With transformers on CPU the handler serves them one after another (sequential
 ``generate``), with ``--continuous-batching`` they share forward passes and each batch
-row gets its own mask. tok/s is completion tokens over the round's wall time.
+row gets its own mask. tok/s is completion tokens over the round's wall time; the free-text
+round of a repeat gives each row exactly the tokens its schema row produced (see
+:func:`_round`), so both modes do the same work.
 """
 
 from __future__ import annotations
@@ -59,20 +61,28 @@ SCHEMA = {
 PROMPT = ({"role": "user", "content": "List twenty fruits with their colors, as JSON."},)
 
 
-def _round(handler: Any, streams: int, tokens: int, schema: bool) -> float:
+def _round(handler: Any, lengths: list[int], schema: bool) -> tuple[float, list[int]]:
+    """One round of ``len(lengths)`` requests at once; tok/s and each row's token count.
+
+    Row ``i`` may produce up to ``lengths[i]`` tokens. A schema round is given the full
+    budget and its rows stop where their documents end (a random model often closes the
+    JSON early); the free-text round of the same repeat is then given exactly those
+    lengths, so both modes do the same work with the same batch shrinking as rows finish,
+    and the ratio measures the mask's cost, not how long the documents happened to be.
+    """
     constraint = OutputConstraint(canonical_schema(SCHEMA)) if schema else None
     items = [
         RecordingItem(
             GenerationRequest(
                 messages=PROMPT,
-                max_new_tokens=tokens,
+                max_new_tokens=length,
                 temperature=0.7,
                 seed=None,
                 constraint=constraint,
             ),
             request_id=f"r{i}",
         )
-        for i in range(streams)
+        for i, length in enumerate(lengths)
     ]
     started = time.perf_counter()
     handler.process(items)
@@ -81,10 +91,11 @@ def _round(handler: Any, streams: int, tokens: int, schema: bool) -> float:
     wall = time.perf_counter() - started
     for item in items:
         assert item.error is None, item.error
-    produced = sum(
-        item.result.completion_tokens for item in items if isinstance(item.result, GenerationResult)
-    )
-    return produced / wall
+    produced = [
+        item.result.completion_tokens if isinstance(item.result, GenerationResult) else 0
+        for item in items
+    ]
+    return sum(produced) / wall, produced
 
 
 def mask_cost(handler: TransformersChatHandler, tokens: int) -> dict[str, float]:
@@ -231,13 +242,20 @@ def main() -> None:
     else:
         handler = TransformersChatHandler(source)
     handler.load(args.device)
-    _round(handler, 1, 8, True)  # compile the grammar and warm up once
+    _round(handler, [8], True)  # compile the grammar and warm up once
     rows, data = [], []
     for streams in args.streams:
         free_rates, schema_rates, ratios = [], [], []
+        lengths: list[int] = []
         for repeat in range(args.repeats):
-            order = [False, True] if repeat % 2 == 0 else [True, False]
-            rates = {mode: _round(handler, streams, args.tokens, mode) for mode in order}
+            budget = [args.tokens] * streams
+            rates: dict[bool, float] = {}
+            if repeat % 2 == 0 or not lengths:  # schema first, then free text at its lengths
+                rates[True], lengths = _round(handler, budget, True)
+                rates[False], _ = _round(handler, lengths, False)
+            else:  # free text first, at the lengths of the last schema round
+                rates[False], _ = _round(handler, lengths, False)
+                rates[True], lengths = _round(handler, budget, True)
             free_rates.append(rates[False])
             schema_rates.append(rates[True])
             ratios.append(rates[True] / rates[False])
