@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from localinfer.errors import HandlerFailed
+from localinfer.handlers.crossing import emits_together
 from localinfer.handlers.generation.sequence import Generation
 from localinfer_llamacpp.model import GgufModel
 from localinfer_llamacpp.sampling import SamplerChain
@@ -142,9 +143,10 @@ class BatchedEngine:
                 self._waiting.extend(self._arrivals)
                 self._arrivals.clear()
             try:
-                self._admit()
-                if self._active:
-                    self._step()
+                with emits_together():  # the step's tokens reach the loop in one wakeup
+                    self._admit()
+                    if self._active:
+                        self._step()
             except Exception as exc:  # the context is in an unknown state: fail what runs
                 logger.exception("llama.cpp engine step failed")
                 for sequence in list(self._active):
