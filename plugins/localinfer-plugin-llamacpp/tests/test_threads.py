@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 
+from llamacpp_support import ask, load_handler
+from llamacpp_support import run as answer
+from localinfer_llamacpp.handler import LlamaCppChatHandler
 from localinfer_llamacpp.model import ContextSettings, thread_counts
 from localinfer_llamacpp.threads import TRIAL_EVERY, ThreadChoice
 
@@ -65,3 +69,34 @@ def test_a_change_of_load_is_followed_and_kinds_of_step_learn_apart() -> None:
     assert choice.chosen(1) == 1
     run(choice, 3000, quiet)
     assert choice.chosen(1) == 2
+
+
+class Alternating(ThreadChoice):
+    """One thread, then two, then one...: every switch the measured choice could make."""
+
+    def __init__(self) -> None:
+        super().__init__((1, 2), (1, 2))
+        self.used: list[int] = []
+
+    def for_step(self, tokens: int) -> int:
+        self.used.append(1 + len(self.used) % 2)
+        return self.used[-1]
+
+    def record(self, tokens: int, threads: int, seconds: float) -> None:
+        pass
+
+
+def test_switching_thread_counts_changes_no_token(handler: LlamaCppChatHandler, gguf: Path) -> None:
+    request = ask("Name three colours.", max_new_tokens=12)
+    fixed = answer(handler, request)[0]  # one thread throughout
+    switching = load_handler(gguf, n_threads=None)
+    try:
+        assert switching.batcher is not None
+        choice = Alternating()
+        switching.batcher.threads = choice
+        alternated = answer(switching, request)[0]
+    finally:
+        switching.close()
+    assert {1, 2} <= set(choice.used)
+    assert alternated.result.text == fixed.result.text
+    assert alternated.result.completion_tokens == fixed.result.completion_tokens
