@@ -1,11 +1,10 @@
 """How many threads each decode gets, chosen by measuring decodes as they run.
 
 ggml's threads meet at a spinning barrier after every operation of a decode, so a decode
-on every core is fastest only while nothing else wants a core: on a quiet two-core
-machine two threads decode one token about 1.7x faster than one, but when other
-processes (or the server's own event loop) take a core, the thread left waiting spins
-until its partner is scheduled again, and the same decode can take several times longer
-than on one thread. Which count wins changes with the machine's load, minute by minute.
+on every core is fastest only while nothing else wants a core (llama-server uses every
+core), but when other processes (or the server's own event loop) take a core, the thread
+left waiting spins until its partner is scheduled again: on a two-core machine at a load
+average of 15-22 one token took 1.3-6.6 s on two threads and 0.22 s on one. Which count wins changes with the machine's load, minute by minute.
 
 So the engine tries both: every decode's wall time is timed per kind of step (one token,
 a few tokens, a prompt chunk) and per thread count; each kind runs on the count with the
