@@ -10,8 +10,9 @@ requests in flight.
 
 Options (catalog entry or ``--models`` path): ``n_ctx`` (KV cells, split evenly between the
 sequences, 8192), ``parallel`` (sequences decoded together, 4), ``n_batch`` (512),
-``n_threads`` (one-token decodes: every core but one, which the server's per-token work
-needs), ``n_threads_batch`` (several sequences or a prompt: every core, or ``n_threads``),
+``n_threads`` (one-token decodes) and ``n_threads_batch`` (several sequences or a prompt;
+``n_threads`` when only that is given): unset, each decode runs on every core or every
+core but one, whichever is faster at the time (:mod:`localinfer_llamacpp.threads`),
 ``n_gpu_layers`` (all on a GPU device, none on CPU), ``chat_template``,
 ``flash_attn`` (off; ``None`` lets llama.cpp decide).
 """
