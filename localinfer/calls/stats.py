@@ -26,6 +26,7 @@ def model_stats(model: ServedModel, extra: Mapping[str, Any] | None = None) -> d
         "hangs": model.hangs,
         "hung_workers": model.hung_workers,
         "abandoned_workers": len(model.abandoned_workers),
+        "abandoned_threads": len(model.supervisor.abandoned_threads),
         "abandoned_device_memory_bytes": model.supervisor.abandoned_memory_bytes,
         "draining": model.draining,
         **(extra or {}),

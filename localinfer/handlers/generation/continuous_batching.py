@@ -8,8 +8,11 @@ thread that turns the manager's per-token outputs into each request's
 The reader thread is also the engine's watchdog: while requests wait, the manager must
 produce an output (one token of some request) every ``stall_s`` seconds. One that does
 not is stalled (a hung kernel, a deadlock in its loop): its requests fail with 503
-``engine_stalled`` and a fresh manager takes its place (the stuck loop's thread cannot
-be killed; it is stopped without waiting and left).
+``engine_stalled`` and a fresh manager takes its place. The stuck loop's thread cannot
+be killed: it is stopped without waiting and left behind, counted in the handler's
+:class:`~localinfer.handlers.base.ThreadLedger` (``max_abandoned_workers``). With no room
+left there, the engine restarts only once that thread has ended by itself; until then it
+refuses its requests (503) and the worker shows hung.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from localinfer.errors import ConfigurationError, EngineStalled, HandlerFailed
+from localinfer.handlers.base import ThreadLedger
 from localinfer.handlers.generation.batch_rows import SLOT_KEY, RowGrammars, install, rows_supported
 from localinfer.handlers.generation.sequence import Generation
 
@@ -63,8 +67,13 @@ class ContinuousBatchingEngine:
         *,
         stall_s: float = DEFAULT_STALL_S,
         restart: Callable[[], tuple[ContinuousBatchingManager, RowGrammars | None]] | None = None,
+        threads: ThreadLedger | None = None,
     ) -> None:
         self.manager = manager
+        #: where a stuck loop's thread is left (and asked whether it may be)
+        self._threads = threads if threads is not None else ThreadLedger()
+        #: a stalled manager whose thread may not be left behind: waited out, not replaced
+        self._stuck: ContinuousBatchingManager | None = None
         #: per-row grammars and logprobs (None where the batch cannot run them)
         self._rows = rows
         self._slots: dict[str, int] = {}
@@ -97,6 +106,7 @@ class ContinuousBatchingEngine:
         eos_token_ids: frozenset[int],
         context_length: int | None,
         options: Mapping[str, Any],
+        threads: ThreadLedger | None = None,
     ) -> ContinuousBatchingEngine:
         """Create the manager with per-request sampling, size its cache, start its loop."""
         import torch
@@ -146,6 +156,7 @@ class ContinuousBatchingEngine:
             rows,
             stall_s=float(options.get("engine_stall_s", DEFAULT_STALL_S)),
             restart=new_manager,
+            threads=threads,
         )
 
     def can_serve(self, generation: Generation) -> bool:
@@ -157,6 +168,9 @@ class ContinuousBatchingEngine:
 
     def submit(self, generation: Generation) -> None:
         """Queue a request with the manager and return at once."""
+        if self._stuck is not None:
+            generation.item.fail(EngineStalled(self._threads.stuck_reason or "engine stalled"))
+            return
         request = generation.request
         sampling: dict[str, Any]
         if request.temperature > 0:
@@ -240,6 +254,9 @@ class ContinuousBatchingEngine:
 
     def _read_outputs(self) -> None:
         while not self._closing.is_set():
+            if self._stuck is not None:
+                self._wait_out_stuck()
+                continue
             try:
                 output = self.manager.get_result(timeout=0.05)
                 if output is not None:
@@ -317,12 +334,49 @@ class ContinuousBatchingEngine:
             )
         with contextlib.suppress(Exception):
             stuck.stop(block=False)
-        if self._restart is not None:
-            try:
-                self.manager, self._rows = self._restart()
-            except Exception:
-                logger.exception("continuous batching: the engine could not be restarted")
+        if self._restart is not None and self._threads.may_abandon():
+            self._leave_behind(stuck)
+        elif self._restart is not None:
+            self._stuck = stuck
+            self._threads.stuck_in_place(
+                f"the continuous-batching engine stalled (no step for {self.stall_s:g} s) and "
+                "is not restarted: max_abandoned_workers threads are left behind already; it "
+                "restarts when its stuck loop returns"
+            )
+            logger.error("continuous batching: %s", self._threads.stuck_reason)
         self._last_step = time.monotonic()
+
+    def _leave_behind(self, stuck: ContinuousBatchingManager) -> None:
+        """Count the stuck loop's thread as abandoned, and start a fresh manager."""
+        reason = f"continuous-batching loop stalled (no step for {self.stall_s:g} s)"
+        self._threads.abandon("localinfer:cb-loop", reason, stuck.is_running)
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        assert self._restart is not None
+        try:
+            self.manager, self._rows = self._restart()
+        except Exception:
+            logger.exception("continuous batching: the engine could not be restarted")
+
+    def _wait_out_stuck(self) -> None:
+        """Restart once the stalled loop that could not be left behind has ended, or once
+        there is room to leave it behind (another abandoned thread returned)."""
+        stuck = self._stuck
+        if stuck is None:
+            return
+        if not stuck.is_running():
+            logger.warning("continuous batching: the stalled loop returned; restarting")
+            self._start_fresh()
+        elif self._threads.may_abandon():
+            logger.warning("continuous batching: room to leave the stalled loop; restarting")
+            self._leave_behind(stuck)
+        else:
+            self._closing.wait(0.1)
+            return
+        self._stuck = None
+        self._last_step = time.monotonic()
+        self._threads.stuck_in_place(None)
 
     def _fail_all(self, error: BaseException | None) -> None:
         with self._lock:
