@@ -16,6 +16,8 @@ def model_stats(model: ServedModel, extra: Mapping[str, Any] | None = None) -> d
     return {
         **snapshot,
         "task": task,
+        # what serves it (continuous batching or a slower fallback), as /health says
+        "engine": model.engine,
         # a chat stream's chunks are its text deltas: about one token each
         **({"tokens_per_second": snapshot["chunks_per_second"]} if task == "chat" else {}),
         "queue_depth": model.queue.depth,

@@ -193,20 +193,20 @@ class Handler:
     engine: str | None = None
     #: the other served models, set by the runtime before :meth:`load`
     context: HandlerContext = DETACHED
-    _threads: ThreadLedger | None = None
+    _thread_ledger: ThreadLedger | None = None
 
     @property
-    def threads(self) -> ThreadLedger:
+    def thread_ledger(self) -> ThreadLedger:
         """Threads of its own the handler gave up on. The runtime sets one before
         :meth:`load` that counts them against ``max_abandoned_workers``; outside the
         runtime, an unbounded one of its own."""
-        if self._threads is None:
-            self._threads = ThreadLedger()
-        return self._threads
+        if self._thread_ledger is None:
+            self._thread_ledger = ThreadLedger()
+        return self._thread_ledger
 
-    @threads.setter
-    def threads(self, ledger: ThreadLedger) -> None:
-        self._threads = ledger
+    @thread_ledger.setter
+    def thread_ledger(self, ledger: ThreadLedger) -> None:
+        self._thread_ledger = ledger
 
     def load(self, device: str) -> None:
         """Load weights onto ``device``. Called once, inside the worker thread."""

@@ -135,7 +135,7 @@ class ServedModel:
             on_state=self.on_worker_state,
             generation=generation,
             context=self.context,
-            threads=ThreadLedger(self.supervisor.may_abandon),
+            thread_ledger=ThreadLedger(self.supervisor.may_abandon),
         )
 
     def _create_handler(self, index: int, device: str) -> Handler:

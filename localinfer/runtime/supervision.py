@@ -162,7 +162,7 @@ class WorkerSupervisor:
                     changed = True
                 continue
             stuck = worker.stuck_for(now)
-            held = worker.threads.stuck_reason  # a handler's own thread, stuck in place
+            held = worker.thread_ledger.stuck_reason  # a handler's own thread, stuck in place
             if worker.state == WorkerState.READY and held:
                 self.hangs += 1
                 worker.state, worker.hung_since, worker.error = (
@@ -266,7 +266,7 @@ class WorkerSupervisor:
         for hung in list(self.pool.slots.values()):  # room again for one left in place
             if (
                 hung.state == WorkerState.HUNG
-                and not hung.threads.stuck_reason  # its handler restarts its own thread
+                and not hung.thread_ledger.stuck_reason  # its handler restarts its own thread
                 and self.abandoned_count < self.max_abandoned
             ):
                 self.on_hung(hung, hung.stuck_for(now) or 0.0)
@@ -283,7 +283,7 @@ class WorkerSupervisor:
     def abandoned_threads(self) -> list[AbandonedThread]:
         """Handlers' own threads given up on (a stalled engine's loop), still running."""
         workers = [*list(self.pool.slots.values()), *self.abandoned]
-        return [thread for worker in workers for thread in worker.threads.live()]
+        return [thread for worker in workers for thread in worker.thread_ledger.live()]
 
     @property
     def abandoned_count(self) -> int:

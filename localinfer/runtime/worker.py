@@ -96,7 +96,7 @@ class DeviceWorker:
         on_state: Callable[[DeviceWorker, str, BaseException | None], None],
         generation: int = 0,
         context: HandlerContext | None = None,
-        threads: ThreadLedger | None = None,
+        thread_ledger: ThreadLedger | None = None,
     ):
         self.model = model
         self.index = index
@@ -122,7 +122,7 @@ class DeviceWorker:
         #: what its handler serves with (``Handler.engine``), once loaded
         self.engine: str | None = None
         #: threads of its handler's own that the handler gave up on (given to the handler)
-        self.threads = threads if threads is not None else ThreadLedger()
+        self.thread_ledger = thread_ledger or ThreadLedger()
         # Jobs taken from the queue and not started yet (filled on the loop, taken by the
         # thread one batch at a time), and the jobs in the handler right now. The lock
         # makes "the thread starts a job" and "the loop takes the rest back" exclusive.
@@ -202,7 +202,7 @@ class DeviceWorker:
                 handler = self._create_handler(self.index, self.device)
                 if self._context is not None:
                     bind_context(handler, self._context)
-                handler.threads = self.threads
+                handler.thread_ledger = self.thread_ledger
                 handler.load(self.device)
                 self.device_memory_bytes = grown_since(self.memory_before_load, self.device)
                 self.load_started = None

@@ -76,11 +76,11 @@ class LeavesAThread(Echo):
     release = threading.Event()
 
     def load(self, device: str) -> None:
-        self.allowed = self.threads.may_abandon()
+        self.allowed = self.thread_ledger.may_abandon()
         if self.allowed:
             stuck = threading.Thread(target=self.release.wait, args=(30,), name="stuck-loop")
             stuck.start()
-            self.threads.abandon("stuck-loop", "stalled for the test", stuck.is_alive)
+            self.thread_ledger.abandon("stuck-loop", "stalled for the test", stuck.is_alive)
 
 
 async def test_a_handlers_abandoned_thread_is_counted_and_uses_up_the_bound() -> None:
@@ -106,12 +106,12 @@ async def test_a_handler_stuck_in_place_makes_its_worker_hung_until_it_serves_ag
         assert not model.supervisor.may_abandon()  # max_abandoned_workers=0
         handler = model.handler_refs[0]()
         assert handler is not None
-        handler.threads.stuck_in_place("engine stalled and not restarted")
+        handler.thread_ledger.stuck_in_place("engine stalled and not restarted")
         worker = model.workers[0]
         await wait_until(lambda: worker.state == WorkerState.HUNG, timeout=5)
         assert not model.ready and worker.error == "engine stalled and not restarted"
         assert model.hangs == 1 and model.hung_workers == 1
-        handler.threads.stuck_in_place(None)  # its stuck thread ended: it restarted
+        handler.thread_ledger.stuck_in_place(None)  # its stuck thread ended: it restarted
         await wait_until(lambda: worker.state == WorkerState.READY, timeout=5)
         assert model.ready and model.workers[0] is worker  # not replaced: the same worker
 

@@ -67,11 +67,11 @@ class ContinuousBatchingEngine:
         *,
         stall_s: float = DEFAULT_STALL_S,
         restart: Callable[[], tuple[ContinuousBatchingManager, RowGrammars | None]] | None = None,
-        threads: ThreadLedger | None = None,
+        ledger: ThreadLedger | None = None,
     ) -> None:
         self.manager = manager
         #: where a stuck loop's thread is left (and asked whether it may be)
-        self._threads = threads if threads is not None else ThreadLedger()
+        self._ledger = ledger if ledger is not None else ThreadLedger()
         #: a stalled manager whose thread may not be left behind: waited out, not replaced
         self._stuck: ContinuousBatchingManager | None = None
         #: per-row grammars and logprobs (None where the batch cannot run them)
@@ -106,7 +106,7 @@ class ContinuousBatchingEngine:
         eos_token_ids: frozenset[int],
         context_length: int | None,
         options: Mapping[str, Any],
-        threads: ThreadLedger | None = None,
+        ledger: ThreadLedger | None = None,
     ) -> ContinuousBatchingEngine:
         """Create the manager with per-request sampling, size its cache, start its loop."""
         import torch
@@ -156,7 +156,7 @@ class ContinuousBatchingEngine:
             rows,
             stall_s=float(options.get("engine_stall_s", DEFAULT_STALL_S)),
             restart=new_manager,
-            threads=threads,
+            ledger=ledger,
         )
 
     def can_serve(self, generation: Generation) -> bool:
@@ -169,7 +169,7 @@ class ContinuousBatchingEngine:
     def submit(self, generation: Generation) -> None:
         """Queue a request with the manager and return at once."""
         if self._stuck is not None:
-            generation.item.fail(EngineStalled(self._threads.stuck_reason or "engine stalled"))
+            generation.item.fail(EngineStalled(self._ledger.stuck_reason or "engine stalled"))
             return
         request = generation.request
         sampling: dict[str, Any]
@@ -334,22 +334,22 @@ class ContinuousBatchingEngine:
             )
         with contextlib.suppress(Exception):
             stuck.stop(block=False)
-        if self._restart is not None and self._threads.may_abandon():
+        if self._restart is not None and self._ledger.may_abandon():
             self._leave_behind(stuck)
         elif self._restart is not None:
             self._stuck = stuck
-            self._threads.stuck_in_place(
+            self._ledger.stuck_in_place(
                 f"the continuous-batching engine stalled (no step for {self.stall_s:g} s) and "
                 "is not restarted: max_abandoned_workers threads are left behind already; it "
                 "restarts when its stuck loop returns"
             )
-            logger.error("continuous batching: %s", self._threads.stuck_reason)
+            logger.error("continuous batching: %s", self._ledger.stuck_reason)
         self._last_step = time.monotonic()
 
     def _leave_behind(self, stuck: ContinuousBatchingManager) -> None:
         """Count the stuck loop's thread as abandoned, and start a fresh manager."""
         reason = f"continuous-batching loop stalled (no step for {self.stall_s:g} s)"
-        self._threads.abandon("localinfer:cb-loop", reason, stuck.is_running)
+        self._ledger.abandon("localinfer:cb-loop", reason, stuck.is_running)
         self._start_fresh()
 
     def _start_fresh(self) -> None:
@@ -368,7 +368,7 @@ class ContinuousBatchingEngine:
         if not stuck.is_running():
             logger.warning("continuous batching: the stalled loop returned; restarting")
             self._start_fresh()
-        elif self._threads.may_abandon():
+        elif self._ledger.may_abandon():
             logger.warning("continuous batching: room to leave the stalled loop; restarting")
             self._leave_behind(stuck)
         else:
@@ -376,7 +376,7 @@ class ContinuousBatchingEngine:
             return
         self._stuck = None
         self._last_step = time.monotonic()
-        self._threads.stuck_in_place(None)
+        self._ledger.stuck_in_place(None)
 
     def _fail_all(self, error: BaseException | None) -> None:
         with self._lock:

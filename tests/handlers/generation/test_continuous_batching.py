@@ -110,7 +110,7 @@ def _engine(
         sequential_attention="eager",
         stall_s=0.3,
         restart=restart,
-        threads=threads,
+        ledger=threads,
     )
 
 
