@@ -102,18 +102,26 @@ async def spoken_wav(client: Any, models: Models) -> bytes:
         timeout=120,
     )
     r.raise_for_status()
-    return r.content
+    wav: bytes = r.content
+    return wav
 
 
-async def settle(client: Any) -> tuple[bool, dict[str, Any]]:
-    """Wait (up to ``SETTLE_S``) until no model has anything queued or in flight."""
+async def settle(client: Any) -> tuple[bool, dict[str, Any], str]:
+    """Wait (up to ``SETTLE_S``) until no model has anything queued or in flight; then the
+    stats and ``/health``'s status. A server that died answers nothing: not settled."""
+    import httpx
+
     deadline = time.monotonic() + SETTLE_S
-    while True:
-        stats = (await client.get("/v1/stats")).json()["models"]
-        idle = all(s["in_flight"] == 0 and s["queue_depth"] == 0 for s in stats.values())
-        if idle or time.monotonic() > deadline:
-            return idle, stats
-        await asyncio.sleep(0.5)
+    try:
+        while True:
+            stats = (await client.get("/v1/stats")).json()["models"]
+            idle = all(s["in_flight"] == 0 and s["queue_depth"] == 0 for s in stats.values())
+            if idle or time.monotonic() > deadline:
+                return idle, stats, (await client.get("/health")).json()["status"]
+            await asyncio.sleep(0.5)
+    except httpx.HTTPError as exc:
+        log(f"[soak] the server does not answer after the load: {exc!r}")
+        return False, {}, f"unreachable ({type(exc).__name__})"
 
 
 async def drive(
@@ -154,8 +162,7 @@ async def drive(
             await traffic.aclose()
             elapsed = time.monotonic() - t0
             log(f"[soak] load over after {elapsed:.0f} s (the last answers included); settling")
-            settled, stats = await settle(control)
-            status = (await control.get("/health")).json()["status"]
+            settled, stats, status = await settle(control)
         finally:
             await traffic.aclose()
             prober.terminate()
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"[soak] wrote {DOC}")
     failed = [name for name, ok in result["analysis"]["checks"].items() if ok is False]
     if failed:
-        log(f"[soak] FAILED: {'; '.join(failed)}")
+        log(f"[soak] FAILED: {'; '.join(failed)} (server log: {RESULTS_DIR / 'logs'})")
         for kind, k in result["analysis"]["per_kind"].items():
             for example in k["examples"]:
                 log(f"  {kind}: {example}")

@@ -57,7 +57,9 @@ def probe(url: str, pid: int, t0: float) -> dict[str, list[Any]]:
             next_memory += MEMORY_EVERY_S
         if now >= next_health:
             if connection is None:
-                connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+                connection = http.client.HTTPConnection(
+                    parts.hostname or "127.0.0.1", parts.port, timeout=10
+                )
             started = time.perf_counter()
             try:
                 connection.request("GET", "/health")

@@ -74,8 +74,10 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
         ),
         "every kind of request was served": all(k["ok"] > 0 for k in per_kind.values()),
         "the load was past capacity (some requests refused)": totals["refused"] > 0,
-        "the server counted no failed request": sum(s["failed"] for s in server.values()) == 0,
+        "the server counted no failed request": bool(server)
+        and sum(s["failed"] for s in server.values()) == 0,
         f"nothing left in flight {SETTLE_S:.0f} s after the load": run["settled"],
+        "/health says ok at the end (no hung, dead or failed worker)": run["health_at_end"] == "ok",
         f"/health p99 under {HEALTH_P99_LIMIT_MS:g} ms, every probe answered": (
             bool(health_ms)
             and (percentile(health_ms, 99) or 0) < HEALTH_P99_LIMIT_MS

@@ -202,7 +202,10 @@ class Traffic:
 
     def _call(self, kind: str, rng: random.Random, after_chunks: int | None) -> Call:
         m = self.models
-        words = lambda k: " ".join(rng.choices(WORDS, k=k))  # noqa: E731
+
+        def words(k: int) -> str:
+            return " ".join(rng.choices(WORDS, k=k))
+
         if kind in ("chat", "chat (stream)"):
             body: dict[str, Any] = {
                 "model": m.chat,
@@ -306,7 +309,7 @@ def _follows_schema(body: Any) -> bool:
     """A finished answer is JSON of the schema; one cut at max_tokens is only a prefix."""
     choice = body["choices"][0]
     if choice["finish_reason"] != "stop":
-        return choice["finish_reason"] == "length"
+        return bool(choice["finish_reason"] == "length")
     value = json.loads(choice["message"]["content"])
     return (
         isinstance(value, dict)
