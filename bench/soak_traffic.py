@@ -94,7 +94,7 @@ class Tally:
 
     def problem(self, text: str) -> None:
         if len(self.examples) < 5:
-            self.examples.append(text[:300])
+            self.examples.append(text[:600])
 
 
 @dataclass
