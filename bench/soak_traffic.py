@@ -309,7 +309,7 @@ def _follows_schema(body: Any) -> bool:
     """A finished answer is JSON of the schema; one cut at max_tokens is only a prefix."""
     choice = body["choices"][0]
     if choice["finish_reason"] != "stop":
-        return bool(choice["finish_reason"] == "length")
+        return choice["finish_reason"] == "length" and _json_prefix(choice["message"]["content"])
     value = json.loads(choice["message"]["content"])
     return (
         isinstance(value, dict)
@@ -317,3 +317,19 @@ def _follows_schema(body: Any) -> bool:
         and isinstance(value["name"], str)
         and isinstance(value["age"], int)
     )
+
+
+def _json_prefix(text: str) -> bool:
+    """No control character inside a string: what a JSON grammar cut short can still be
+    checked for (a raw newline in a string is never JSON)."""
+    in_string = escaped = False
+    for char in text:
+        if in_string and not escaped and ord(char) < 0x20:
+            return False
+        if escaped:
+            escaped = False
+        elif in_string and char == "\\":
+            escaped = True
+        elif char == '"':
+            in_string = not in_string
+    return True
