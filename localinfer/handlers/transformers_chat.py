@@ -194,7 +194,7 @@ class TransformersChatHandler(Handler):
         if wanted:
             try:
                 self._engine = ContinuousBatchingEngine.start(
-                    self.model, self.eos_token_ids, self.context_length, options
+                    self.model, self.eos_token_ids, self.context_length, options, self.thread_ledger
                 )
             except Exception as exc:
                 if options.get("continuous_batching") or not slow_fallback_allowed():

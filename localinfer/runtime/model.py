@@ -30,6 +30,7 @@ from localinfer.errors import (
     QueueFull,
     ShuttingDown,
 )
+from localinfer.handlers.base import ThreadLedger
 from localinfer.runtime.definition import ModelDefinition
 from localinfer.runtime.job import Job
 from localinfer.runtime.loop import LoopHandle
@@ -134,6 +135,7 @@ class ServedModel:
             on_state=self.on_worker_state,
             generation=generation,
             context=self.context,
+            thread_ledger=ThreadLedger(self.supervisor.may_abandon),
         )
 
     def _create_handler(self, index: int, device: str) -> Handler:
@@ -395,6 +397,8 @@ class ServedModel:
             # threads stuck in a handler and replaced; they end if they ever return
             "abandoned_workers": [w.health() for w in self.supervisor.abandoned],
             "abandoned_device_memory_bytes": self.supervisor.abandoned_memory_bytes,
+            # handlers' own threads given up on (a stalled engine's loop), still running
+            "abandoned_threads": [t.health() for t in self.supervisor.abandoned_threads],
         }
 
     # -- requests ------------------------------------------------------------------------

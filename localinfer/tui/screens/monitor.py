@@ -34,6 +34,8 @@ COLUMNS = (
     ("p50", "p50"),
     ("p95", "p95"),
     ("ok/fail/cancel", "outcomes"),
+    # last: long ("transformers continuous batching x32"), it may scroll out of a narrow view
+    ("engine", "engine"),
 )
 
 
@@ -155,6 +157,7 @@ class MonitorScreen(AppScreen):
                 units.millis(s.latency_p50_ms),
                 units.millis(s.latency_p95_ms),
                 f"{s.succeeded}/{s.failed}/{s.cancelled}",
+                s.engine or units.UNKNOWN,
                 key=name,
             )
             for replica in s.replicas:  # a model on Ray Serve: one row per replica
@@ -169,6 +172,7 @@ class MonitorScreen(AppScreen):
                     units.millis(replica.latency_p50_ms),
                     units.millis(replica.latency_p95_ms),
                     f"{replica.succeeded}/{replica.failed}/{replica.cancelled}",
+                    replica.engine or "",
                     key=tag,
                 )
 
