@@ -51,6 +51,11 @@ class ReplicaSettings(BaseModel):
     )
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs each replica reserves")
     num_cpus: float = Field(default=1.0, ge=0, description="CPUs each replica reserves")
+    in_ingress: bool = Field(
+        default=False,
+        description="run the model in the HTTP ingress's own process (one hop less per "
+        "request; it scales with the ingress, its replica settings are not used)",
+    )
 
 
 class Settings(BaseSettings):

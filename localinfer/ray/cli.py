@@ -28,13 +28,12 @@ def app_config(
     args: argparse.Namespace, settings: Settings, overrides: dict[str, Any], specs: list[str]
 ) -> RayAppConfig:
     """What the replicas need from this command: its flags win over their environment."""
-    given = {key: value for key, value in overrides.items() if value is not None}
+    # the key goes by the environment (see serve_on_ray), never in Serve's arguments
+    given = {k: v for k, v in overrides.items() if v is not None and k != "api_key"}
     # the replicas may run on machines without this one's config file or environment
     given["replicas"] = {
         name: replicas.model_dump() for name, replicas in settings.replicas.items()
     }
-    if settings.api_key_value:
-        given["api_key"] = settings.api_key_value
     if args.name:
         raise ConfigurationError("--name is not supported with --ray (set a 'name' attribute)")
     return RayAppConfig(
@@ -43,6 +42,7 @@ def app_config(
         examples=bool(args.examples),
         trust_remote_code=list(args.trust_remote_code),
         settings=given,
+        api_key_required=settings.api_key is not None,
     )
 
 
@@ -78,6 +78,8 @@ def serve_on_ray(
     try:
         if args.ray == "local":
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            if settings.api_key_value:  # Ray's processes inherit this one's environment
+                os.environ["LOCALINFER_API_KEY"] = settings.api_key_value
             ray.init(
                 _node_ip_address="127.0.0.1",
                 include_dashboard=False,
