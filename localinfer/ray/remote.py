@@ -275,6 +275,7 @@ def _replica_summary(report: dict[str, Any]) -> dict[str, Any]:
     """One replica in ``/v1/stats``: its queue, work in flight, throughput and devices."""
     stats = report.get("stats", {})
     workers = report.get("workers", [])
+    used = {worker.get("device") for worker in workers}
     return {
         "replica": report.get("replica"),
         "ready": report.get("ready"),
@@ -290,7 +291,8 @@ def _replica_summary(report: dict[str, Any]) -> dict[str, Any]:
         "workers": len(workers),
         "busy_workers": sum(bool(w.get("busy")) for w in workers),
         "restarts": report.get("restarts", 0),
-        "devices": report.get("devices", {}),
+        # the node's devices that this replica's workers run on (GPUs: its own only)
+        "devices": [d for d in report.get("devices", []) if d.get("name") in used],
     }
 
 
