@@ -66,6 +66,10 @@ def _interrupt(signum: int, frame: object) -> None:
 def serve_on_ray(
     args: argparse.Namespace, settings: Settings, overrides: dict[str, Any], specs: list[str]
 ) -> int:
+    from localinfer.ray.local import loopback_environment, start_local_ray
+
+    if args.ray == "local":
+        loopback_environment()  # before Ray is imported
     try:
         import ray
         from ray import serve
@@ -77,14 +81,9 @@ def serve_on_ray(
     signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C, starting or not
     try:
         if args.ray == "local":
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             if settings.api_key_value:  # Ray's processes inherit this one's environment
                 os.environ["LOCALINFER_API_KEY"] = settings.api_key_value
-            ray.init(
-                _node_ip_address="127.0.0.1",
-                include_dashboard=False,
-                num_cpus=local_cpus(config, settings),
-            )
+            start_local_ray(num_cpus=local_cpus(config, settings))
         else:
             ray.init(address=args.ray)
         serve.start(http_options={"host": settings.host, "port": settings.port})

@@ -17,6 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from localinfer.ray.local import loopback_environment, start_local_ray
+
+loopback_environment()  # before any test module imports Ray
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = "localinfer"
 CHAT = "tiny-chat"
@@ -74,15 +78,12 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
     serve = pytest.importorskip("ray.serve")
     from localinfer.ray import build_app
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's processes inherit the environment of the one that starts the instance
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("LOCALINFER_API_KEY", API_KEY)
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(
+    start_local_ray(
         num_cpus=8,  # logical: replicas reserve a quarter each; the machine has what it has
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}},
         namespace="localinfer-tests",
         log_to_driver=False,
