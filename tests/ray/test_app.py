@@ -73,3 +73,16 @@ def test_in_ingress_models_are_named_by_their_settings() -> None:
     clash = load_settings(replicas={"b": {"in_ingress": True}})
     with pytest.raises(ConfigurationError, match="multiplexed"):
         config.in_ingress(clash)
+
+
+def test_which_models_are_called_in_one_round_trip() -> None:
+    from localinfer.ray.spec import ModelSource, answers_once
+
+    def target(spec: str) -> ModelSource:
+        return ModelSource(kind="target", spec=spec, name="m")
+
+    assert answers_once(target("tests.ray.models:Sleep"), "infer")  # a plain infer
+    assert not answers_once(target("tests.ray.models:Ticks"), "infer")  # a generator
+    catalog = ModelSource(kind="catalog", spec="all-minilm", name="all-minilm")
+    assert answers_once(catalog, "embeddings")
+    assert not answers_once(catalog, "chat")  # may stream
