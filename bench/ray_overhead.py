@@ -6,7 +6,8 @@
   plain, same repeat. Two Ray layouts: ``ray`` (Serve's proxy -> the ingress replica ->
   the model's replica: three processes) and ``ray-ingress`` (the models set
   ``in_ingress``: Serve's proxy -> the ingress replica, which runs them), the latter
-  also with Serve's throughput settings (``ray-ingress-tuned``).
+  also with Serve's throughput settings (``ray-ingress-tuned``) and with Serve's direct
+  ingress (``ray-direct``: the ingress replica answers HTTP itself, no proxy).
 - Gain: a pure-Python (GIL-bound) model on 2 replicas vs 1, on the Ray path.
 
 Each repeat starts both servers fresh, unpinned (Ray's processes need the cores), one
@@ -150,6 +151,7 @@ def one_repeat(seconds: int) -> tuple[dict[str, dict[str, Any]], dict[str, float
         ("ray", REPLICAS, {}, True),
         ("ray-ingress", IN_INGRESS, {}, False),
         ("ray-ingress-tuned", IN_INGRESS, TUNED, False),
+        ("ray-direct", IN_INGRESS, {"LOCALINFER_RAY_DIRECT_INGRESS": "1"}, False),
     )
     for name, replicas, tuning, with_spins in layouts:
         ray_env = {"LOCALINFER_REPLICAS": json.dumps(replicas), **tuning}
@@ -194,6 +196,8 @@ def summarise(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "embed_ingress_over_plain": ratio("ray-ingress/embed", "plain/embed"),
         "noop_ingress_tuned_over_plain": ratio("ray-ingress-tuned/noop", "plain/noop"),
         "embed_ingress_tuned_over_plain": ratio("ray-ingress-tuned/embed", "plain/embed"),
+        "noop_direct_over_plain": ratio("ray-direct/noop", "plain/noop"),
+        "embed_direct_over_plain": ratio("ray-direct/embed", "plain/embed"),
         "rps": {key: median(r[key]["rps"] for r in repeats) for key in repeats[0]},
         "p50_ms": {key: median(r[key]["p50_ms"] for r in repeats) for key in repeats[0]},
     }
@@ -210,7 +214,9 @@ def report(summary: dict[str, Any]) -> str:
         f"{fmt(summary['noop_ingress_over_plain'], 2)}, "
         f"{fmt(summary['embed_ingress_over_plain'], 2)} (with Serve's throughput settings: "
         f"{fmt(summary['noop_ingress_tuned_over_plain'], 2)}, "
-        f"{fmt(summary['embed_ingress_tuned_over_plain'], 2)}); GIL-bound model, 2 "
+        f"{fmt(summary['embed_ingress_tuned_over_plain'], 2)}; with direct ingress: "
+        f"{fmt(summary['noop_direct_over_plain'], 2)}, "
+        f"{fmt(summary['embed_direct_over_plain'], 2)}); GIL-bound model, 2 "
         f"replicas / 1 at {SPIN_CLIENTS} clients: {fmt(summary['spin_two_over_one'], 2)}"
     )
     return f"{table}\n\n{ratios}\n"

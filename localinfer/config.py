@@ -154,6 +154,11 @@ class Settings(BaseSettings):
         description="per model on Ray Serve (name, or '*' for every model): replicas, "
         "autoscaling and resources; see docs/scale-out.md",
     )
+    ray_direct_ingress: bool = Field(
+        False,
+        description="with --ray on a local instance: the ingress replica answers HTTP on "
+        "--port itself (Serve's direct ingress), without the proxy's hop; one ingress replica",
+    )
     loop: Literal["asyncio", "trio"] = Field("asyncio", description="event loop implementation")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -66,10 +66,23 @@ def _interrupt(signum: int, frame: object) -> None:
 def serve_on_ray(
     args: argparse.Namespace, settings: Settings, overrides: dict[str, Any], specs: list[str]
 ) -> int:
-    from localinfer.ray.local import loopback_environment, start_local_ray
+    from localinfer.ray.local import (
+        direct_ingress_environment,
+        free_loopback_port,
+        loopback_environment,
+        start_local_ray,
+    )
 
+    if settings.ray_direct_ingress and args.ray != "local":
+        raise ConfigurationError(
+            "ray_direct_ingress is for a local instance (--ray without an address); on a "
+            "cluster set RAY_SERVE_ENABLE_DIRECT_INGRESS=1 on the nodes and put a load "
+            "balancer over the ingress replicas' ports (docs/scale-out.md)"
+        )
     if args.ray == "local":
         loopback_environment()  # before Ray is imported
+        if settings.ray_direct_ingress:
+            os.environ.update(direct_ingress_environment(settings.port))
     try:
         import ray
         from ray import serve
@@ -86,7 +99,10 @@ def serve_on_ray(
             start_local_ray(num_cpus=local_cpus(config, settings))
         else:
             ray.init(address=args.ray)
-        serve.start(http_options={"host": settings.host, "port": settings.port})
+        # with direct ingress the ingress replica takes --port (on --host: the same
+        # options), and Serve's proxy, which it bypasses, another port
+        port = free_loopback_port() if settings.ray_direct_ingress else settings.port
+        serve.start(http_options={"host": settings.host, "port": port})
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
         logger.info(
             "localinfer on Ray Serve at http://%s:%d (Ctrl-C stops it)",

@@ -86,3 +86,18 @@ def test_which_models_are_called_in_one_round_trip() -> None:
     catalog = ModelSource(kind="catalog", spec="all-minilm", name="all-minilm")
     assert answers_once(catalog, "embeddings")
     assert not answers_once(catalog, "chat")  # may stream
+
+
+def test_direct_ingress_takes_the_server_port() -> None:
+    from localinfer.ray.local import direct_ingress_environment
+
+    env = direct_ingress_environment(8000)
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    # Serve allocates from range(MIN, MAX): exactly the one port
+    low, high = (
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"],
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"],
+    )
+    assert list(range(int(low), int(high))) == [8000]
+    with pytest.raises(ConfigurationError):
+        direct_ingress_environment(0)
