@@ -3,6 +3,9 @@
 Without an address a local Ray instance starts on loopback (no dashboard): nothing
 leaves the machine. With one (``auto``, ``ray://head:10001``) the application goes to
 that cluster, whose nodes must have localinfer (and the models' packages) installed.
+The API key never goes into Serve's application arguments (Serve shows them): a local
+instance's processes inherit it as ``LOCALINFER_API_KEY``; a cluster's nodes must have it
+in their environment.
 """
 
 from __future__ import annotations
