@@ -48,9 +48,12 @@ EMBED_BODY = {"model": "all-minilm", "input": "The quick brown fox jumps over th
 SPIN_CLIENTS = 4
 UNPINNED = Pinning(None, None)
 
-#: on the Ray path: every replica reserves a tenth of a CPU (all fit on 2 cores)
+#: on the Ray path: every replica reserves a tenth of a CPU (all fit on 2 cores), but
+#: all-MiniLM two: Ray sets a replica's OMP_NUM_THREADS to floor(num_cpus), at least 1,
+#: and plain ``localinfer serve`` runs torch on both cores
 REPLICAS = {
     "*": {"num_cpus": 0.1, "max_ongoing_requests": 256, "max_queued_requests": -1},
+    "all-minilm": {"num_cpus": 2, "max_ongoing_requests": 256, "max_queued_requests": -1},
     "spin2": {
         "num_cpus": 0.1,
         "min_replicas": 2,
@@ -63,7 +66,7 @@ REPLICAS = {
 IN_INGRESS = {
     "*": REPLICAS["*"],
     "noop": {"in_ingress": True, "num_cpus": 0},
-    "all-minilm": {"in_ingress": True, "num_cpus": 0},
+    "all-minilm": {"in_ingress": True, "num_cpus": 2},  # the ingress: 2.5, 2 threads
 }
 ENV = {"LOCALINFER_EMBEDDING_CACHE_SIZE": "0", "LOCALINFER_MAX_QUEUE": "4096"}
 #: Serve's own throughput settings (part of RAY_SERVE_THROUGHPUT_OPTIMIZED, without its
