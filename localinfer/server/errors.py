@@ -33,6 +33,7 @@ STATUS: list[tuple[type[e.LocalInferError], int, str]] = [
     (e.ResourceExhausted, 503, "service_unavailable"),
     (e.TooManyConnections, 503, "service_unavailable"),
     (e.RequestTimeout, 504, "timeout_error"),
+    (e.NotSupportedHere, 501, "invalid_request_error"),
     (e.LocalInferError, 500, "server_error"),
 ]
 

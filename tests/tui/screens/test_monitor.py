@@ -4,7 +4,7 @@ each model's counters, their sparklines moving."""
 from __future__ import annotations
 
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Label
 
 from localinfer.client import Client
 from localinfer.tui.screens.monitor import MonitorScreen
@@ -57,10 +57,14 @@ async def test_a_model_on_ray_serve_shows_a_row_per_replica(chat_client: Client)
     from localinfer.client.results import Stats, statistics_from
 
     replica = {"queue_depth": 2, "in_flight": 3, "requests_per_second": 4.0, "succeeded": 5}
+    gpu = {"name": "cuda:0", "kind": "cuda", "memory_used_bytes": 3 << 30}
     raw = {
         "task": "chat",
         "succeeded": 9,
-        "replicas": [{**replica, "replica": "a1"}, {**replica, "replica": "b2"}],
+        "replicas": [
+            {**replica, "replica": "a1", "devices": [gpu]},
+            {**replica, "replica": "b2", "devices": [{**gpu, "memory_used_bytes": 5 << 30}]},
+        ],
     }
     app = app_for(chat_client, poll_interval_s=60)  # one poll, then the sample below
     async with app.run_test(size=SIZE) as pilot:
@@ -75,3 +79,7 @@ async def test_a_model_on_ray_serve_shows_a_row_per_replica(chat_client: Client)
         row = table.get_row("llm · b2")
         assert (str(row[1]), str(row[2]), str(row[3])) == ("replica", "2", "3")
         assert str(row[-2]).startswith("5/")
+        # each replica's device, on its own row, with its own memory
+        rows = {row.device_name: row for row in screen.query(DeviceRow)}
+        assert {"llm · a1 · cuda:0", "llm · b2 · cuda:0"} <= rows.keys()
+        assert str(rows["llm · b2 · cuda:0"].query_one("#mem", Label).render()) == "5.4 GB"
