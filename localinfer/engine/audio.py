@@ -7,11 +7,18 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Literal, overload
+from typing import Literal, Unpack, overload
 
 import anyio
 import numpy as np
 
+from localinfer.calls.options import (
+    DEFAULT_SAMPLE_RATE,
+    DEFAULT_SPEECH_FORMAT,
+    SpeechOptions,
+    TranscribeOptions,
+    check_options,
+)
 from localinfer.client.audio import AudioInput
 from localinfer.client.results import (
     Speech,
@@ -41,49 +48,30 @@ class AudioCalls(EngineBase):
         self,
         audio: AudioInput,
         *,
-        model: str | None = ...,
-        language: str | None = ...,
-        prompt: str | None = ...,
-        temperature: float = ...,
-        translate: bool = ...,
-        sample_rate: int = ...,
         stream: Literal[False] = ...,
+        **options: Unpack[TranscribeOptions],
     ) -> Awaitable[Transcription]: ...
     @overload
     def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        model: str | None = ...,
-        language: str | None = ...,
-        prompt: str | None = ...,
-        temperature: float = ...,
-        translate: bool = ...,
-        sample_rate: int = ...,
-        stream: Literal[True],
+        self, audio: AudioInput, *, stream: Literal[True], **options: Unpack[TranscribeOptions]
     ) -> TranscriptStream: ...
     def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        model: str | None = None,
-        language: str | None = None,
-        prompt: str | None = None,
-        temperature: float = 0.0,
-        translate: bool = False,
-        sample_rate: int = 16_000,
-        stream: bool = False,
+        self, audio: AudioInput, *, stream: bool = False, **options: Unpack[TranscribeOptions]
     ) -> Awaitable[Transcription] | TranscriptStream:
         """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
         ``stream=True`` for the text as segments are decoded."""
+        check_options(options, TranscribeOptions, "transcribe")
+        model = options.get("model")
+        temperature = options.get("temperature")
 
         async def request() -> TranscriptionRequest:
+            sample_rate = options.get("sample_rate", DEFAULT_SAMPLE_RATE)
             return TranscriptionRequest(
                 audio=await self._samples(audio, sample_rate),
-                task="translate" if translate else "transcribe",
-                language=language,
-                prompt=prompt,
-                temperature=temperature,
+                task="translate" if options.get("translate") else "transcribe",
+                language=options.get("language"),
+                prompt=options.get("prompt"),
+                temperature=0.0 if temperature is None else temperature,
                 stream=stream,
             )
 
@@ -122,43 +110,27 @@ class AudioCalls(EngineBase):
 
     @overload
     def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = ...,
-        voice: str | None = ...,
-        response_format: str = ...,
-        speed: float = ...,
-        stream: Literal[False] = ...,
+        self, text: str, *, stream: Literal[False] = ..., **options: Unpack[SpeechOptions]
     ) -> Awaitable[Speech]: ...
     @overload
     def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = ...,
-        voice: str | None = ...,
-        response_format: str = ...,
-        speed: float = ...,
-        stream: Literal[True],
+        self, text: str, *, stream: Literal[True], **options: Unpack[SpeechOptions]
     ) -> AsyncIterator[bytes]: ...
     def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = None,
-        voice: str | None = None,
-        response_format: str = "wav",
-        speed: float = 1.0,
-        stream: bool = False,
+        self, text: str, *, stream: bool = False, **options: Unpack[SpeechOptions]
     ) -> Awaitable[Speech] | AsyncIterator[bytes]:
         """Text to speech: the audio file (which plays in a notebook), or with
         ``stream=True`` its bytes as they are made (a sentence at a time)."""
         from localinfer.handlers.speech_formats import check_format
 
+        check_options(options, SpeechOptions, "speech")
+        response_format = options.get("response_format", DEFAULT_SPEECH_FORMAT)
         check_format(response_format)
-        request = SpeechRequest(text=text, voice=voice, speed=speed)
-        chunks = self._speech_stream(model, request, response_format)
+        speed = options.get("speed")
+        request = SpeechRequest(
+            text=text, voice=options.get("voice"), speed=1.0 if speed is None else speed
+        )
+        chunks = self._speech_stream(options.get("model"), request, response_format)
         if stream:
             return chunks
         return self._speech(chunks, response_format)

@@ -13,7 +13,12 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 import numpy as np
 from pydantic import BaseModel
 
-from localinfer.calls.options import ChatOptions, check_options
+from localinfer.calls.options import (
+    ChatOptions,
+    EmbedOptions,
+    RerankOptions,
+    check_options,
+)
 from localinfer.client.messages import Messages, as_texts, chat_messages
 from localinfer.client.results import (
     ChatResult,
@@ -206,12 +211,13 @@ class Engine(AudioCalls):
     # -- embeddings and audio ------------------------------------------------------------
 
     async def embed(
-        self, texts: str | Sequence[str], *, model: str | None = None, dimensions: int | None = None
+        self, texts: str | Sequence[str], **options: Unpack[EmbedOptions]
     ) -> Embeddings:
         """One normalised vector per text (``result.similarity()`` compares them)."""
+        check_options(options, EmbedOptions, "embed")
         listed = as_texts(texts)
-        request = self.calls.embedding(listed, dimensions)
-        served = self._model(model, EMBEDDINGS)
+        request = self.calls.embedding(listed, options.get("dimensions"))
+        served = self._model(options.get("model"), EMBEDDINGS)
         _, value, _ = await self._run(served, request)
         assert isinstance(value, EmbeddingResult)
         return Embeddings(
@@ -222,17 +228,13 @@ class Engine(AudioCalls):
         )
 
     async def rerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        model: str | None = None,
-        top_n: int | None = None,
-        return_documents: bool = False,
+        self, query: str, documents: Sequence[str], **options: Unpack[RerankOptions]
     ) -> Reranking:
         """``documents`` best first by relevance to ``query`` (a reranker, or an embeddings
         model's cosine similarity); the same limits and 400s as ``/v1/rerank``."""
+        check_options(options, RerankOptions, "rerank")
         listed = list(documents)
+        top_n = options.get("top_n")
         check_rerank(
             query,
             listed,
@@ -240,13 +242,14 @@ class Engine(AudioCalls):
             max_documents=self.settings.max_rerank_documents,
             max_chars=self.settings.max_input_chars,
         )
-        served = self._reranker(model)
+        served = self._reranker(options.get("model"))
         request = RerankRequest(query, tuple(listed))
         _, value, _ = await self._run(served, rerank_payload(served.definition.task, request))
         result = rerank_result(request, value)
+        keep_text = options.get("return_documents", False)
         return Reranking(
             tuple(
-                RankedDocument(i, result.scores[i], listed[i] if return_documents else None)
+                RankedDocument(i, result.scores[i], listed[i] if keep_text else None)
                 for i in ranked(result.scores, top_n)
             ),
             model=served.name,
