@@ -11,27 +11,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Unpack
 
 import anyio
 
 from localinfer.errors import ModelNotReady, QueueFull, ShuttingDown
 from localinfer.runtime.definition import ModelDefinition
 from localinfer.runtime.job import Job
-from localinfer.runtime.loop import LoopHandle
-from localinfer.runtime.pool import MAX_WORKERS, ModelPool
+from localinfer.runtime.pool import MAX_WORKERS, ModelPool, PoolOptions
 from localinfer.runtime.scheduler import retry_after_seconds
 from localinfer.runtime.stats import ModelStats
-from localinfer.runtime.supervision import (
-    DEFAULT_HANG_GRACE_S,
-    DEFAULT_LOAD_TIMEOUT_S,
-    DEFAULT_MAX_ABANDONED,
-)
 from localinfer.runtime.worker import DeviceWorker, WorkerState
-
-if TYPE_CHECKING:
-    from localinfer.handlers.base import HandlerContext
 
 logger = logging.getLogger(__name__)
 
@@ -42,26 +32,8 @@ class ServedModel(ModelPool):
     """A running model: its pool, taking jobs, draining and health. Every method runs on
     the event loop."""
 
-    def __init__(
-        self,
-        definition: ModelDefinition,
-        *,
-        loop: LoopHandle,
-        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
-        context: HandlerContext | None = None,
-        hang_grace_s: float = DEFAULT_HANG_GRACE_S,
-        max_abandoned: int = DEFAULT_MAX_ABANDONED,
-        load_timeout_s: float | None = DEFAULT_LOAD_TIMEOUT_S,
-    ):
-        super().__init__(
-            definition,
-            loop=loop,
-            spawn=spawn,
-            context=context,
-            hang_grace_s=hang_grace_s,
-            max_abandoned=max_abandoned,
-            load_timeout_s=load_timeout_s,
-        )
+    def __init__(self, definition: ModelDefinition, **options: Unpack[PoolOptions]):
+        super().__init__(definition, **options)
         self.stats = ModelStats()
         #: jobs submitted and not answered yet: none is left unanswered at shutdown
         self._live: set[Job] = set()

@@ -15,7 +15,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
 
 import anyio
 
@@ -40,36 +40,39 @@ logger = logging.getLogger(__name__)
 MAX_WORKERS = 64
 
 
+class PoolOptions(TypedDict, total=False):
+    """How a model's workers run and are watched (the registry passes them)."""
+
+    #: the event loop the workers report to
+    loop: Required[LoopHandle]
+    #: starts a task on that loop (the watchdog, restarts, the drain deadline)
+    spawn: Required[Callable[[Callable[[], Coroutine[Any, Any, None]]], None]]
+    context: HandlerContext | None
+    hang_grace_s: float
+    max_abandoned: int
+    load_timeout_s: float | None
+
+
 class ModelPool:
     """A model's workers, by index. Every method runs on the event loop."""
 
-    def __init__(
-        self,
-        definition: ModelDefinition,
-        *,
-        loop: LoopHandle,
-        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
-        context: HandlerContext | None = None,
-        hang_grace_s: float = DEFAULT_HANG_GRACE_S,
-        max_abandoned: int = DEFAULT_MAX_ABANDONED,
-        load_timeout_s: float | None = DEFAULT_LOAD_TIMEOUT_S,
-    ):
+    def __init__(self, definition: ModelDefinition, **options: Unpack[PoolOptions]):
         if definition.worker_count < 1:
             raise ValueError("a model needs at least one worker")
         self.definition = definition
         self.name = definition.name
         self.queue = JobQueue(definition.name, definition.max_queue)
-        self.context = context
+        self.context = options.get("context")
         self._workers: dict[int, DeviceWorker] = {}
+        self._loop = options["loop"]
+        self._spawn = options["spawn"]
         self.supervisor = WorkerSupervisor(
             self,
-            spawn=spawn,
-            hang_grace_s=hang_grace_s,
-            max_abandoned=max_abandoned,
-            load_timeout_s=load_timeout_s,
+            spawn=self._spawn,
+            hang_grace_s=options.get("hang_grace_s", DEFAULT_HANG_GRACE_S),
+            max_abandoned=options.get("max_abandoned", DEFAULT_MAX_ABANDONED),
+            load_timeout_s=options.get("load_timeout_s", DEFAULT_LOAD_TIMEOUT_S),
         )
-        self._loop = loop
-        self._spawn = spawn
         #: draining: no worker is restarted or started any more
         self._closing = False
         #: the watchdog's loop ends once this is set
