@@ -9,7 +9,7 @@ can use it without loading it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypedDict
+from typing import TypedDict, cast
 
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 1.0
@@ -35,6 +35,27 @@ class ChatOptions(TypedDict, total=False):
     seed: int | None
     #: a system message put first
     system: str | None
+
+
+class ToolOptions(TypedDict, total=False):
+    """The tools a chat reply may call."""
+
+    #: pydantic classes or OpenAI tool dicts; the result's ``tool_calls`` are typed
+    tools: Sequence[object] | None
+    #: ``auto`` (the default), ``none``, ``required`` or a tool's name
+    tool_choice: str | None
+    #: several calls in one reply (default: allowed)
+    parallel_tool_calls: bool | None
+
+
+class ChatCallOptions(ChatOptions, ToolOptions, total=False):
+    """What ``chat(messages, model=, stream=, response_format=, **options)`` takes as
+    ``options`` on every face: sampling and tools."""
+
+
+def sampling(options: ChatCallOptions) -> ChatOptions:
+    """The sampling part of a chat call's options (what the call layer builds requests from)."""
+    return cast(ChatOptions, {k: v for k, v in options.items() if k in ChatOptions.__annotations__})
 
 
 class EmbedOptions(TypedDict, total=False):
@@ -96,7 +117,7 @@ def check_options(
     known = declared.__annotations__
     unknown = sorted(set(options) - set(known))
     if unknown:
-        hint = " (other request fields: extra_body)" if declared is ChatOptions else ""
+        hint = " (other request fields: extra_body)" if call == "chat" else ""
         raise TypeError(
             f"{call}() got unexpected keyword arguments {', '.join(unknown)}; its options "
             f"are {', '.join(known)}{hint}"

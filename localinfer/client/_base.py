@@ -20,6 +20,7 @@ import httpx
 from localinfer.calls.options import (
     DEFAULT_SAMPLE_RATE,
     DEFAULT_SPEECH_FORMAT,
+    ChatCallOptions,
     ChatOptions,
     EmbedOptions,
     RerankOptions,
@@ -120,9 +121,7 @@ class BaseClient:
     @staticmethod
     def _structured(
         response_format: object,
-        tools: Sequence[object] | None,
-        tool_choice: str | None,
-        parallel_tool_calls: bool | None,
+        options: ChatCallOptions,
         extra_body: Mapping[str, object] | None,
     ) -> dict[str, object]:
         """The structured-output and tool fields, beside the caller's ``extra_body``
@@ -130,12 +129,12 @@ class BaseClient:
         fields: dict[str, object] = dict(extra_body or {})
         if response_format is not None:
             fields["response_format"] = response_format
+        tools = options.get("tools")
         if tools:
             fields["tools"] = list(tools)
-        if tool_choice is not None:
-            fields["tool_choice"] = tool_choice
-        if parallel_tool_calls is not None:
-            fields["parallel_tool_calls"] = parallel_tool_calls
+        for name in ("tool_choice", "parallel_tool_calls"):
+            if options.get(name) is not None:
+                fields[name] = options.get(name)
         return fields
 
     def _chat_flow(self, body: Flow[dict[str, object]]) -> Flow[ChatResult]:

@@ -10,10 +10,10 @@ a :class:`ChatStream` of text deltas. Errors are the server's own classes
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from typing import Any, Literal, TypeVar, Unpack, overload
 
-from localinfer.calls.options import ChatOptions, check_options
+from localinfer.calls.options import ChatCallOptions, check_options
 from localinfer.client import _core as core
 from localinfer.client._base import (
     DownloadFollower,
@@ -64,11 +64,8 @@ class Client(AsyncMedia):
         response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[M]: ...
     @overload
     def chat(
@@ -78,11 +75,8 @@ class Client(AsyncMedia):
         model: str | None = ...,
         stream: Literal[False] = ...,
         response_format: Mapping[str, object] | None = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[ChatResult]: ...
     @overload
     def chat(
@@ -92,11 +86,8 @@ class Client(AsyncMedia):
         model: str | None = ...,
         stream: Literal[True],
         response_format: object = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> ChatStream: ...
     def chat(
         self,
@@ -105,11 +96,8 @@ class Client(AsyncMedia):
         model: str | None = None,
         stream: bool = False,
         response_format: object = None,
-        tools: Sequence[object] | None = None,
-        tool_choice: str | None = None,
-        parallel_tool_calls: bool | None = None,
         extra_body: Mapping[str, object] | None = None,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
         """A reply to a prompt or to messages; ``stream=True`` for its text as it comes.
 
@@ -120,10 +108,8 @@ class Client(AsyncMedia):
         the server serves a single chat model; ``extra_body`` fields go into the request
         body as they are.
         """
-        check_options(options)
-        extra = self._structured(
-            response_format, tools, tool_choice, parallel_tool_calls, extra_body
-        )
+        check_options(options, ChatCallOptions)
+        extra = self._structured(response_format, options, extra_body)
         body = self._chat_body(messages, model, stream, options, extra)
         if stream:
             return ChatStream(self._chat_stream(body))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
-from typing import Literal, Unpack, overload
+from typing import Unpack
 
 from anyio import to_thread
 
@@ -16,13 +16,13 @@ from localinfer.calls.options import (
     check_options,
 )
 from localinfer.client._base import Flow, TranscriptReader
+from localinfer.client.async_audio import AsyncAudio
 from localinfer.client.async_sender import AsyncSender
 from localinfer.client.audio import AudioInput, audio_upload
 from localinfer.client.results import Embeddings, Reranking, Speech, Transcription
-from localinfer.client.streams import TranscriptStream
 
 
-class AsyncMedia(AsyncSender):
+class AsyncMedia(AsyncSender, AsyncAudio):
     """Vectors, rankings, transcripts and speech, with ``await``."""
 
     async def embed(
@@ -39,28 +39,6 @@ class AsyncMedia(AsyncSender):
         model's cosine similarity)."""
         check_options(options, RerankOptions, "rerank")
         return await self._run(self._rerank_flow(query, documents, options))
-
-    @overload
-    def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        stream: Literal[False] = ...,
-        **options: Unpack[TranscribeOptions],
-    ) -> Awaitable[Transcription]: ...
-    @overload
-    def transcribe(
-        self, audio: AudioInput, *, stream: Literal[True], **options: Unpack[TranscribeOptions]
-    ) -> TranscriptStream: ...
-    def transcribe(
-        self, audio: AudioInput, *, stream: bool = False, **options: Unpack[TranscribeOptions]
-    ) -> Awaitable[Transcription] | TranscriptStream:
-        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
-        ``stream=True`` for the text as segments are decoded."""
-        check_options(options, TranscribeOptions, "transcribe")
-        if stream:
-            return TranscriptStream(self._transcript_stream(audio, options))
-        return self._transcribe(audio, options)
 
     async def _upload(
         self, audio: AudioInput, options: TranscribeOptions
@@ -85,20 +63,9 @@ class AsyncMedia(AsyncSender):
                 if delta := reader.feed_line(line):
                     yield delta
 
-    @overload
-    def speech(
-        self, text: str, *, stream: Literal[False] = ..., **options: Unpack[SpeechOptions]
-    ) -> Awaitable[Speech]: ...
-    @overload
-    def speech(
-        self, text: str, *, stream: Literal[True], **options: Unpack[SpeechOptions]
-    ) -> AsyncIterator[bytes]: ...
-    def speech(
-        self, text: str, *, stream: bool = False, **options: Unpack[SpeechOptions]
+    def _speech(
+        self, text: str, stream: bool, options: SpeechOptions
     ) -> Awaitable[Speech] | AsyncIterator[bytes]:
-        """Text to speech: the audio file (which plays in a notebook), or with
-        ``stream=True`` its bytes as they are made (a sentence at a time)."""
-        check_options(options, SpeechOptions, "speech")
         body = self._speech_body(text, options)
         if stream:
             return self._speech_stream(body)

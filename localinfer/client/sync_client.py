@@ -8,10 +8,10 @@ Same methods, same results, same errors: every decision lives in
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any, Literal, TypeVar, Unpack, overload
 
-from localinfer.calls.options import ChatOptions, check_options
+from localinfer.calls.options import ChatCallOptions, check_options
 from localinfer.client import _core as core
 from localinfer.client._base import (
     DownloadFollower,
@@ -61,11 +61,8 @@ class SyncClient(SyncMedia):
         response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> M: ...
     @overload
     def chat(
@@ -75,11 +72,8 @@ class SyncClient(SyncMedia):
         model: str | None = ...,
         stream: Literal[False] = ...,
         response_format: Mapping[str, object] | None = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> ChatResult: ...
     @overload
     def chat(
@@ -89,11 +83,8 @@ class SyncClient(SyncMedia):
         model: str | None = ...,
         stream: Literal[True],
         response_format: object = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> SyncChatStream: ...
     def chat(
         self,
@@ -102,11 +93,8 @@ class SyncClient(SyncMedia):
         model: str | None = None,
         stream: bool = False,
         response_format: object = None,
-        tools: Sequence[object] | None = None,
-        tool_choice: str | None = None,
-        parallel_tool_calls: bool | None = None,
         extra_body: Mapping[str, object] | None = None,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> ChatResult | SyncChatStream | Any:
         """A reply to a prompt or to messages; ``stream=True`` for its text as it comes.
 
@@ -117,10 +105,8 @@ class SyncClient(SyncMedia):
         the server serves a single chat model; ``extra_body`` fields go into the request
         body as they are.
         """
-        check_options(options)
-        extra = self._structured(
-            response_format, tools, tool_choice, parallel_tool_calls, extra_body
-        )
+        check_options(options, ChatCallOptions)
+        extra = self._structured(response_format, options, extra_body)
         body = self._chat_body(messages, model, stream, options, extra)
         if stream:  # the model is chosen now, not at the first read
             return SyncChatStream(self._chat_stream(self._run(body)))

@@ -5,9 +5,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Literal, Unpack, overload
 
 import anyio
 import numpy as np
@@ -17,15 +16,14 @@ from localinfer.calls.options import (
     DEFAULT_SPEECH_FORMAT,
     SpeechOptions,
     TranscribeOptions,
-    check_options,
 )
+from localinfer.client.async_audio import AsyncAudio
 from localinfer.client.audio import AudioInput
 from localinfer.client.results import (
     Speech,
     Transcription,
     TranscriptSegment,
 )
-from localinfer.client.streams import TranscriptStream
 from localinfer.engine.base import EngineBase
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.tasks import (
@@ -40,52 +38,27 @@ from localinfer.handlers.tasks import (
 from localinfer.runtime.job import Chunk, Done
 
 
-class AudioCalls(EngineBase):
+class AudioCalls(EngineBase, AsyncAudio):
     """Speech to text and text to speech, in process."""
 
-    @overload
-    def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        stream: Literal[False] = ...,
-        **options: Unpack[TranscribeOptions],
-    ) -> Awaitable[Transcription]: ...
-    @overload
-    def transcribe(
-        self, audio: AudioInput, *, stream: Literal[True], **options: Unpack[TranscribeOptions]
-    ) -> TranscriptStream: ...
-    def transcribe(
-        self, audio: AudioInput, *, stream: bool = False, **options: Unpack[TranscribeOptions]
-    ) -> Awaitable[Transcription] | TranscriptStream:
-        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
-        ``stream=True`` for the text as segments are decoded."""
-        check_options(options, TranscribeOptions, "transcribe")
-        model = options.get("model")
+    async def _request(
+        self, audio: AudioInput, options: TranscribeOptions, stream: bool
+    ) -> TranscriptionRequest:
         temperature = options.get("temperature")
+        return TranscriptionRequest(
+            audio=await self._samples(audio, options.get("sample_rate", DEFAULT_SAMPLE_RATE)),
+            task="translate" if options.get("translate") else "transcribe",
+            language=options.get("language"),
+            prompt=options.get("prompt"),
+            temperature=0.0 if temperature is None else temperature,
+            stream=stream,
+        )
 
-        async def request() -> TranscriptionRequest:
-            sample_rate = options.get("sample_rate", DEFAULT_SAMPLE_RATE)
-            return TranscriptionRequest(
-                audio=await self._samples(audio, sample_rate),
-                task="translate" if options.get("translate") else "transcribe",
-                language=options.get("language"),
-                prompt=options.get("prompt"),
-                temperature=0.0 if temperature is None else temperature,
-                stream=stream,
-            )
-
-        if stream:
-            return TranscriptStream(self._transcript_stream(model, request))
-        return self._transcribe(model, request)
-
-    async def _transcribe(
-        self, name: str | None, request: Callable[[], Awaitable[TranscriptionRequest]]
-    ) -> Transcription:
+    async def _transcribe(self, audio: AudioInput, options: TranscribeOptions) -> Transcription:
         from localinfer.handlers.subtitles import language_name
 
-        served = self._model(name, TRANSCRIPTION)
-        _, value, _ = await self._run(served, await request())
+        served = self._model(options.get("model"), TRANSCRIPTION)
+        _, value, _ = await self._run(served, await self._request(audio, options, False))
         assert isinstance(value, TranscriptionResult)
         return Transcription(
             text=value.text,
@@ -96,10 +69,11 @@ class AudioCalls(EngineBase):
         )
 
     async def _transcript_stream(
-        self, name: str | None, request: Callable[[], Awaitable[TranscriptionRequest]]
+        self, audio: AudioInput, options: TranscribeOptions
     ) -> AsyncGenerator[str, None]:
-        served = self._model(name, TRANSCRIPTION)
-        async with aclosing(self._events(served.submit(await request()))) as events:
+        served = self._model(options.get("model"), TRANSCRIPTION)
+        job = served.submit(await self._request(audio, options, True))
+        async with aclosing(self._events(job)) as events:
             async for event in events:
                 if (
                     isinstance(event, Chunk)
@@ -108,38 +82,29 @@ class AudioCalls(EngineBase):
                 ):
                     yield event.value.text
 
-    @overload
-    def speech(
-        self, text: str, *, stream: Literal[False] = ..., **options: Unpack[SpeechOptions]
-    ) -> Awaitable[Speech]: ...
-    @overload
-    def speech(
-        self, text: str, *, stream: Literal[True], **options: Unpack[SpeechOptions]
-    ) -> AsyncIterator[bytes]: ...
-    def speech(
-        self, text: str, *, stream: bool = False, **options: Unpack[SpeechOptions]
+    def _speech(
+        self, text: str, stream: bool, options: SpeechOptions
     ) -> Awaitable[Speech] | AsyncIterator[bytes]:
-        """Text to speech: the audio file (which plays in a notebook), or with
-        ``stream=True`` its bytes as they are made (a sentence at a time)."""
         from localinfer.handlers.speech_formats import check_format
 
-        check_options(options, SpeechOptions, "speech")
         response_format = options.get("response_format", DEFAULT_SPEECH_FORMAT)
         check_format(response_format)
         speed = options.get("speed")
         request = SpeechRequest(
             text=text, voice=options.get("voice"), speed=1.0 if speed is None else speed
         )
-        chunks = self._speech_stream(options.get("model"), request, response_format)
+        chunks = self._speech_chunks(options.get("model"), request, response_format)
         if stream:
             return chunks
-        return self._speech(chunks, response_format)
+        return self._speech_file(chunks, response_format)
 
-    async def _speech(self, chunks: AsyncGenerator[bytes, None], response_format: str) -> Speech:
+    async def _speech_file(
+        self, chunks: AsyncGenerator[bytes, None], response_format: str
+    ) -> Speech:
         async with aclosing(chunks):
             return Speech(b"".join([chunk async for chunk in chunks]), response_format)
 
-    async def _speech_stream(
+    async def _speech_chunks(
         self, name: str | None, request: SpeechRequest, response_format: str
     ) -> AsyncGenerator[bytes, None]:
         from localinfer.handlers.speech_formats import encode

@@ -14,10 +14,11 @@ import numpy as np
 from pydantic import BaseModel
 
 from localinfer.calls.options import (
-    ChatOptions,
+    ChatCallOptions,
     EmbedOptions,
     RerankOptions,
     check_options,
+    sampling,
 )
 from localinfer.client.messages import Messages, as_texts, chat_messages
 from localinfer.client.results import (
@@ -72,10 +73,7 @@ class Engine(AudioCalls):
         response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str = ...,
-        parallel_tool_calls: bool = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[M]: ...
     @overload
     def chat(
@@ -85,10 +83,7 @@ class Engine(AudioCalls):
         model: str | None = ...,
         stream: Literal[False] = ...,
         response_format: Mapping[str, Any] | None = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str = ...,
-        parallel_tool_calls: bool = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[ChatResult]: ...
     @overload
     def chat(
@@ -98,10 +93,7 @@ class Engine(AudioCalls):
         model: str | None = ...,
         stream: Literal[True],
         response_format: Mapping[str, Any] | type[BaseModel] | None = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str = ...,
-        parallel_tool_calls: bool = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> ChatStream: ...
     def chat(
         self,
@@ -110,10 +102,7 @@ class Engine(AudioCalls):
         model: str | None = None,
         stream: bool = False,
         response_format: object = None,
-        tools: Sequence[object] | None = None,
-        tool_choice: str = "auto",
-        parallel_tool_calls: bool = True,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
         """A reply to a prompt or messages; ``stream=True`` for its text as it is generated.
         The request is checked as the server checks it (the same call layer).
@@ -123,19 +112,20 @@ class Engine(AudioCalls):
         the result typed ``tool_calls``; ``tool_choice`` is ``auto``, ``none``,
         ``required`` or a tool's name.
         """
-        check_options(options)
+        check_options(options, ChatCallOptions)
+        tools = options.get("tools")
         listed = chat_messages(messages, options.get("system"))
         # messages with images are made ready once the model is known (it must take them)
         images = listed if any(has_images(m["content"]) for m in listed) else None
         request = replace(
             self.calls.chat(
                 [{"role": str(m["role"]), "content": text_of(m["content"])} for m in listed],
-                **options,
+                **sampling(options),
             ),
             constraint=constraint(response_format),
             tools=tuple(tools_body(tools)) if tools else None,
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
+            tool_choice=options.get("tool_choice") or "auto",
+            parallel_tool_calls=options.get("parallel_tool_calls") is not False,
         )
         if stream:
             return ChatStream(self._chat_stream(model, request, images))
