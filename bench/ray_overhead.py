@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,11 +36,12 @@ from bench.common import (
     machine,
     markdown_table,
     median,
+    served,
     write_results,
 )
 from bench.load import run_wrk
 from bench.models import REQUEST_BODY
-from bench.servers import _stop, _wait_ready, request
+from bench.servers import request
 
 CLIENTS = 16
 EMBED_BODY = {"model": "all-minilm", "input": "The quick brown fox jumps over the lazy dog."}
@@ -86,22 +86,14 @@ def server(args: list[str], name: str, env: dict[str, str]) -> Iterator[int]:
     logs.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "localinfer", "serve", *args, "--port", str(port)]
     command += ["--device", "cpu", "--log-level", "warning"]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **ENV, **env}
-    with open(logs / f"ray_overhead-{name}.log", "wb") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            _wait_ready(process, port, "/ready", 300.0)
-            yield port
-        finally:
-            _stop(process, 30.0)
+    with served(
+        command,
+        f"http://127.0.0.1:{port}",
+        log_path=logs / f"ray_overhead-{name}.log",
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **ENV, **env},
+    ):
+        yield port
 
 
 def measure(port: int, path: str, body: object, clients: int, seconds: int) -> dict[str, Any]:

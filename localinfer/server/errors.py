@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from localinfer import errors as e
+from localinfer.server.protocol.kserve import KServeError
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def kserve_error_response(exc: BaseException) -> JSONResponse:
         message = "internal server error"
     retry = response.headers.get("retry-after")
     headers = {"Retry-After": retry} if retry else None
-    return JSONResponse({"error": message}, status_code=response.status_code, headers=headers)
+    body = KServeError(error=message).model_dump()
+    return JSONResponse(body, status_code=response.status_code, headers=headers)
 
 
 def error_response_for(path: str, exc: BaseException) -> JSONResponse:
