@@ -78,16 +78,17 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
     serve = pytest.importorskip("ray.serve")
     from localinfer.ray import build_app
 
-    # Ray's processes inherit the environment of the one that starts the instance
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("LOCALINFER_API_KEY", API_KEY)
+    # Ray's processes inherit the environment of the one that starts the instance; the
+    # key is taken back at once, so the servers of later tests in this process need none
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    start_local_ray(
-        num_cpus=8,  # logical: replicas reserve a quarter each; the machine has what it has
-        runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}},
-        namespace="localinfer-tests",
-        log_to_driver=False,
-    )
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("LOCALINFER_API_KEY", API_KEY)
+        start_local_ray(
+            num_cpus=8,  # logical: replicas reserve a quarter each; the machine has what it has
+            runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}},
+            namespace="localinfer-tests",
+            log_to_driver=False,
+        )
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -115,4 +116,3 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
     finally:
         serve.shutdown()
         ray.shutdown()
-        monkeypatch.undo()
