@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from localinfer.config import slow_fallback_allowed
 from localinfer.errors import CapabilityUnavailable, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
@@ -69,13 +70,6 @@ def batching_by_default(device: str) -> bool:
     """Continuous batching is the default on CUDA (on CPU one request at a time decodes
     faster, and a desktop rarely has many users)."""
     return device.startswith("cuda")
-
-
-def slow_fallback_allowed() -> bool:
-    """Whether the operator allows serving without a capability a dependency lacks."""
-    from localinfer.config import load_settings
-
-    return load_settings().allow_slow_fallback
 
 
 def _transformers_version() -> str:
