@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,21 +98,28 @@ def wait_ready(
     raise TimeoutError(f"{url} was not ready after {timeout_s:.0f} s")
 
 
-def stop_server(process: subprocess.Popen[Any], grace_s: float = 30.0) -> None:
+def stop_server(process: subprocess.Popen[Any], grace_s: float = 30.0, quiet: bool = False) -> None:
     """SIGTERM the server's process group (started with ``start_new_session``), SIGKILL
-    whatever is left after ``grace_s``."""
-    if process.poll() is not None:
-        return
+    whatever is left of the group after ``grace_s``: worker processes it spawned (LitServe)
+    are waited for too, so nothing outlives a run."""
+    group = process.pid  # started with start_new_session: its pid is its group id
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(group, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        process.poll()
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    if not quiet:
+        log(f"  server group {group} still alive after {grace_s:g} s: SIGKILL")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    process.wait(5)
 
 
 @contextlib.contextmanager
@@ -124,23 +131,29 @@ def served(
     timeout_s: float = 300.0,
     log_path: Path | None = None,
     cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    grace_s: float = 30.0,
+    quiet_stop: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A server started from ``command`` in a session of its own, ready at ``url``, and
-    stopped on leaving (its output to ``log_path``, else inherited)."""
+    stopped on leaving (its output to ``log_path``, else inherited; ``env`` replaces the
+    environment)."""
     with contextlib.ExitStack() as stack:
         output = stack.enter_context(log_path.open("wb")) if log_path is not None else None
         process = subprocess.Popen(
             list(command),
             cwd=cwd,
+            env=None if env is None else dict(env),
             stdout=output,
             stderr=subprocess.STDOUT if output is not None else None,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
-            wait_ready(url, process, ready_path, timeout_s)
+            wait_ready(url, process, ready_path, timeout_s, interval_s=0.1)
             yield process
         finally:
-            stop_server(process)
+            stop_server(process, grace_s, quiet=quiet_stop)
 
 
 def write_docs_block(doc: Path, begin: str, end: str, block: str, heading: str) -> None:

@@ -1,9 +1,13 @@
 """The Ray Serve path's cost and its gain.
 
 - Overhead: the same model behind plain ``localinfer serve`` and behind
-  ``localinfer serve --ray`` (Serve's proxy -> the ingress replica -> the model replica),
-  at 16 wrk clients: the no-op model (``/v1/infer``) and all-MiniLM embeddings
-  (``/v1/embeddings``, the embedding cache off). Ratio = Ray / plain, same repeat.
+  ``localinfer serve --ray``, at 16 wrk clients: the no-op model (``/v1/infer``) and
+  all-MiniLM embeddings (``/v1/embeddings``, the embedding cache off). Ratio = Ray /
+  plain, same repeat. Two Ray layouts: ``ray`` (Serve's proxy -> the ingress replica ->
+  the model's replica: three processes) and ``ray-ingress`` (the models set
+  ``in_ingress``: Serve's proxy -> the ingress replica, which runs them), the latter
+  also with Serve's throughput settings (``ray-ingress-tuned``) and with Serve's direct
+  ingress (``ray-direct``: the ingress replica answers HTTP itself, no proxy).
 - Gain: a pure-Python (GIL-bound) model on 2 replicas vs 1, on the Ray path.
 
 Each repeat starts both servers fresh, unpinned (Ray's processes need the cores), one
@@ -17,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,20 +36,24 @@ from bench.common import (
     machine,
     markdown_table,
     median,
+    served,
     write_results,
 )
 from bench.load import run_wrk
 from bench.models import REQUEST_BODY
-from bench.servers import _stop, _wait_ready, request
+from bench.servers import request
 
 CLIENTS = 16
 EMBED_BODY = {"model": "all-minilm", "input": "The quick brown fox jumps over the lazy dog."}
 SPIN_CLIENTS = 4
 UNPINNED = Pinning(None, None)
 
-#: on the Ray path: every replica reserves a tenth of a CPU (all fit on 2 cores)
+#: on the Ray path: every replica reserves a tenth of a CPU (all fit on 2 cores), but
+#: all-MiniLM two: Ray sets a replica's OMP_NUM_THREADS to floor(num_cpus), at least 1,
+#: and plain ``localinfer serve`` runs torch on both cores
 REPLICAS = {
     "*": {"num_cpus": 0.1, "max_ongoing_requests": 256, "max_queued_requests": -1},
+    "all-minilm": {"num_cpus": 2, "max_ongoing_requests": 256, "max_queued_requests": -1},
     "spin2": {
         "num_cpus": 0.1,
         "min_replicas": 2,
@@ -54,6 +61,12 @@ REPLICAS = {
         "max_ongoing_requests": 256,
         "max_queued_requests": -1,
     },
+}
+#: the no-op and the embeddings model run in the ingress's own process
+IN_INGRESS = {
+    "*": REPLICAS["*"],
+    "noop": {"in_ingress": True, "num_cpus": 0},
+    "all-minilm": {"in_ingress": True, "num_cpus": 2},  # the ingress: 2.5, 2 threads
 }
 ENV = {"LOCALINFER_EMBEDDING_CACHE_SIZE": "0", "LOCALINFER_MAX_QUEUE": "4096"}
 #: Serve's own throughput settings (part of RAY_SERVE_THROUGHPUT_OPTIMIZED, without its
@@ -73,22 +86,14 @@ def server(args: list[str], name: str, env: dict[str, str]) -> Iterator[int]:
     logs.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "localinfer", "serve", *args, "--port", str(port)]
     command += ["--device", "cpu", "--log-level", "warning"]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **ENV, **env}
-    with open(logs / f"ray_overhead-{name}.log", "wb") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            _wait_ready(process, port, "/ready", 300.0)
-            yield port
-        finally:
-            _stop(process, 30.0)
+    with served(
+        command,
+        f"http://127.0.0.1:{port}",
+        log_path=logs / f"ray_overhead-{name}.log",
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **ENV, **env},
+    ):
+        yield port
 
 
 def measure(port: int, path: str, body: object, clients: int, seconds: int) -> dict[str, Any]:
@@ -125,33 +130,50 @@ def _sample(port: int, path: str, body: object) -> str:
     return repr(failed[0]) if failed else "all 200"
 
 
-def one_repeat(seconds: int) -> dict[str, dict[str, Any]]:
+def one_repeat(seconds: int) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """The points of one repeat, and the 1-minute load average after each server's."""
     points: dict[str, dict[str, Any]] = {}
+    loads: dict[str, float] = {}
     models = ["bench.models:NoOp", "--models", "all-minilm"]
     with server(models, "plain", {}) as port:
         log("plain localinfer serve: up")
         points["plain/noop"] = measure(port, "/v1/infer/noop", REQUEST_BODY, CLIENTS, seconds)
         points["plain/embed"] = measure(port, "/v1/embeddings", EMBED_BODY, CLIENTS, seconds)
+        loads["plain"] = os.getloadavg()[0]
     spins = ["bench.ray_models:Spin1", "bench.ray_models:Spin2"]
-    for name, tuning in (("ray", {}), ("ray-tuned", TUNED)):
-        ray_env = {"LOCALINFER_REPLICAS": json.dumps(REPLICAS), **tuning}
+    spin = {"args": [1]}
+    layouts = (
+        ("ray", REPLICAS, {}, True),
+        ("ray-ingress", IN_INGRESS, {}, False),
+        ("ray-ingress-tuned", IN_INGRESS, TUNED, False),
+        ("ray-direct", IN_INGRESS, {"LOCALINFER_RAY_DIRECT_INGRESS": "1"}, False),
+    )
+    for name, replicas, tuning, with_spins in layouts:
+        ray_env = {"LOCALINFER_REPLICAS": json.dumps(replicas), **tuning}
+        served = [*spins, *models] if with_spins else models
         # --ray last: its ADDRESS is optional, and would take the next word
-        with server([*spins, *models, "--ray"], name, ray_env) as port:
+        with server([*served, "--ray"], name, ray_env) as port:
             log(f"localinfer serve --ray ({name}): up")
-            spin = {"args": [1]}
-            for key, path, body, clients in (
-                ("spin x1", "/v1/infer/spin1", spin, SPIN_CLIENTS),
-                ("spin x2", "/v1/infer/spin2", spin, SPIN_CLIENTS),
+            runs = [
                 ("noop", "/v1/infer/noop", REQUEST_BODY, CLIENTS),
                 ("embed", "/v1/embeddings", EMBED_BODY, CLIENTS),
-            ):
+            ]
+            if with_spins:
+                runs = [
+                    ("spin x1", "/v1/infer/spin1", spin, SPIN_CLIENTS),
+                    ("spin x2", "/v1/infer/spin2", spin, SPIN_CLIENTS),
+                    *runs,
+                ]
+            for key, path, body, clients in runs:
                 points[f"{name}/{key}"] = measure(port, path, body, clients, seconds)
+            loads[name] = os.getloadavg()[0]
     for key, point in points.items():
         log(
             f"  {key}: {point['rps']} req/s, p50 {point['p50_ms']} ms, "
             f"errors {point['errors']}, non-2xx {point['non_2xx']}"
         )
-    return points
+    log(f"  load average (1 min) after each server: {loads}")
+    return points, loads
 
 
 def summarise(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -165,9 +187,12 @@ def summarise(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "noop_ray_over_plain": ratio("ray/noop", "plain/noop"),
         "embed_ray_over_plain": ratio("ray/embed", "plain/embed"),
         "spin_two_over_one": ratio("ray/spin x2", "ray/spin x1"),
-        "noop_tuned_over_plain": ratio("ray-tuned/noop", "plain/noop"),
-        "embed_tuned_over_plain": ratio("ray-tuned/embed", "plain/embed"),
-        "spin_two_over_one_tuned": ratio("ray-tuned/spin x2", "ray-tuned/spin x1"),
+        "noop_ingress_over_plain": ratio("ray-ingress/noop", "plain/noop"),
+        "embed_ingress_over_plain": ratio("ray-ingress/embed", "plain/embed"),
+        "noop_ingress_tuned_over_plain": ratio("ray-ingress-tuned/noop", "plain/noop"),
+        "embed_ingress_tuned_over_plain": ratio("ray-ingress-tuned/embed", "plain/embed"),
+        "noop_direct_over_plain": ratio("ray-direct/noop", "plain/noop"),
+        "embed_direct_over_plain": ratio("ray-direct/embed", "plain/embed"),
         "rps": {key: median(r[key]["rps"] for r in repeats) for key in repeats[0]},
         "p50_ms": {key: median(r[key]["p50_ms"] for r in repeats) for key in repeats[0]},
     }
@@ -180,11 +205,14 @@ def report(summary: dict[str, Any]) -> str:
     table = markdown_table(["server/model", "req/s (median)", "p50 ms"], rows)
     ratios = (
         f"Ray / plain at {CLIENTS} clients: no-op {fmt(summary['noop_ray_over_plain'], 2)}, "
-        f"embeddings {fmt(summary['embed_ray_over_plain'], 2)} (tuned: "
-        f"{fmt(summary['noop_tuned_over_plain'], 2)}, "
-        f"{fmt(summary['embed_tuned_over_plain'], 2)}); GIL-bound model, 2 replicas / 1 "
-        f"at {SPIN_CLIENTS} clients: {fmt(summary['spin_two_over_one'], 2)} (tuned: "
-        f"{fmt(summary['spin_two_over_one_tuned'], 2)})"
+        f"embeddings {fmt(summary['embed_ray_over_plain'], 2)}; models in the ingress: "
+        f"{fmt(summary['noop_ingress_over_plain'], 2)}, "
+        f"{fmt(summary['embed_ingress_over_plain'], 2)} (with Serve's throughput settings: "
+        f"{fmt(summary['noop_ingress_tuned_over_plain'], 2)}, "
+        f"{fmt(summary['embed_ingress_tuned_over_plain'], 2)}; with direct ingress: "
+        f"{fmt(summary['noop_direct_over_plain'], 2)}, "
+        f"{fmt(summary['embed_direct_over_plain'], 2)}); GIL-bound model, 2 "
+        f"replicas / 1 at {SPIN_CLIENTS} clients: {fmt(summary['spin_two_over_one'], 2)}"
     )
     return f"{table}\n\n{ratios}\n"
 
@@ -194,11 +222,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--reps", type=int, default=2)
     options = parser.parse_args()
-    repeats = [one_repeat(options.seconds) for _ in range(options.reps)]
+    runs = [one_repeat(options.seconds) for _ in range(options.reps)]
+    repeats = [points for points, _ in runs]
     summary = summarise(repeats)
     path = write_results(
         "ray_overhead",
-        {"machine": machine(), "repeats": repeats, "summary": summary, "clients": CLIENTS},
+        {
+            "machine": machine(),
+            "repeats": repeats,
+            "load_average": [loads for _, loads in runs],
+            "summary": summary,
+            "clients": CLIENTS,
+        },
     )
     print(report(summary))
     log(f"results: {path}")

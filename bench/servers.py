@@ -1,8 +1,8 @@
 """Start and stop the servers under test, each in its own process on the server core.
 
 Every server gets the same model name, route and body, a free loopback port, and the
-same CPU. A server is stopped with SIGTERM to its process group (LitServe spawns
-worker processes), then SIGKILL if it lingers, so nothing outlives a run.
+same CPU; :func:`bench.common.served` starts it, waits until it is ready and stops its
+whole process group (LitServe spawns worker processes), so nothing outlives a run.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bench.common import RESULTS_DIR, ROOT, Pinning, free_port, log
+from bench.common import RESULTS_DIR, ROOT, Pinning, free_port, served
 from bench.models import PAYLOAD, REQUEST_BODY
 from bench.serving import MODELS
 
@@ -110,50 +107,11 @@ def request(
         connection.close()
 
 
-def _wait_ready(process: subprocess.Popen[bytes], port: int, path: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
-        try:
-            status, _ = request(port, "GET", path, timeout_s=2.0)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"server not ready on port {port} after {timeout_s:.0f} s")
-
-
 def check_answer(server: RunningServer) -> None:
     """Fail early if a server answers the benchmark request wrongly: speed of errors is no speed."""
     status, body = request(server.port, "POST", server.infer_path, REQUEST_BODY)
     if status != 200 or json.loads(body) != PAYLOAD:
         raise RuntimeError(f"{server.kind.name} answered {status} {body[:200]!r}")
-
-
-def _stop(process: subprocess.Popen[bytes], grace_s: float, quiet: bool = False) -> None:
-    """SIGTERM the server's process group, SIGKILL whatever is left after ``grace_s``."""
-    group = process.pid  # started with start_new_session: its pid is its group id
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        process.poll()
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    if not quiet:
-        log(f"  server group {group} still alive after {grace_s:g} s: SIGKILL")
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=5)
 
 
 @contextmanager
@@ -172,20 +130,15 @@ def running_server(
     port = free_port()
     logs = RESULTS_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    command = pinning.server_prefix() + kind.command(model, workers, port)
-    with open(logs / f"{kind.name}-{model}.log", "wb") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            _wait_ready(process, port, kind.ready_path, ready_timeout_s)
-            yield RunningServer(kind, model, port, process.pid)
-        finally:
-            _stop(process, kind.stop_grace_s, quiet=kind.name == "litserve")
+    with served(
+        pinning.server_prefix() + kind.command(model, workers, port),
+        f"http://127.0.0.1:{port}",
+        ready_path=kind.ready_path,
+        timeout_s=ready_timeout_s,
+        log_path=logs / f"{kind.name}-{model}.log",
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        grace_s=kind.stop_grace_s,
+        quiet_stop=kind.name == "litserve",
+    ) as process:
+        yield RunningServer(kind, model, port, process.pid)

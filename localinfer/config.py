@@ -51,6 +51,11 @@ class ReplicaSettings(BaseModel):
     )
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs each replica reserves")
     num_cpus: float = Field(default=1.0, ge=0, description="CPUs each replica reserves")
+    in_ingress: bool = Field(
+        default=False,
+        description="run the model in the HTTP ingress's own process (one hop less per "
+        "request; it scales with the ingress, its replica settings are not used)",
+    )
 
 
 class Settings(BaseSettings):
@@ -148,6 +153,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="per model on Ray Serve (name, or '*' for every model): replicas, "
         "autoscaling and resources; see docs/scale-out.md",
+    )
+    ray_direct_ingress: bool = Field(
+        False,
+        description="with --ray on a local instance: the ingress replica answers HTTP on "
+        "--port itself (Serve's direct ingress), without the proxy's hop; one ingress replica",
     )
     loop: Literal["asyncio", "trio"] = Field("asyncio", description="event loop implementation")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

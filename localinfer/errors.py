@@ -201,6 +201,13 @@ class RequestTimeout(LocalInferError):
     code = "timeout"
 
 
+class NotSupportedHere(LocalInferError):
+    """An operation this deployment of the server cannot do (e.g. loading a model at run
+    time on Ray Serve, whose models are set by the application's config)."""
+
+    code = "not_supported"
+
+
 class HandlerFailed(LocalInferError):
     """The model's own code raised while serving this request."""
 

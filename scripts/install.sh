@@ -10,8 +10,9 @@
 #     faster-whisper with ctranslate2, av and onnxruntime, and the example plugin (the
 #     plugin tests discover it through its entry point), and the hibari text-to-speech
 #     plugin, which pulls hibari-tts (Apache-2.0, onnxruntime) with its packaged voice, and
-#     the Piper plugin with the joe voice (GPL-3.0-or-later, as piper-tts is: a separate
-#     distribution, never a dependency of localinfer itself);
+#     the Piper plugin with the joe voice and the Kokoro plugin (kokoro-onnx; its tests build
+#     a tiny graph with onnx) (both GPL-3.0-or-later, as piper-tts and espeak-ng are: separate
+#     distributions, never dependencies of localinfer itself);
 #   - llama-cpp-python and the llama.cpp plugin (plugins/), the default engine for GGUF
 #     chat models (the packaged SmolLM2 included): pip compiles llama.cpp from source,
 #     which takes a few minutes on two cores (set CMAKE_ARGS="-DGGML_CUDA=on" first for a
@@ -31,6 +32,7 @@ python -m pip install --quiet torch==2.13.0 -e ".[test,ray]" \
     -e ./plugins/localinfer-plugin-faster-whisper \
     -e ./plugins/localinfer-plugin-hibari \
     -e "./plugins/localinfer-plugin-piper[joe]" \
+    -e "./plugins/localinfer-plugin-kokoro[test]" \
     -e ./plugins/localinfer-plugin-example
 echo "installing llama-cpp-python: it compiles llama.cpp, a few minutes on two cores" >&2
 python -m pip install --quiet llama-cpp-python==0.3.36 -e ./plugins/localinfer-plugin-llamacpp

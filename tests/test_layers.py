@@ -142,3 +142,12 @@ def test_no_import_circles() -> None:
     finally:
         sys.setrecursionlimit(limit)
     assert not circles
+
+
+#: the most lines one module may have (design: one responsibility each, under ~400)
+MAX_MODULE_LINES = 420
+
+
+def test_no_module_is_too_large() -> None:
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert not {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}

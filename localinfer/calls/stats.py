@@ -16,6 +16,8 @@ def model_stats(model: ServedModel, extra: Mapping[str, Any] | None = None) -> d
     return {
         **snapshot,
         "task": task,
+        # what serves it (continuous batching or a slower fallback), as /health says
+        "engine": model.engine,
         # a chat stream's chunks are its text deltas: about one token each
         **({"tokens_per_second": snapshot["chunks_per_second"]} if task == "chat" else {}),
         "queue_depth": model.queue.depth,
@@ -26,6 +28,7 @@ def model_stats(model: ServedModel, extra: Mapping[str, Any] | None = None) -> d
         "hangs": model.hangs,
         "hung_workers": model.hung_workers,
         "abandoned_workers": len(model.abandoned_workers),
+        "abandoned_threads": len(model.supervisor.abandoned_threads),
         "abandoned_device_memory_bytes": model.supervisor.abandoned_memory_bytes,
         "draining": model.draining,
         **(extra or {}),

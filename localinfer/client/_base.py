@@ -17,7 +17,16 @@ from typing import TypeAlias, TypeVar
 
 import httpx
 
-from localinfer.calls.options import ChatOptions
+from localinfer.calls.options import (
+    DEFAULT_SAMPLE_RATE,
+    DEFAULT_SPEECH_FORMAT,
+    ChatCallOptions,
+    ChatOptions,
+    EmbedOptions,
+    RerankOptions,
+    SpeechOptions,
+    TranscribeOptions,
+)
 from localinfer.client import _core as core
 from localinfer.client.results import (
     CachedModel,
@@ -112,9 +121,7 @@ class BaseClient:
     @staticmethod
     def _structured(
         response_format: object,
-        tools: Sequence[object] | None,
-        tool_choice: str | None,
-        parallel_tool_calls: bool | None,
+        options: ChatCallOptions,
         extra_body: Mapping[str, object] | None,
     ) -> dict[str, object]:
         """The structured-output and tool fields, beside the caller's ``extra_body``
@@ -122,12 +129,12 @@ class BaseClient:
         fields: dict[str, object] = dict(extra_body or {})
         if response_format is not None:
             fields["response_format"] = response_format
+        tools = options.get("tools")
         if tools:
             fields["tools"] = list(tools)
-        if tool_choice is not None:
-            fields["tool_choice"] = tool_choice
-        if parallel_tool_calls is not None:
-            fields["parallel_tool_calls"] = parallel_tool_calls
+        for name in ("tool_choice", "parallel_tool_calls"):
+            if options.get(name) is not None:
+                fields[name] = options.get(name)
         return fields
 
     def _chat_flow(self, body: Flow[dict[str, object]]) -> Flow[ChatResult]:
@@ -140,42 +147,48 @@ class BaseClient:
     def _chat_stream_send(payload: dict[str, object]) -> Send:
         return Send("POST", "/v1/chat/completions", {"json": payload})
 
-    def _embed_flow(
-        self, texts: str | Sequence[str], model: str | None, dimensions: int | None
-    ) -> Flow[Embeddings]:
+    def _embed_flow(self, texts: str | Sequence[str], options: EmbedOptions) -> Flow[Embeddings]:
         listed = core.as_texts(texts)
-        name = yield from self._model_for(core.EMBEDDINGS, model)
-        body = core.embed_body(name, listed, dimensions)
+        name = yield from self._model_for(core.EMBEDDINGS, options.get("model"))
+        body = core.embed_body(name, listed, options.get("dimensions"))
         response = yield Send("POST", "/v1/embeddings", {"json": body})
         return core.embeddings_result(response.json(), listed)
 
-    def _transcribe_flow(
-        self,
-        name: str,
-        upload: object,
-        *,
-        language: str | None,
-        prompt: str | None,
-        temperature: float | None,
-        translate: bool,
-    ) -> Flow[Transcription]:
+    def _transcription_model(self, options: TranscribeOptions) -> Flow[str]:
+        return (yield from self._model_for(core.TRANSCRIPTION, options.get("model")))
+
+    @staticmethod
+    def _sample_rate(options: TranscribeOptions) -> int:
+        return options.get("sample_rate", DEFAULT_SAMPLE_RATE)
+
+    @staticmethod
+    def _transcription_send(
+        name: str, upload: object, options: TranscribeOptions, stream: bool
+    ) -> Send:
+        """The upload of one transcription: whole, or as events while segments decode."""
         form = core.transcription_form(
-            name, language=language, prompt=prompt, temperature=temperature
+            name,
+            language=options.get("language"),
+            prompt=options.get("prompt"),
+            temperature=options.get("temperature"),
         )
+        if stream:
+            form = {**form, "response_format": "json", "stream": "true"}
+        translate = options.get("translate", False)
         route = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
-        response = yield Send("POST", route, {"data": form, "files": {"file": upload}})
+        return Send("POST", route, {"data": form, "files": {"file": upload}})
+
+    def _transcribe_flow(
+        self, name: str, upload: object, options: TranscribeOptions
+    ) -> Flow[Transcription]:
+        response = yield self._transcription_send(name, upload, options, stream=False)
         return core.transcription_result(response.json(), name)
 
     def _rerank_flow(
-        self,
-        query: str,
-        documents: Sequence[str],
-        model: str | None,
-        top_n: int | None,
-        return_documents: bool,
+        self, query: str, documents: Sequence[str], options: RerankOptions
     ) -> Flow[Reranking]:
         """Rank with ``model``; unnamed, the only reranker, else the only embeddings model."""
-        name = model
+        name = options.get("model")
         for refresh in (False, True):
             if name is not None:
                 break
@@ -186,27 +199,26 @@ class BaseClient:
         if name is None:
             assert self._models is not None
             raise core.no_default_model(self._models, core.RERANK)
-        body = core.rerank_body(name, query, documents, top_n, return_documents)
+        body = core.rerank_body(
+            name, query, documents, options.get("top_n"), options.get("return_documents", False)
+        )
         response = yield Send("POST", "/v1/rerank", {"json": body})
         return core.reranking_result(response.json())
 
-    def _speech_body(
-        self,
-        text: str,
-        model: str | None,
-        voice: str | None,
-        response_format: str,
-        speed: float | None,
-    ) -> Flow[dict[str, object]]:
-        name = yield from self._model_for(core.SPEECH, model)
+    def _speech_body(self, text: str, options: SpeechOptions) -> Flow[dict[str, object]]:
+        name = yield from self._model_for(core.SPEECH, options.get("model"))
         return core.speech_body(
-            name, text, voice=voice, response_format=response_format, speed=speed
+            name,
+            text,
+            voice=options.get("voice"),
+            response_format=options.get("response_format", DEFAULT_SPEECH_FORMAT),
+            speed=options.get("speed"),
         )
 
-    def _speech_flow(self, body: Flow[dict[str, object]], response_format: str) -> Flow[Speech]:
+    def _speech_flow(self, body: Flow[dict[str, object]], options: SpeechOptions) -> Flow[Speech]:
         payload = yield from body
         response = yield self._speech_send(payload)
-        return Speech(response.content, response_format)
+        return Speech(response.content, options.get("response_format", DEFAULT_SPEECH_FORMAT))
 
     @staticmethod
     def _speech_send(payload: dict[str, object]) -> Send:
@@ -271,6 +283,40 @@ class DownloadFollower:
         self.download = core.download_from(core.event_payload(data), self.download.model)
         self.done = core.download_finished(self.download) or core.download_failed(self.download)
         return True
+
+
+class TranscriptReader:
+    """Reads a streamed transcription's SSE lines into text deltas."""
+
+    def __init__(self) -> None:
+        self._decoder = core.SSEDecoder()
+
+    def feed_line(self, line: str) -> str | None:
+        """Take one line; the text it adds, if any."""
+        data = self._decoder.feed(line)
+        return (core.transcript_delta(data) or None) if data is not None else None
+
+
+class InferReader:
+    """Reads a streamed ``/v1/infer`` reply's SSE lines into its items."""
+
+    def __init__(self) -> None:
+        self._decoder = core.SSEDecoder()
+        #: the stream said ``[DONE]``
+        self.done = False
+
+    def feed_line(self, line: str) -> tuple[object] | None:
+        """Take one line; the item it carries (as a 1-tuple: items may be None), if any."""
+        data = self._decoder.feed(line)
+        if data == "[DONE]":
+            self.done = True
+            return None
+        return None if data is None else (core.event_payload(data),)
+
+
+def is_json(response: httpx.Response) -> bool:
+    media: str = response.headers.get("content-type", "")
+    return media.startswith("application/json")
 
 
 def finished(download: Download) -> bool:

@@ -114,11 +114,13 @@ def model_list(body: object) -> ModelList:
 
 def model_info(card: Mapping[str, object]) -> ModelInfo:
     created = card.get("created", 0)
+    engine = card.get("engine")
     return ModelInfo(
         id=str(card.get("id", "")),
         task=str(card.get("task", "")),
         owned_by=str(card.get("owned_by", "localinfer")),
         created=created if isinstance(created, int) else 0,
+        engine=engine if isinstance(engine, str) else None,
     )
 
 

@@ -37,6 +37,7 @@ BY_STATUS: dict[int, type[e.LocalInferError]] = {
     422: e.InvalidArguments,
     429: e.QueueFull,
     503: e.ModelNotReady,
+    501: e.NotSupportedHere,
     504: e.RequestTimeout,
 }
 

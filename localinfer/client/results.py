@@ -52,6 +52,8 @@ class ModelInfo:
     task: str
     owned_by: str = "localinfer"
     created: int = 0
+    #: what serves it, e.g. "llama.cpp (batched)" or a slower fallback; None: not said
+    engine: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,131 +1,45 @@
 """``localinfer.SyncClient``: the blocking twin of :class:`~localinfer.Client`, for scripts.
 
 Same methods, same results, same errors: every decision lives in
-:class:`~localinfer.client._base.BaseClient`; this module only sends, blocking.
+:class:`~localinfer.client._base.BaseClient`; the sending is
+:mod:`.sync_sender`'s, the media calls :mod:`.sync_media`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from types import TracebackType
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any, Literal, TypeVar, Unpack, overload
 
-import httpx
-
-from localinfer import errors as e
-from localinfer.calls.options import ChatOptions, check_options
+from localinfer.calls.options import ChatCallOptions, check_options
 from localinfer.client import _core as core
 from localinfer.client._base import (
-    BaseClient,
     DownloadFollower,
-    Flow,
+    InferReader,
     Send,
-    T,
     finished,
+    is_json,
     raise_if_failed,
 )
-from localinfer.client.audio import AudioInput, audio_upload
-from localinfer.client.errors import CONNECTION_ERROR
 from localinfer.client.progress import Progress, reporter_for
 from localinfer.client.results import (
     CachedModel,
     CatalogEntry,
     ChatResult,
     Download,
-    Embeddings,
     ModelInfo,
     ModelList,
-    Reranking,
-    Speech,
     Stats,
-    Transcription,
 )
-from localinfer.client.streams import SyncChatStream, SyncTranscriptStream
+from localinfer.client.streams import SyncChatStream
 from localinfer.client.structured import is_model_class, parse_reply
+from localinfer.client.sync_media import SyncMedia
 
 M = TypeVar("M")
 
 
-class SyncClient(BaseClient):
+class SyncClient(SyncMedia):
     """A blocking client of a localinfer server (``LOCALINFER_URL``, default 127.0.0.1:8000)."""
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = core.DEFAULT_TIMEOUT_S,
-        transport: httpx.BaseTransport | None = None,
-    ):
-        super().__init__(base_url, api_key, timeout)
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers=self.headers,
-            timeout=self.timeout,
-            transport=transport,
-            event_hooks={"request": [self._refuse_to_deadlock]},
-        )
-        #: the event loop serving ``base_url`` when that server runs in this process
-        #: (``Server.sync_client()``): blocking that loop's thread would wait forever
-        self.server_loop: object | None = None
-
-    def _refuse_to_deadlock(self, request: httpx.Request) -> None:
-        try:
-            running: object | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not None and running is self.server_loop:
-            raise RuntimeError(
-                "this SyncClient would block the event loop its server runs in and wait "
-                "forever: in a notebook or async code use server.client() and await it"
-            )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> SyncClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- sending ---------------------------------------------------------------------------
-
-    def _send(self, send: Send) -> httpx.Response:
-        with core.transport_errors(self.base_url):
-            response = self._http.request(send.method, send.path, **send.options)  # type: ignore[arg-type]
-        core.check(response)
-        return response
-
-    def _run(self, flow: Flow[T]) -> T:
-        """Send each request ``flow`` yields, until it returns its result."""
-        try:
-            send = next(flow)
-            while True:
-                send = flow.send(self._send(send))
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-
-    @contextmanager
-    def _streamed(self, send: Send) -> Iterator[httpx.Response]:
-        """A response read as it comes; an error status raised first."""
-        with (
-            core.transport_errors(self.base_url),
-            self._http.stream(send.method, send.path, **send.options) as reply,  # type: ignore[arg-type]
-        ):
-            if reply.is_error:
-                reply.read()
-                core.check(reply)
-            yield reply
 
     # -- operations ------------------------------------------------------------------------
 
@@ -137,24 +51,6 @@ class SyncClient(BaseClient):
         """Per-model counters: submitted, cancelled, in flight, queue depth, latency."""
         return self._run(self._stats_flow())
 
-    def ready(self) -> bool:
-        with core.transport_errors(self.base_url):
-            return self._http.get("/ready").status_code == 200
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Wait until every model has loaded (a server that is still starting is waited for)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if self.ready():
-                    return
-            except e.LocalInferError as exc:
-                if exc.code != CONNECTION_ERROR:
-                    raise
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.base_url} was not ready within {timeout_s:g} s")
-            time.sleep(0.05)
-
     # -- chat ------------------------------------------------------------------------------
 
     @overload
@@ -165,11 +61,8 @@ class SyncClient(BaseClient):
         response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> M: ...
     @overload
     def chat(
@@ -179,11 +72,8 @@ class SyncClient(BaseClient):
         model: str | None = ...,
         stream: Literal[False] = ...,
         response_format: Mapping[str, object] | None = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> ChatResult: ...
     @overload
     def chat(
@@ -193,11 +83,8 @@ class SyncClient(BaseClient):
         model: str | None = ...,
         stream: Literal[True],
         response_format: object = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str | None = ...,
-        parallel_tool_calls: bool | None = ...,
         extra_body: Mapping[str, object] | None = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> SyncChatStream: ...
     def chat(
         self,
@@ -206,11 +93,8 @@ class SyncClient(BaseClient):
         model: str | None = None,
         stream: bool = False,
         response_format: object = None,
-        tools: Sequence[object] | None = None,
-        tool_choice: str | None = None,
-        parallel_tool_calls: bool | None = None,
         extra_body: Mapping[str, object] | None = None,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> ChatResult | SyncChatStream | Any:
         """A reply to a prompt or to messages; ``stream=True`` for its text as it comes.
 
@@ -221,10 +105,8 @@ class SyncClient(BaseClient):
         the server serves a single chat model; ``extra_body`` fields go into the request
         body as they are.
         """
-        check_options(options)
-        extra = self._structured(
-            response_format, tools, tool_choice, parallel_tool_calls, extra_body
-        )
+        check_options(options, ChatCallOptions)
+        extra = self._structured(response_format, options, extra_body)
         body = self._chat_body(messages, model, stream, options, extra)
         if stream:  # the model is chosen now, not at the first read
             return SyncChatStream(self._chat_stream(self._run(body)))
@@ -244,144 +126,6 @@ class SyncClient(BaseClient):
                     break
         yield accumulator.result()
 
-    # -- embeddings and audio --------------------------------------------------------------
-
-    def embed(
-        self, texts: str | Sequence[str], *, model: str | None = None, dimensions: int | None = None
-    ) -> Embeddings:
-        """One normalised vector per text (``result.similarity()`` compares them)."""
-        return self._run(self._embed_flow(texts, model, dimensions))
-
-    def rerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        model: str | None = None,
-        top_n: int | None = None,
-        return_documents: bool = False,
-    ) -> Reranking:
-        """``documents`` best first by relevance to ``query`` (a reranker, or an embeddings
-        model's cosine similarity)."""
-        return self._run(self._rerank_flow(query, documents, model, top_n, return_documents))
-
-    @overload
-    def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        model: str | None = ...,
-        language: str | None = ...,
-        prompt: str | None = ...,
-        temperature: float | None = ...,
-        translate: bool = ...,
-        sample_rate: int = ...,
-        stream: Literal[False] = ...,
-    ) -> Transcription: ...
-    @overload
-    def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        model: str | None = ...,
-        language: str | None = ...,
-        prompt: str | None = ...,
-        temperature: float | None = ...,
-        translate: bool = ...,
-        sample_rate: int = ...,
-        stream: Literal[True],
-    ) -> SyncTranscriptStream: ...
-    def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        model: str | None = None,
-        language: str | None = None,
-        prompt: str | None = None,
-        temperature: float | None = None,
-        translate: bool = False,
-        sample_rate: int = 16_000,
-        stream: bool = False,
-    ) -> Transcription | SyncTranscriptStream:
-        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
-        ``stream=True`` for the text as segments are decoded."""
-        name = self._run(self._model_for(core.TRANSCRIPTION, model))
-        if stream:
-            form = core.transcription_form(
-                name, language=language, prompt=prompt, temperature=temperature
-            )
-            form = {**form, "response_format": "json", "stream": "true"}
-            route = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
-            files = {"file": audio_upload(audio, sample_rate)}
-            return SyncTranscriptStream(self._transcript_stream(route, form, files))
-        flow = self._transcribe_flow(
-            name,
-            audio_upload(audio, sample_rate),
-            language=language,
-            prompt=prompt,
-            temperature=temperature,
-            translate=translate,
-        )
-        return self._run(flow)
-
-    def _transcript_stream(
-        self, route: str, form: dict[str, str], files: dict[str, tuple[str, bytes, str]]
-    ) -> Generator[str, None, None]:
-        with (
-            core.transport_errors(self.base_url),
-            self._http.stream("POST", route, data=form, files=files) as reply,
-        ):
-            if reply.is_error:
-                reply.read()
-                core.check(reply)
-            decoder = core.SSEDecoder()
-            for line in reply.iter_lines():
-                data = decoder.feed(line)
-                if data is not None and (delta := core.transcript_delta(data)):
-                    yield delta
-
-    @overload
-    def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = ...,
-        voice: str | None = ...,
-        response_format: str = ...,
-        speed: float | None = ...,
-        stream: Literal[False] = ...,
-    ) -> Speech: ...
-    @overload
-    def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = ...,
-        voice: str | None = ...,
-        response_format: str = ...,
-        speed: float | None = ...,
-        stream: Literal[True],
-    ) -> Iterator[bytes]: ...
-    def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = None,
-        voice: str | None = None,
-        response_format: str = "wav",
-        speed: float | None = None,
-        stream: bool = False,
-    ) -> Speech | Iterator[bytes]:
-        """Text to speech: the audio file, or with ``stream=True`` its bytes as made."""
-        body = self._speech_body(text, model, voice, response_format, speed)
-        if stream:
-            return self._speech_stream(self._run(body))
-        return self._run(self._speech_flow(body, response_format))
-
-    def _speech_stream(self, payload: dict[str, object]) -> Generator[bytes, None, None]:
-        with self._streamed(self._speech_send(payload)) as reply:
-            yield from reply.iter_bytes()
-
     # -- user code -------------------------------------------------------------------------
 
     def infer(self, model: str, *args: object, **kwargs: object) -> object:
@@ -399,14 +143,14 @@ class SyncClient(BaseClient):
     def _stream(self, send: Send) -> Generator[object, None, None]:
         with self._streamed(send) as reply:
             if core.is_sse(reply):
-                decoder = core.SSEDecoder()
+                reader = InferReader()
                 for line in reply.iter_lines():
-                    data = decoder.feed(line)
-                    if data == "[DONE]":
+                    item = reader.feed_line(line)
+                    if reader.done:
                         return
-                    if data is not None:
-                        yield core.event_payload(data)
-            elif reply.headers.get("content-type", "").startswith("application/json"):
+                    if item is not None:
+                        yield item[0]
+            elif is_json(reply):
                 reply.read()
                 yield reply.json()
             else:

@@ -5,20 +5,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Literal, overload
 
 import anyio
 import numpy as np
 
+from localinfer.calls.options import (
+    DEFAULT_SAMPLE_RATE,
+    DEFAULT_SPEECH_FORMAT,
+    SpeechOptions,
+    TranscribeOptions,
+)
+from localinfer.client.async_audio import AsyncAudio
 from localinfer.client.audio import AudioInput
 from localinfer.client.results import (
     Speech,
     Transcription,
     TranscriptSegment,
 )
-from localinfer.client.streams import TranscriptStream
 from localinfer.engine.base import EngineBase
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.tasks import (
@@ -33,71 +38,27 @@ from localinfer.handlers.tasks import (
 from localinfer.runtime.job import Chunk, Done
 
 
-class AudioCalls(EngineBase):
+class AudioCalls(EngineBase, AsyncAudio):
     """Speech to text and text to speech, in process."""
 
-    @overload
-    def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        model: str | None = ...,
-        language: str | None = ...,
-        prompt: str | None = ...,
-        temperature: float = ...,
-        translate: bool = ...,
-        sample_rate: int = ...,
-        stream: Literal[False] = ...,
-    ) -> Awaitable[Transcription]: ...
-    @overload
-    def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        model: str | None = ...,
-        language: str | None = ...,
-        prompt: str | None = ...,
-        temperature: float = ...,
-        translate: bool = ...,
-        sample_rate: int = ...,
-        stream: Literal[True],
-    ) -> TranscriptStream: ...
-    def transcribe(
-        self,
-        audio: AudioInput,
-        *,
-        model: str | None = None,
-        language: str | None = None,
-        prompt: str | None = None,
-        temperature: float = 0.0,
-        translate: bool = False,
-        sample_rate: int = 16_000,
-        stream: bool = False,
-    ) -> Awaitable[Transcription] | TranscriptStream:
-        """Speech to text from a path, the file's bytes, or samples (``sample_rate`` Hz);
-        ``stream=True`` for the text as segments are decoded."""
+    async def _request(
+        self, audio: AudioInput, options: TranscribeOptions, stream: bool
+    ) -> TranscriptionRequest:
+        temperature = options.get("temperature")
+        return TranscriptionRequest(
+            audio=await self._samples(audio, options.get("sample_rate", DEFAULT_SAMPLE_RATE)),
+            task="translate" if options.get("translate") else "transcribe",
+            language=options.get("language"),
+            prompt=options.get("prompt"),
+            temperature=0.0 if temperature is None else temperature,
+            stream=stream,
+        )
 
-        async def request() -> TranscriptionRequest:
-            return TranscriptionRequest(
-                audio=await self._samples(audio, sample_rate),
-                task="translate" if translate else "transcribe",
-                language=language,
-                prompt=prompt,
-                temperature=temperature,
-                stream=stream,
-            )
-
-        if stream:
-            return TranscriptStream(self._transcript_stream(model, request))
-        return self._transcribe(model, request)
-
-    async def _transcribe(
-        self, name: str | None, request: Callable[[], Awaitable[TranscriptionRequest]]
-    ) -> Transcription:
+    async def _transcribe(self, audio: AudioInput, options: TranscribeOptions) -> Transcription:
         from localinfer.handlers.subtitles import language_name
 
-        served = self._model(name, TRANSCRIPTION)
-        _, value, _ = await self._run(served, await request())
+        served = self._model(options.get("model"), TRANSCRIPTION)
+        _, value, _ = await self._run(served, await self._request(audio, options, False))
         assert isinstance(value, TranscriptionResult)
         return Transcription(
             text=value.text,
@@ -108,10 +69,11 @@ class AudioCalls(EngineBase):
         )
 
     async def _transcript_stream(
-        self, name: str | None, request: Callable[[], Awaitable[TranscriptionRequest]]
+        self, audio: AudioInput, options: TranscribeOptions
     ) -> AsyncGenerator[str, None]:
-        served = self._model(name, TRANSCRIPTION)
-        async with aclosing(self._events(served.submit(await request()))) as events:
+        served = self._model(options.get("model"), TRANSCRIPTION)
+        job = served.submit(await self._request(audio, options, True))
+        async with aclosing(self._events(job)) as events:
             async for event in events:
                 if (
                     isinstance(event, Chunk)
@@ -120,54 +82,29 @@ class AudioCalls(EngineBase):
                 ):
                     yield event.value.text
 
-    @overload
-    def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = ...,
-        voice: str | None = ...,
-        response_format: str = ...,
-        speed: float = ...,
-        stream: Literal[False] = ...,
-    ) -> Awaitable[Speech]: ...
-    @overload
-    def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = ...,
-        voice: str | None = ...,
-        response_format: str = ...,
-        speed: float = ...,
-        stream: Literal[True],
-    ) -> AsyncIterator[bytes]: ...
-    def speech(
-        self,
-        text: str,
-        *,
-        model: str | None = None,
-        voice: str | None = None,
-        response_format: str = "wav",
-        speed: float = 1.0,
-        stream: bool = False,
+    def _speech(
+        self, text: str, stream: bool, options: SpeechOptions
     ) -> Awaitable[Speech] | AsyncIterator[bytes]:
-        """Text to speech: the audio file (which plays in a notebook), or with
-        ``stream=True`` its bytes as they are made (a sentence at a time)."""
         from localinfer.handlers.speech_formats import check_format
 
+        response_format = options.get("response_format", DEFAULT_SPEECH_FORMAT)
         check_format(response_format)
-        request = SpeechRequest(text=text, voice=voice, speed=speed)
-        chunks = self._speech_stream(model, request, response_format)
+        speed = options.get("speed")
+        request = SpeechRequest(
+            text=text, voice=options.get("voice"), speed=1.0 if speed is None else speed
+        )
+        chunks = self._speech_chunks(options.get("model"), request, response_format)
         if stream:
             return chunks
-        return self._speech(chunks, response_format)
+        return self._speech_file(chunks, response_format)
 
-    async def _speech(self, chunks: AsyncGenerator[bytes, None], response_format: str) -> Speech:
+    async def _speech_file(
+        self, chunks: AsyncGenerator[bytes, None], response_format: str
+    ) -> Speech:
         async with aclosing(chunks):
             return Speech(b"".join([chunk async for chunk in chunks]), response_format)
 
-    async def _speech_stream(
+    async def _speech_chunks(
         self, name: str | None, request: SpeechRequest, response_format: str
     ) -> AsyncGenerator[bytes, None]:
         from localinfer.handlers.speech_formats import encode

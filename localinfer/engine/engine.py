@@ -13,7 +13,13 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 import numpy as np
 from pydantic import BaseModel
 
-from localinfer.calls.options import ChatOptions, check_options
+from localinfer.calls.options import (
+    ChatCallOptions,
+    EmbedOptions,
+    RerankOptions,
+    check_options,
+    sampling,
+)
 from localinfer.client.messages import Messages, as_texts, chat_messages
 from localinfer.client.results import (
     ChatResult,
@@ -67,10 +73,7 @@ class Engine(AudioCalls):
         response_format: type[M],
         model: str | None = ...,
         stream: Literal[False] = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str = ...,
-        parallel_tool_calls: bool = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[M]: ...
     @overload
     def chat(
@@ -80,10 +83,7 @@ class Engine(AudioCalls):
         model: str | None = ...,
         stream: Literal[False] = ...,
         response_format: Mapping[str, Any] | None = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str = ...,
-        parallel_tool_calls: bool = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[ChatResult]: ...
     @overload
     def chat(
@@ -93,10 +93,7 @@ class Engine(AudioCalls):
         model: str | None = ...,
         stream: Literal[True],
         response_format: Mapping[str, Any] | type[BaseModel] | None = ...,
-        tools: Sequence[object] | None = ...,
-        tool_choice: str = ...,
-        parallel_tool_calls: bool = ...,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> ChatStream: ...
     def chat(
         self,
@@ -105,10 +102,7 @@ class Engine(AudioCalls):
         model: str | None = None,
         stream: bool = False,
         response_format: object = None,
-        tools: Sequence[object] | None = None,
-        tool_choice: str = "auto",
-        parallel_tool_calls: bool = True,
-        **options: Unpack[ChatOptions],
+        **options: Unpack[ChatCallOptions],
     ) -> Awaitable[ChatResult] | Awaitable[Any] | ChatStream:
         """A reply to a prompt or messages; ``stream=True`` for its text as it is generated.
         The request is checked as the server checks it (the same call layer).
@@ -118,19 +112,20 @@ class Engine(AudioCalls):
         the result typed ``tool_calls``; ``tool_choice`` is ``auto``, ``none``,
         ``required`` or a tool's name.
         """
-        check_options(options)
+        check_options(options, ChatCallOptions)
+        tools = options.get("tools")
         listed = chat_messages(messages, options.get("system"))
         # messages with images are made ready once the model is known (it must take them)
         images = listed if any(has_images(m["content"]) for m in listed) else None
         request = replace(
             self.calls.chat(
                 [{"role": str(m["role"]), "content": text_of(m["content"])} for m in listed],
-                **options,
+                **sampling(options),
             ),
             constraint=constraint(response_format),
             tools=tuple(tools_body(tools)) if tools else None,
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
+            tool_choice=options.get("tool_choice") or "auto",
+            parallel_tool_calls=options.get("parallel_tool_calls") is not False,
         )
         if stream:
             return ChatStream(self._chat_stream(model, request, images))
@@ -206,12 +201,13 @@ class Engine(AudioCalls):
     # -- embeddings and audio ------------------------------------------------------------
 
     async def embed(
-        self, texts: str | Sequence[str], *, model: str | None = None, dimensions: int | None = None
+        self, texts: str | Sequence[str], **options: Unpack[EmbedOptions]
     ) -> Embeddings:
         """One normalised vector per text (``result.similarity()`` compares them)."""
+        check_options(options, EmbedOptions, "embed")
         listed = as_texts(texts)
-        request = self.calls.embedding(listed, dimensions)
-        served = self._model(model, EMBEDDINGS)
+        request = self.calls.embedding(listed, options.get("dimensions"))
+        served = self._model(options.get("model"), EMBEDDINGS)
         _, value, _ = await self._run(served, request)
         assert isinstance(value, EmbeddingResult)
         return Embeddings(
@@ -222,17 +218,13 @@ class Engine(AudioCalls):
         )
 
     async def rerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        model: str | None = None,
-        top_n: int | None = None,
-        return_documents: bool = False,
+        self, query: str, documents: Sequence[str], **options: Unpack[RerankOptions]
     ) -> Reranking:
         """``documents`` best first by relevance to ``query`` (a reranker, or an embeddings
         model's cosine similarity); the same limits and 400s as ``/v1/rerank``."""
+        check_options(options, RerankOptions, "rerank")
         listed = list(documents)
+        top_n = options.get("top_n")
         check_rerank(
             query,
             listed,
@@ -240,13 +232,14 @@ class Engine(AudioCalls):
             max_documents=self.settings.max_rerank_documents,
             max_chars=self.settings.max_input_chars,
         )
-        served = self._reranker(model)
+        served = self._reranker(options.get("model"))
         request = RerankRequest(query, tuple(listed))
         _, value, _ = await self._run(served, rerank_payload(served.definition.task, request))
         result = rerank_result(request, value)
+        keep_text = options.get("return_documents", False)
         return Reranking(
             tuple(
-                RankedDocument(i, result.scores[i], listed[i] if return_documents else None)
+                RankedDocument(i, result.scores[i], listed[i] if keep_text else None)
                 for i in ranked(result.scores, top_n)
             ),
             model=served.name,

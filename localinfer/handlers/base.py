@@ -10,7 +10,8 @@ calls through :attr:`Handler.context` — user code that is not a handler, throu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -116,6 +117,60 @@ def current_context() -> HandlerContext:
     return context
 
 
+@dataclass(frozen=True)
+class AbandonedThread:
+    """A thread of a handler's own that it gave up on: stuck, and a thread cannot be killed."""
+
+    name: str
+    reason: str
+    #: whether the thread still runs (it holds what it held until it returns)
+    alive: Callable[[], bool]
+    since: float = field(default_factory=time.monotonic)
+
+    def health(self) -> dict[str, object]:
+        return {
+            "thread": self.name,
+            "state": "abandoned",
+            "error": self.reason,
+            "hung_s": round(time.monotonic() - self.since, 3),
+        }
+
+
+class ThreadLedger:
+    """The threads a handler gave up on, and whether it may give up on another.
+
+    A handler whose own thread is stuck (a continuous-batching loop that stalled) asks
+    :meth:`may_abandon` before leaving it behind to start a fresh one: the runtime counts
+    these threads with its abandoned workers, against ``max_abandoned_workers``. Refused,
+    the handler stops serving and says why with :meth:`stuck_in_place` (the runtime then
+    reports the worker hung and the model degraded), until the thread ends by itself.
+    """
+
+    def __init__(self, may_abandon: Callable[[], bool] | None = None) -> None:
+        self._may_abandon = may_abandon
+        self._threads: list[AbandonedThread] = []
+        self._lock = threading.Lock()
+        #: why the handler cannot serve: a stuck thread it was not allowed to leave behind
+        self.stuck_reason: str | None = None
+
+    def may_abandon(self) -> bool:
+        return self._may_abandon is None or self._may_abandon()
+
+    def abandon(self, name: str, reason: str, alive: Callable[[], bool]) -> None:
+        with self._lock:
+            self._threads.append(AbandonedThread(name, reason, alive))
+
+    def stuck_in_place(self, reason: str | None) -> None:
+        """The handler cannot serve because of ``reason`` (``None``: it serves again)."""
+        self.stuck_reason = reason
+
+    def live(self) -> list[AbandonedThread]:
+        """The abandoned threads still running (those that ended are forgotten)."""
+        with self._lock:
+            self._threads = [t for t in self._threads if t.alive()]
+            return list(self._threads)
+
+
 class Handler:
     """Base class for model code.
 
@@ -138,6 +193,20 @@ class Handler:
     engine: str | None = None
     #: the other served models, set by the runtime before :meth:`load`
     context: HandlerContext = DETACHED
+    _thread_ledger: ThreadLedger | None = None
+
+    @property
+    def thread_ledger(self) -> ThreadLedger:
+        """Threads of its own the handler gave up on. The runtime sets one before
+        :meth:`load` that counts them against ``max_abandoned_workers``; outside the
+        runtime, an unbounded one of its own."""
+        if self._thread_ledger is None:
+            self._thread_ledger = ThreadLedger()
+        return self._thread_ledger
+
+    @thread_ledger.setter
+    def thread_ledger(self, ledger: ThreadLedger) -> None:
+        self._thread_ledger = ledger
 
     def load(self, device: str) -> None:
         """Load weights onto ``device``. Called once, inside the worker thread."""

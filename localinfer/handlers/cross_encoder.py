@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from localinfer.errors import ConfigurationError
 from localinfer.handlers.base import Handler, ModelSource
+from localinfer.handlers.hub_code import NO_HUB_CODE
 from localinfer.handlers.sentence_embeddings import local_model_dir
 from localinfer.handlers.tasks import RERANK, RerankRequest, RerankResult
 
@@ -68,7 +69,9 @@ class CrossEncoderHandler(Handler):
         if self._tokenizer.pad_token is None:  # decoder-based rerankers
             self._tokenizer.pad_token = self._tokenizer.eos_token
         dtype = _torch_dtype(self.source.options.get("dtype"), device)
-        model = AutoModelForSequenceClassification.from_pretrained(directory, dtype=dtype, **common)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            directory, dtype=dtype, **common, **NO_HUB_CODE
+        )
         labels = int(model.config.num_labels)
         if labels not in (1, 2):
             raise ConfigurationError(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localinfer.errors import ConfigurationError
+from localinfer.handlers.hub_code import NO_HUB_CODE
 
 if TYPE_CHECKING:
     import torch
@@ -216,6 +217,7 @@ def _convert(gguf_file: Path, dtype: torch.dtype | str, out: Path) -> None:
         # unpack every weight into a plain dense model, which saves as usual
         quantization_config=GgufConfig(gguf_file=gguf_file.name, dequantize=True),
         **common,
+        **NO_HUB_CODE,
     )
     tokenizer.save_pretrained(out)
     model.save_pretrained(out)

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.hub_code import NO_HUB_CODE
 from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import EMBEDDINGS, EmbeddingRequest, EmbeddingResult
 
@@ -86,7 +87,7 @@ class SentenceEmbeddingHandler(Handler):
         if self._tokenizer.pad_token is None:  # decoder-style embedders (last-token pooling)
             self._tokenizer.pad_token = self._tokenizer.eos_token
         dtype = _torch_dtype(self.source.options.get("dtype"), device)
-        model = AutoModel.from_pretrained(directory, dtype=dtype, **common)
+        model = AutoModel.from_pretrained(directory, dtype=dtype, **common, **NO_HUB_CODE)
         self._model = model.to(device).eval()
         self._device = device
 

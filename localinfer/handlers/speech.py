@@ -7,7 +7,9 @@ each, and each streams the same :class:`~localinfer.handlers.tasks.SpeechAudio` 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +23,8 @@ from localinfer.handlers.tasks import (
     Voice,
     VoiceListRequest,
 )
+
+_T = TypeVar("_T")
 
 #: OpenAI's bounds
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -77,6 +81,53 @@ def silence(seconds: float, sample_rate: int) -> Iterator[SpeechAudio]:
     count = int(seconds * sample_rate)
     if count > 0:
         yield SpeechAudio(bytes(2 * count), sample_rate)
+
+
+def speak(
+    item: WorkItem,
+    request: SpeechRequest,
+    voice: str,
+    sentences: Iterable[npt.NDArray[np.floating] | None],
+    sample_rate: int,
+    gap_s: float,
+) -> SpeechResult | None:
+    """Emit each sentence's samples as it is made, a silent gap between two, and say how
+    it went; ``None`` once the item is cancelled (checked before each sentence is made).
+
+    ``sentences`` is lazy: pulling one synthesises it. ``None`` is a sentence with nothing
+    to say (punctuation alone), skipped; a text made only of those gives no audio.
+    """
+    started, seconds, spoken = time.perf_counter(), 0.0, 0
+    for samples in _until_cancelled(item, sentences):
+        if samples is None:
+            continue
+        if spoken:
+            for gap in silence(gap_s, sample_rate):
+                item.emit(gap)
+                seconds += gap.seconds
+        piece = to_pcm16(samples, sample_rate)
+        seconds += piece.seconds
+        spoken += 1
+        item.emit(piece)
+    if item.cancelled:
+        return None
+    return SpeechResult(
+        voice=voice,
+        sample_rate=sample_rate,
+        audio_seconds=round(seconds, 3),
+        characters=len(request.text),
+        synthesis_ms=round((time.perf_counter() - started) * 1e3, 3),
+    )
+
+
+def _until_cancelled(item: WorkItem, sentences: Iterable[_T]) -> Iterator[_T]:
+    """``sentences``, each pulled (made) only while ``item`` is still wanted."""
+    pending = iter(sentences)
+    while not item.cancelled:
+        try:
+            yield next(pending)
+        except StopIteration:
+            return
 
 
 class SpeechHandler(Handler):

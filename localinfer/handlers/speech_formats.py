@@ -3,7 +3,8 @@
 ``pcm`` (raw 16-bit little-endian samples) and ``wav`` (a streaming header, then those
 samples) are written in process. ``mp3``, ``opus`` (in Ogg), ``aac`` (ADTS) and ``flac``
 go through one ffmpeg process per response, fed as pieces arrive and read as it writes:
-audio keeps streaming, and the encoding runs in that process, off the event loop.
+audio keeps streaming, and the encoding runs in that process, off the event loop. That
+process was started ahead, while the previous response of its format was encoding.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Literal, get_args
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from localinfer.audio import ffmpeg_path
+from localinfer.audio.encoder import SPARES, EncoderProcess
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.tasks import SpeechAudio
 
@@ -34,11 +35,11 @@ MEDIA_TYPES: dict[str, str] = {
 #: ffmpeg output arguments per format
 _FFMPEG_OUTPUT: dict[str, tuple[str, ...]] = {
     "mp3": ("-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3"),
-    "opus": ("-c:a", "libopus", "-b:a", "32k", "-f", "ogg"),
+    # an Ogg page every 100 ms, not every second: audio leaves as it is encoded
+    "opus": ("-c:a", "libopus", "-b:a", "32k", "-page_duration", "100000", "-f", "ogg"),
     "aac": ("-c:a", "aac", "-b:a", "64k", "-f", "adts"),
     "flac": ("-c:a", "flac", "-f", "flac"),
 }
-_READ_SIZE = 64 * 1024
 
 
 def check_format(fmt: str) -> None:
@@ -106,6 +107,9 @@ def _ffmpeg_command(fmt: str, sample_rate: int) -> list[str]:
         raise InvalidRequest(f"response_format {fmt!r} needs ffmpeg", param="response_format")
     return [
         ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
+        # no probing: the input's format is known, and probing would hold back the first
+        # sentence until ffmpeg had read seconds more of audio
+        "-probesize", "32", "-analyzeduration", "0", "-fflags", "+nobuffer",
         "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
         *_FFMPEG_OUTPUT[fmt], "-flush_packets", "1", "pipe:1",
     ]  # fmt: skip
@@ -114,49 +118,32 @@ def _ffmpeg_command(fmt: str, sample_rate: int) -> list[str]:
 async def _ffmpeg(
     first: SpeechAudio, rest: AsyncIterable[SpeechAudio], fmt: str
 ) -> AsyncGenerator[bytes, None]:
-    """ffmpeg fed by one task while this generator reads its output (pipes never fill up)."""
-    command = _ffmpeg_command(fmt, first.sample_rate)
-    process = await anyio.open_process(command)
-    assert process.stdin is not None and process.stdout is not None
-    stdin, stdout = process.stdin, process.stdout
+    """ffmpeg fed by one task while this generator reads its output (pipes never fill up).
+
+    The process is a spare started ahead (see :mod:`localinfer.audio.encoder`): the first
+    encoded bytes wait for the first sentence, not for ffmpeg to start.
+    """
+    encoder = SPARES.take(_ffmpeg_command(fmt, first.sample_rate))
     try:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_feed, stdin, first, rest)
-            async for data in _chunks(stdout):
+            tasks.start_soon(_feed, encoder, first, rest)
+            async for data in encoder.output():
                 yield data
-        code = await process.wait()
+        code = await encoder.wait()
         if code != 0:
-            stderr = b""
-            if process.stderr is not None:
-                with anyio.move_on_after(1):
-                    try:
-                        stderr = await process.stderr.receive()
-                    except anyio.EndOfStream:
-                        pass
-            raise RuntimeError(f"ffmpeg failed encoding {fmt} ({code}): {stderr[-300:]!r}")
+            raise RuntimeError(f"ffmpeg failed encoding {fmt} ({code}): {encoder.stderr_tail()!r}")
     finally:
-        if process.returncode is None:
-            process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-        await process.aclose()
+        encoder.kill()
 
 
 async def _feed(
-    stdin: ByteSendStream, first: SpeechAudio, rest: AsyncIterable[SpeechAudio]
+    encoder: EncoderProcess, first: SpeechAudio, rest: AsyncIterable[SpeechAudio]
 ) -> None:
-    async with stdin:
-        await stdin.send(first.pcm)
+    try:
+        await encoder.send(first.pcm)
         async for piece in rest:
             if piece.sample_rate != first.sample_rate:
                 raise RuntimeError("a speech stream changed its sample rate")
-            await stdin.send(piece.pcm)
-
-
-async def _chunks(stdout: ByteReceiveStream) -> AsyncGenerator[bytes, None]:
-    while True:
-        try:
-            data = await stdout.receive(_READ_SIZE)
-        except anyio.EndOfStream:
-            return
-        yield data
+            await encoder.send(piece.pcm)
+    finally:
+        encoder.close_stdin()

@@ -45,6 +45,7 @@ from localinfer.handlers.generation.transformers_sampling import (
     StreamEachToken,
     sampling_processors,
 )
+from localinfer.handlers.hub_code import NO_HUB_CODE
 from localinfer.handlers.model_facts import context_length, eos_token_ids
 from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import CHAT, GenerationRequest
@@ -169,7 +170,11 @@ class TransformersChatHandler(Handler):
         # loading straight onto the device needs accelerate; without it, load then move
         direct = is_accelerate_available()
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=dtype, device_map=device if direct else None, **common
+            location,
+            dtype=dtype,
+            device_map=device if direct else None,
+            **common,
+            **NO_HUB_CODE,
         )
         if not direct:
             model.to(device)  # type: ignore[arg-type]  # (transformers' wrapper mistypes it)
@@ -189,7 +194,7 @@ class TransformersChatHandler(Handler):
         if wanted:
             try:
                 self._engine = ContinuousBatchingEngine.start(
-                    self.model, self.eos_token_ids, self.context_length, options
+                    self.model, self.eos_token_ids, self.context_length, options, self.thread_ledger
                 )
             except Exception as exc:
                 if options.get("continuous_batching") or not slow_fallback_allowed():

@@ -24,6 +24,7 @@ from localinfer.handlers.generation.transformers_sampling import (
     StreamEachToken,
     sampling_processors,
 )
+from localinfer.handlers.hub_code import NO_HUB_CODE
 from localinfer.handlers.model_facts import context_length, eos_token_ids
 from localinfer.handlers.tasks import CHAT, GenerationRequest
 from localinfer.handlers.torch_devices import release_cuda_memory_after, resolve_dtype
@@ -67,7 +68,9 @@ class TransformersVisionHandler(Handler):
         if options.get("attn_implementation"):
             common["attn_implementation"] = options["attn_implementation"]
         dtype = resolve_dtype(options.get("dtype"), device)
-        model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, **common)
+        model = AutoModelForImageTextToText.from_pretrained(
+            source.location, dtype=dtype, **common, **NO_HUB_CODE
+        )
         model.to(device)  # type: ignore[arg-type]
         model.eval()  # type: ignore[no-untyped-call]
         self.model = model

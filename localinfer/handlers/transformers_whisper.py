@@ -36,6 +36,7 @@ import numpy.typing as npt
 from localinfer.audio import SAMPLE_RATE, resample
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.hub_code import NO_HUB_CODE
 from localinfer.handlers.model_files import verify_model_files
 from localinfer.handlers.tasks import (
     TRANSCRIPTION,
@@ -140,7 +141,7 @@ class WhisperHandler(Handler):
         try:
             self._processor = WhisperProcessor.from_pretrained(self.source.location, **common)
             model: Any = WhisperForConditionalGeneration.from_pretrained(
-                self.source.location, dtype=self._dtype, **common
+                self.source.location, dtype=self._dtype, **common, **NO_HUB_CODE
             )
         except OSError as exc:
             raise ConfigurationError(

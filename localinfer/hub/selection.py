@@ -25,7 +25,8 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     "*.bin",
 )
 
-#: never fetched: other frameworks' copies of the weights, and duplicate checkpoints
+#: never fetched unless a catalog pattern asks for them by name (``voices/*.onnx``): other
+#: frameworks' copies of the weights, and duplicate checkpoints
 IGNORED_PATTERNS: tuple[str, ...] = (
     "onnx/*",
     "openvino/*",
@@ -63,10 +64,12 @@ def select_files(repo_files: Sequence[str], patterns: Sequence[str] = ()) -> lis
     """The files of ``repo_files`` to download, given glob ``patterns`` (default: weights,
     config, tokenizer). Raise when a GGUF-only repo would need a file to be chosen."""
     allow = tuple(patterns) or DEFAULT_PATTERNS
+    # a pattern that is itself an ignored kind (``onnx/model.onnx``) is what its handler loads
+    named = tuple(pattern for pattern in allow if _matches(pattern, IGNORED_PATTERNS))
     chosen = [
         path
         for path in repo_files
-        if _matches(path, allow) and not _matches(path, IGNORED_PATTERNS)
+        if _matches(path, allow) and (not _matches(path, IGNORED_PATTERNS) or _matches(path, named))
     ]
     if any(path.endswith(".safetensors") for path in chosen):
         chosen = [path for path in chosen if not _matches(path, PICKLE_PATTERNS)]

@@ -63,6 +63,7 @@ def build_app(config: RayAppConfig | dict[str, Any]) -> Application:
     settings = app_config.load_settings()
     args = app_config.model_dump()
     board = _deployment(ReplicaBoard, name="board", ray_actor_options={"num_cpus": 0}).bind()
+    in_ingress = app_config.in_ingress(settings)
     models = {
         source.name: _deployment(
             ModelReplica,
@@ -70,7 +71,7 @@ def build_app(config: RayAppConfig | dict[str, Any]) -> Application:
             **deployment_options(settings.replica_settings(source.name)),
         ).bind(args, source.name, board)
         for source in app_config.sources()
-        if source.name not in app_config.multiplexed
+        if source.name not in app_config.multiplexed and source.name not in in_ingress
     }
     if app_config.multiplexed:
         shared = _deployment(
@@ -79,11 +80,16 @@ def build_app(config: RayAppConfig | dict[str, Any]) -> Application:
             **deployment_options(settings.replica_settings("multiplexed")),
         ).bind(args, "", board, app_config.multiplexed, app_config.models_per_replica)
         models.update({name: shared for name in app_config.multiplexed})
+    hosted = [settings.replica_settings(name) for name in in_ingress]
     ingress = _deployment(
         serve.ingress()(Ingress),
         name="ingress",
         num_replicas=app_config.ingress_replicas,
-        ray_actor_options={"num_cpus": app_config.ingress_num_cpus},
+        # what its own models reserve, besides the app's share
+        ray_actor_options={
+            "num_cpus": app_config.ingress_num_cpus + sum(r.num_cpus for r in hosted),
+            "num_gpus": sum(r.num_gpus for r in hosted),
+        },
         # as many as the app's own limits allow: backpressure is the models' to apply
         max_ongoing_requests=4096,
     )

@@ -1,5 +1,6 @@
 """The HTTP ingress: localinfer's own starlette app (routes, auth, Host/Origin checks,
-limits) on a Serve replica, with a registry whose models are deployments elsewhere."""
+limits) on a Serve replica, with a registry whose models are deployments elsewhere, or,
+for models set ``in_ingress``, worker threads of this very process (one hop less)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 from starlette.applications import Starlette
 
 from localinfer.config import Settings
+from localinfer.errors import ConfigurationError
 from localinfer.log import configure_logging
 from localinfer.ray.remote import RemoteRegistry
-from localinfer.ray.spec import RayAppConfig
+from localinfer.ray.spec import RayAppConfig, definition_for
+from localinfer.runtime.model import ModelDefinition
 from localinfer.server.app import create_app
 
 
@@ -20,8 +23,13 @@ class Ingress:
 
     def __init__(self, config: dict[str, Any], models: dict[str, Any], board: Any) -> None:
         app = RayAppConfig.model_validate(config)
-        self._settings = app.load_settings()
-        configure_logging(self._settings.log_level)
+        self._settings = settings = app.load_settings()
+        configure_logging(settings.log_level)
+        if app.api_key_required and settings.api_key is None:
+            raise ConfigurationError(
+                "this application requires an API key, and this node has none: set "
+                "LOCALINFER_API_KEY in the environment of the Ray nodes"
+            )
         # a multiplexed model's calls carry its name: Serve routes them to a replica
         # that has it loaded, if any
         self._models = {
@@ -29,9 +37,16 @@ class Ingress:
             for name, handle in models.items()
         }
         self._board = board
+        in_ingress = app.in_ingress(settings)
+        self._in_ingress = in_ingress
+        self._local: list[ModelDefinition] = [
+            definition_for(source, settings)
+            for source in app.sources()
+            if source.name in in_ingress
+        ]
 
     def _registry(self, settings: Settings) -> RemoteRegistry:
-        return RemoteRegistry(settings, self._models, self._board)
+        return RemoteRegistry(settings, self._models, self._board, self._in_ingress)
 
     def __serve_build_asgi_app__(self) -> Starlette:
-        return create_app([], self._settings, registry_factory=self._registry)
+        return create_app(self._local, self._settings, registry_factory=self._registry)

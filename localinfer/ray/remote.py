@@ -23,9 +23,9 @@ from anyio.abc import TaskGroup
 
 from localinfer.config import Settings
 from localinfer.errors import (
-    ConfigurationError,
     HandlerFailed,
     LocalInferError,
+    NotSupportedHere,
     QueueFull,
     ReplicaLost,
     ShuttingDown,
@@ -35,13 +35,14 @@ from localinfer.runtime.job import Chunk, Done, Failure, Job
 from localinfer.runtime.loop import LoopHandle
 from localinfer.runtime.model import ModelDefinition, ServedModel
 from localinfer.runtime.registry import ModelRegistry
+from localinfer.server.app import registry_options
 
 logger = logging.getLogger(__name__)
 
-#: tasks whose jobs answer once: one round trip, and retried on another replica when
-#: the first one dies (they change nothing, so running them twice is safe)
-UNARY_TASKS = frozenset({"embeddings", "rerank"})
-#: tries of a unary call whose replica dies under it
+#: tasks whose jobs change nothing, so running one twice is safe: a call whose replica
+#: dies under it is retried on another
+RETRIED_TASKS = frozenset({"embeddings", "rerank"})
+#: tries of a retried call whose replica dies under it
 UNARY_TRIES = 3
 #: how often the ingress reads the replicas' board
 READ_BOARD_EVERY_S = 1.0
@@ -85,14 +86,16 @@ class RemoteModel(ServedModel):
 
     def __init__(
         self,
-        definition: ModelDefinition,
+        description: wire.Description,
         handle: Any,
         *,
         loop: LoopHandle,
         spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
         start_soon: Callable[..., object],
     ):
-        super().__init__(definition, loop=loop, spawn=spawn)
+        super().__init__(description.definition, loop=loop, spawn=spawn)
+        #: one round trip per job (no stream generator): the model never streams
+        self._unary = description.unary
         self._stream = handle.options(method_name="stream", stream=True)
         self._once = handle.options(method_name="once")
         self._start_soon = start_soon
@@ -184,7 +187,7 @@ class RemoteModel(ServedModel):
         task group, which an escaping error would tear down with every model in it."""
         with scope:
             try:
-                if self.definition.task in UNARY_TASKS:
+                if self._unary:
                     await self._call_once(job)
                 else:
                     await self._call_stream(job)
@@ -203,19 +206,23 @@ class RemoteModel(ServedModel):
         self._calls.pop(job, None)
 
     async def _call_once(self, job: Job) -> None:
-        for attempt in range(1, UNARY_TRIES + 1):
+        """One round trip: the job's events come back together (a Ray streaming call
+        costs several actor messages; most jobs of a non-streaming model are one event)."""
+        tries = UNARY_TRIES if self.definition.task in RETRIED_TASKS else 1
+        for attempt in range(1, tries + 1):
             response = _unlinked(self._once.remote, job.payload, job.request_id)
             try:
-                event = await response
+                events = await response
             except Exception as exc:
-                if attempt < UNARY_TRIES and _is_replica_lost(exc):
+                if attempt < tries and _is_replica_lost(exc):
                     logger.warning("request %s: replica lost (%s); retrying", job.request_id, exc)
                     continue
                 raise
             except BaseException:
                 response.cancel()
                 raise
-            self._deliver(job, event)
+            for event in events:
+                self._deliver(job, event)
             return
 
     async def _call_stream(self, job: Job) -> None:
@@ -249,6 +256,14 @@ class RemoteModel(ServedModel):
         return True
 
 
+def _cannot_load(name: str) -> NotSupportedHere:
+    return NotSupportedHere(
+        f"cannot load {name!r}: on Ray Serve the served models are set by the "
+        "application's config (localinfer serve --ray --models ..., or a serve config "
+        "file); redeploy the application to change them"
+    )
+
+
 def _unlinked(call: Callable[..., Any], *args: Any) -> Any:
     """``call(*args)`` in an empty context: Serve does not tie the handle call to the
     HTTP request being served (it would cancel it, natively, when that client leaves).
@@ -260,6 +275,7 @@ def _replica_summary(report: dict[str, Any]) -> dict[str, Any]:
     """One replica in ``/v1/stats``: its queue, work in flight, throughput and devices."""
     stats = report.get("stats", {})
     workers = report.get("workers", [])
+    used = {worker.get("device") for worker in workers}
     return {
         "replica": report.get("replica"),
         "ready": report.get("ready"),
@@ -275,20 +291,26 @@ def _replica_summary(report: dict[str, Any]) -> dict[str, Any]:
         "workers": len(workers),
         "busy_workers": sum(bool(w.get("busy")) for w in workers),
         "restarts": report.get("restarts", 0),
-        "devices": report.get("devices", {}),
+        # the node's devices that this replica's workers run on (GPUs: its own only)
+        "devices": [d for d in report.get("devices", []) if d.get("name") in used],
     }
 
 
 class RemoteRegistry(ModelRegistry):
-    """The ingress's registry: one :class:`RemoteModel` per model deployment."""
+    """The ingress's registry: one :class:`RemoteModel` per model deployment, and the
+    models configured to run in the ingress itself (``in_ingress``) as local ones."""
 
-    def __init__(self, settings: Settings, handles: dict[str, Any], board: Any = None):
-        super().__init__(
-            drain_timeout_s=settings.drain_timeout_s,
-            call_timeout_s=settings.request_timeout_s,
-        )
+    def __init__(
+        self,
+        settings: Settings,
+        handles: dict[str, Any],
+        board: Any = None,
+        in_ingress: frozenset[str] = frozenset(),
+    ):
+        super().__init__(**registry_options(settings))
         self._handles = handles
         self._board = board
+        self._in_ingress = in_ingress
         self._calls_group: TaskGroup | None = None
 
     async def __aenter__(self) -> RemoteRegistry:
@@ -296,9 +318,9 @@ class RemoteRegistry(ModelRegistry):
         assert self._task_group is not None and self._loop is not None
         for name, handle in self._handles.items():
             # waits for a replica to be up: the definition comes from where the model runs
-            definition: ModelDefinition = await handle.options(method_name="describe").remote()
+            description: wire.Description = await handle.options(method_name="describe").remote()
             self._models[name] = RemoteModel(
-                definition,
+                description,
                 handle,
                 loop=self._loop,
                 spawn=self._spawn,
@@ -317,13 +339,22 @@ class RemoteRegistry(ModelRegistry):
         return await super().__aexit__(exc_type, exc, tb)
 
     def add(self, definition: ModelDefinition) -> ServedModel:
-        raise ConfigurationError(
-            "models served on Ray Serve are set by the application's config "
-            "(localinfer serve --ray, or a serve config file), not loaded at run time"
-        )
+        """Only the ingress's own models, at startup: the rest are Serve deployments."""
+        if definition.name in self._in_ingress and definition.name not in self:
+            return super().add(definition)
+        raise _cannot_load(definition.name)
+
+    def check_can_load(self, name: str) -> None:
+        if name not in self:
+            raise _cannot_load(name)
 
     async def remove(self, name: str) -> None:
-        raise ConfigurationError("models served on Ray Serve cannot be unloaded at run time")
+        self.get(name)  # 404 for a model not served
+        raise NotSupportedHere(
+            f"cannot unload {name!r}: on Ray Serve the served models are set by the "
+            "application's config, and Serve scales their replicas (min_replicas: 0 "
+            "lets an idle model's replicas go); redeploy the application to change them"
+        )
 
     async def _read_board(self) -> None:
         while True:

@@ -25,9 +25,9 @@ from localinfer.handlers.base import Handler
 from localinfer.log import configure_logging
 from localinfer.ray import wire
 from localinfer.ray.board import POST_EVERY_S
-from localinfer.ray.spec import RayAppConfig, definition_for
+from localinfer.ray.spec import RayAppConfig, answers_once, definition_for
 from localinfer.runtime.job import Chunk, Done
-from localinfer.runtime.model import ModelDefinition, ServedModel
+from localinfer.runtime.model import ServedModel
 from localinfer.runtime.registry import ModelRegistry
 from localinfer.server.app import local_registry
 from localinfer.server.telemetry import device_telemetry
@@ -131,25 +131,31 @@ class ModelReplica:
 
     # -- calls from the ingress ------------------------------------------------------------
 
-    async def describe(self) -> ModelDefinition:
+    async def describe(self) -> wire.Description:
         """The model's definition for the ingress (prepare, task, media type), no handler."""
         model = await self._model()
-        return dataclasses.replace(model.definition, create_handler=remote_only)
+        unary = await anyio.to_thread.run_sync(
+            answers_once, self._sources[model.name], model.definition.task
+        )
+        definition = dataclasses.replace(model.definition, create_handler=remote_only)
+        return wire.Description(definition, unary)
 
-    async def once(self, payload: Any, request_id: str) -> wire.WireEvent:
-        """Run a job that answers once (embeddings, rerank): one round trip."""
+    async def once(self, payload: Any, request_id: str) -> list[wire.WireEvent]:
+        """Run a job in one round trip: its events (for most, just the result) together."""
         try:
             job = (await self._model()).submit(payload, request_id=request_id)
         except LocalInferError as exc:
-            return wire.failed(exc)
+            return [wire.failed(exc)]
+        events: list[wire.WireEvent] = []
         try:
-            while not isinstance(event := await job.next_event(), Done):
-                pass
-            return wire.done(event.value, job.queue_ms, job.run_ms)
+            while isinstance(event := await job.next_event(), Chunk):
+                events.append((wire.CHUNK, event.value))
+            events.append(wire.done(event.value, job.queue_ms, job.run_ms))
         except LocalInferError as exc:
-            return wire.failed(exc)
+            events.append(wire.failed(exc))
         finally:
             job.release("the ingress went away")
+        return events
 
     async def stream(self, payload: Any, request_id: str) -> AsyncIterator[list[wire.WireEvent]]:
         """Run a job, yielding its events in bursts; closing this generator (the ingress

@@ -8,6 +8,7 @@ its own node, so weights are found (or pulled) where they run, never shipped.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -60,6 +61,21 @@ class RayAppConfig(BaseModel):
     #: replicas of the HTTP ingress (the starlette app; it holds no model)
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_num_cpus: float = Field(default=0.5, ge=0)
+    #: the ingress refuses to start without an API key (``LOCALINFER_API_KEY`` in its
+    #: environment): the key itself never travels in these arguments, which
+    #: ``serve status`` and the dashboard show
+    api_key_required: bool = False
+
+    @field_validator("settings")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("api_key") is not None:
+            raise ValueError(
+                "the API key cannot be an argument of the Serve application (Serve shows "
+                "its arguments): set LOCALINFER_API_KEY in the environment of the cluster's "
+                "nodes (a Kubernetes Secret in a RayService) and api_key_required: true"
+            )
+        return value
 
     @field_validator("models", "targets", "trust_remote_code", "multiplexed", mode="before")
     @classmethod
@@ -71,6 +87,18 @@ class RayAppConfig(BaseModel):
 
     def load_settings(self) -> Settings:
         return load_settings(**self.settings)
+
+    def in_ingress(self, settings: Settings) -> frozenset[str]:
+        """The models run by the ingress itself (``in_ingress`` in their replica settings)."""
+        names = frozenset(
+            s.name for s in self.sources() if settings.replica_settings(s.name).in_ingress
+        )
+        both = sorted(names & set(self.multiplexed))
+        if both:
+            raise ConfigurationError(
+                f"multiplexed models cannot also run in the ingress: {', '.join(both)}"
+            )
+        return names
 
     def sources(self) -> list[ModelSource]:
         """Every model, named. Imports user code (to read its name), loads nothing."""
@@ -127,3 +155,25 @@ def definition_for(source: ModelSource, settings: Settings) -> ModelDefinition:
     trust = [source.spec] if source.trust_remote_code else []
     (definition,) = catalog_definitions([source.spec], trust, devices, settings)
     return dataclasses.replace(definition, name=source.name)
+
+
+#: catalog tasks whose jobs answer once (one result, no stream)
+UNARY_TASKS = frozenset({"embeddings", "rerank"})
+
+
+def answers_once(source: ModelSource, task: str) -> bool:
+    """Whether every job of this model is one result: a unary task, or user code whose
+    ``infer`` is a plain function (not a generator). A plain ``infer`` that returns an
+    iterator still streams: its items then reach the ingress together, at the end."""
+    if task in UNARY_TASKS:
+        return True
+    if source.kind != "target" or task != "infer":
+        return False
+    from localinfer.runtime.targets import import_target
+
+    target = import_target(source.spec)
+    sample = target[0] if isinstance(target, list | tuple) else target
+    infer = getattr(sample, "infer", None)
+    if infer is None or not callable(infer):
+        return False  # a Handler or LitAPI: it may stream
+    return not (inspect.isgeneratorfunction(infer) or inspect.isasyncgenfunction(infer))

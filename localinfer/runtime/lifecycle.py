@@ -201,6 +201,7 @@ class ModelLifecycle:
         check_model_id(name)
         if name in self.registry:
             return self.registry.get(name), False
+        self.registry.check_can_load(name)
         definition = await anyio.to_thread.run_sync(
             lambda: self.models.definition(name, device=device, workers=workers)
         )

@@ -6,7 +6,8 @@ function finishes on the loop (used only to take the next batch of a batching wo
 
 Calls from threads are coalesced: they go into one queue, and the loop is woken (a
 write to its self-pipe, a system call that also hands the GIL over) only when no wakeup
-is already on its way. Under load many calls cross in one wakeup.
+is already on its way. Under load many calls cross in one wakeup, and so does a batching
+engine's step (see :mod:`localinfer.handlers.crossing`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Protocol, TypeVar
 
 import anyio.from_thread
 import anyio.lowlevel
+
+from localinfer.handlers.crossing import hold_wakeup
 
 T = TypeVar("T")
 
@@ -101,8 +104,16 @@ class LoopHandle:
     def call_soon(self, fn: Callable[..., object], *args: object) -> None:
         """Schedule ``fn(*args)`` on the loop and return at once (calls run in order)."""
         self._calls.append((fn, args))
-        if not self._wakeup_due:
+        if not self._wakeup_due and not hold_wakeup(id(self), self._wake_held):
             self._wake()
+
+    def _wake_held(self) -> None:
+        """A wakeup held back to the end of an engine step (no-op if one is on its way)."""
+        if not self._wakeup_due:
+            try:
+                self._wake()
+            except LoopClosed:
+                pass  # the server is gone; nobody is waiting
 
     def _wake(self) -> None:
         self._wakeup_due = True

@@ -99,6 +99,10 @@ class ModelRegistry:
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass  # shutting down, or a restart storm: the supervisor has enough to do
 
+    def check_can_load(self, name: str) -> None:
+        """Raise if ``name`` cannot be loaded here at run time (checked before resolving
+        it); a local registry can load anything."""
+
     def add(self, definition: ModelDefinition) -> ServedModel:
         """Start serving a model: its workers start loading at once."""
         if self._loop is None:

@@ -10,6 +10,9 @@ Every change is made on the loop:
   no further job and exits if it ever returns — and a new worker (the next generation,
   loading a fresh handler) takes its place. At most ``max_abandoned`` abandoned threads
   per model; past that a hung worker stays in place, reported, and the model is degraded.
+- A handler's own thread that it gave up on (a stalled continuous-batching loop) counts
+  as abandoned too: the handler asks :meth:`WorkerSupervisor.may_abandon` first, and one
+  refused keeps its worker hung in place (reported through its ``ThreadLedger``).
 - A worker whose ``load()`` runs past ``load_timeout_s`` (its turn to load counted, not
   the wait for it) has failed: its thread is abandoned (it ends if the load ever returns),
   its turn to load goes to the next model, and the model reports the reason.
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 import anyio
 
 from localinfer.errors import LocalInferError, ModelNotReady, WorkerCrashed
+from localinfer.handlers.base import AbandonedThread
 from localinfer.runtime.job import Failure, Job
 from localinfer.runtime.loading import LOADS
 from localinfer.runtime.scheduler import JobQueue
@@ -158,7 +162,17 @@ class WorkerSupervisor:
                     changed = True
                 continue
             stuck = worker.stuck_for(now)
-            if worker.state == WorkerState.HUNG and stuck is None:
+            held = worker.thread_ledger.stuck_reason  # a handler's own thread, stuck in place
+            if worker.state == WorkerState.READY and held:
+                self.hangs += 1
+                worker.state, worker.hung_since, worker.error = (
+                    WorkerState.HUNG,
+                    time.monotonic(),
+                    held,
+                )
+                logger.error("model %s worker %d: %s", pool.name, worker.index, held)
+                changed = True
+            elif worker.state == WorkerState.HUNG and stuck is None and not held:
                 logger.warning(
                     "model %s worker %d: back from its handler after %.1f s hung",
                     pool.name,
@@ -187,7 +201,7 @@ class WorkerSupervisor:
             worker.hung_since = time.monotonic()
         running = ", ".join(job.request_id for job in worker.running_jobs())
         retiring = worker.retiring
-        replace = not pool.draining and len(self.abandoned) < self.max_abandoned
+        replace = not pool.draining and self.abandoned_count < self.max_abandoned
         if replace or retiring:
             self.requeue(worker.take_back(abandon=True), "hung")
             worker.state = WorkerState.ABANDONED
@@ -214,7 +228,7 @@ class WorkerSupervisor:
             worker.state = WorkerState.HUNG
             worker.error = (
                 f"stuck in the handler {stuck_s:.1f} s after request {running} ended; "
-                f"not replaced ({len(self.abandoned)} abandoned thread(s) already)"
+                f"not replaced ({self.abandoned_count} abandoned thread(s) already)"
             )
             logger.error("model %s worker %d: %s", pool.name, worker.index, worker.error)
 
@@ -250,7 +264,11 @@ class WorkerSupervisor:
         )
         now = time.perf_counter()
         for hung in list(self.pool.slots.values()):  # room again for one left in place
-            if hung.state == WorkerState.HUNG and len(self.abandoned) < self.max_abandoned:
+            if (
+                hung.state == WorkerState.HUNG
+                and not hung.thread_ledger.stuck_reason  # its handler restarts its own thread
+                and self.abandoned_count < self.max_abandoned
+            ):
                 self.on_hung(hung, hung.stuck_for(now) or 0.0)
         self.pool.settle()
 
@@ -260,6 +278,21 @@ class WorkerSupervisor:
         return len(self.abandoned) + sum(
             w.state == WorkerState.HUNG for w in self.pool.slots.values()
         )
+
+    @property
+    def abandoned_threads(self) -> list[AbandonedThread]:
+        """Handlers' own threads given up on (a stalled engine's loop), still running."""
+        workers = [*list(self.pool.slots.values()), *self.abandoned]
+        return [thread for worker in workers for thread in worker.thread_ledger.live()]
+
+    @property
+    def abandoned_count(self) -> int:
+        """What counts against ``max_abandoned``: abandoned workers and handler threads."""
+        return len(self.abandoned) + len(self.abandoned_threads)
+
+    def may_abandon(self) -> bool:
+        """Whether a handler may leave one more stuck thread behind (asked from its thread)."""
+        return not self.pool.draining and self.abandoned_count < self.max_abandoned
 
     # -- the jobs a failed worker held ---------------------------------------------------
 

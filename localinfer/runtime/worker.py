@@ -13,7 +13,7 @@ from queue import SimpleQueue
 from typing import TYPE_CHECKING
 
 from localinfer.errors import WorkerCrashed
-from localinfer.handlers.base import bind_context
+from localinfer.handlers.base import ThreadLedger, bind_context
 from localinfer.runtime.job import Event, Job
 from localinfer.runtime.job_handle import JobHandle, Outbox, deliver_all
 from localinfer.runtime.loading import LOADS, device_memory_allocated, grown_since
@@ -96,6 +96,7 @@ class DeviceWorker:
         on_state: Callable[[DeviceWorker, str, BaseException | None], None],
         generation: int = 0,
         context: HandlerContext | None = None,
+        thread_ledger: ThreadLedger | None = None,
     ):
         self.model = model
         self.index = index
@@ -120,6 +121,8 @@ class DeviceWorker:
         self.device_memory_bytes: int | None = None
         #: what its handler serves with (``Handler.engine``), once loaded
         self.engine: str | None = None
+        #: threads of its handler's own that the handler gave up on (given to the handler)
+        self.thread_ledger = thread_ledger or ThreadLedger()
         # Jobs taken from the queue and not started yet (filled on the loop, taken by the
         # thread one batch at a time), and the jobs in the handler right now. The lock
         # makes "the thread starts a job" and "the loop takes the rest back" exclusive.
@@ -199,6 +202,7 @@ class DeviceWorker:
                 handler = self._create_handler(self.index, self.device)
                 if self._context is not None:
                     bind_context(handler, self._context)
+                handler.thread_ledger = self.thread_ledger
                 handler.load(self.device)
                 self.device_memory_bytes = grown_since(self.memory_before_load, self.device)
                 self.load_started = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -140,14 +141,19 @@ def create_app(
 
 def local_registry(settings: Settings) -> ModelRegistry:
     """The registry whose models run here, in this process's worker threads."""
-    return ModelRegistry(
+    return ModelRegistry(**registry_options(settings))
+
+
+def registry_options(settings: Settings) -> dict[str, Any]:
+    """A registry's keyword arguments, from the settings."""
+    return {
+        "drain_timeout_s": settings.drain_timeout_s,
         # a handler's call to another model gets the deadline a request would
-        drain_timeout_s=settings.drain_timeout_s,
-        call_timeout_s=settings.request_timeout_s,
-        hang_grace_s=settings.hang_grace_s,
-        max_abandoned_workers=settings.max_abandoned_workers,
-        load_timeout_s=settings.load_timeout_s,
-    )
+        "call_timeout_s": settings.request_timeout_s,
+        "hang_grace_s": settings.hang_grace_s,
+        "max_abandoned_workers": settings.max_abandoned_workers,
+        "load_timeout_s": settings.load_timeout_s,
+    }
 
 
 def middleware_for(settings: Settings) -> list[Middleware]:

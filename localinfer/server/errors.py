@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from localinfer import errors as e
+from localinfer.server.protocol.kserve import KServeError
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ STATUS: list[tuple[type[e.LocalInferError], int, str]] = [
     (e.ResourceExhausted, 503, "service_unavailable"),
     (e.TooManyConnections, 503, "service_unavailable"),
     (e.RequestTimeout, 504, "timeout_error"),
+    (e.NotSupportedHere, 501, "invalid_request_error"),
     (e.LocalInferError, 500, "server_error"),
 ]
 
@@ -85,7 +87,8 @@ def kserve_error_response(exc: BaseException) -> JSONResponse:
         message = "internal server error"
     retry = response.headers.get("retry-after")
     headers = {"Retry-After": retry} if retry else None
-    return JSONResponse({"error": message}, status_code=response.status_code, headers=headers)
+    body = KServeError(error=message).model_dump()
+    return JSONResponse(body, status_code=response.status_code, headers=headers)
 
 
 def error_response_for(path: str, exc: BaseException) -> JSONResponse:

@@ -25,8 +25,9 @@ from starlette.routing import BaseRoute, Route
 
 from localinfer._version import __version__
 from localinfer.server import protocol as p
+from localinfer.server.protocol.kserve import KServeError
 from localinfer.server.route_docs import OPERATIONS as OPERATIONS
-from localinfer.server.route_docs import KServeError, Operation, Schema
+from localinfer.server.route_docs import Operation, Schema
 
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"

@@ -41,6 +41,8 @@ class ModelInfo(Resource):
     created: int = 0
     owned_by: str = "localinfer"
     task: str = ""
+    #: what serves it, e.g. "llama.cpp (batched)" or a slower fallback (``Handler.engine``)
+    engine: str | None = None
 
 
 class UnloadReport(Resource):
@@ -118,6 +120,8 @@ class ModelStats(Resource):
     """One model's counters, latency and workers (the call layer's per-model numbers)."""
 
     task: str = ""
+    #: what serves it, e.g. "llama.cpp (batched)" or a slower fallback (``Handler.engine``)
+    engine: str | None = None
     submitted: int = 0
     succeeded: int = 0
     failed: int = 0

@@ -1,20 +1,28 @@
 """What each route takes and gives: the table :mod:`localinfer.server.openapi` documents.
 
 One :class:`Operation` per method and path, naming the pydantic models of its body and
-answers; the KServe answers, built as plain JSON by ``routes/kserve.py``, have models here
-for the document only.
+answers (the KServe ones live in :mod:`localinfer.server.protocol.kserve`, as the
+OpenAI ones in the rest of the protocol package).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from localinfer.handlers.speech_formats import MEDIA_TYPES
 from localinfer.server import protocol as p
+from localinfer.server.protocol.kserve import (
+    InferenceRequest,
+    InferenceResponse,
+    KServeReadiness,
+    Liveness,
+    ModelMetadata,
+    ModelReadiness,
+    ServerMetadata,
+)
 from localinfer.server.resources import (
     CachedModels,
     Catalog,
@@ -29,67 +37,6 @@ from localinfer.server.resources import (
 )
 from localinfer.server.routes.management import DownloadRequest, LoadModelRequest
 from localinfer.server.routes.workers import ScaleRequest
-from localinfer.server.tensors import InferenceRequest
-
-# -- KServe answers (built as plain JSON by routes/kserve.py; documentation only) ------------
-
-
-class _Open(BaseModel):
-    """An object whose listed fields are there; others may be too."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class KServeError(BaseModel):
-    error: str
-
-
-class ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class Liveness(BaseModel):
-    live: bool
-
-
-class KServeReadiness(BaseModel):
-    ready: bool
-
-
-class ModelReadiness(BaseModel):
-    name: str
-    ready: bool
-
-
-class TensorMetadata(_Open):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-    parameters: dict[str, Any]
-
-
-class OutputTensor(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-    data: list[Any]
-
-
-class InferenceResponse(BaseModel):
-    model_name: str
-    id: str
-    outputs: list[OutputTensor]
-
 
 # -- what each route takes and gives ---------------------------------------------------------
 

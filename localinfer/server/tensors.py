@@ -12,69 +12,34 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from localinfer.errors import HandlerFailed, InvalidRequest
+from localinfer.server.protocol.kserve import DATATYPES, InputTensor, OutputTensor
 
 #: datatype → numpy dtype (``BYTES`` stays a list of str)
-DATATYPES: dict[str, Any] = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": object,
-}
+NUMPY_TYPES: dict[str, Any] = dict(
+    zip(
+        DATATYPES,
+        (
+            np.bool_,
+            np.uint8,
+            np.uint16,
+            np.uint32,
+            np.uint64,
+            np.int8,
+            np.int16,
+            np.int32,
+            np.int64,
+            np.float16,
+            np.float32,
+            np.float64,
+            object,
+        ),
+        strict=True,
+    )
+)
 _MAX_ELEMENTS = 64 * 1024 * 1024
-
-
-class InputTensor(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str = Field(min_length=1, max_length=256)
-    shape: list[int] = Field(max_length=32)
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: Any
-
-    @field_validator("datatype")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in DATATYPES:
-            raise ValueError(f"unsupported datatype {value!r}; one of {', '.join(DATATYPES)}")
-        return value
-
-    @field_validator("shape")
-    @classmethod
-    def _sizes(cls, value: list[int]) -> list[int]:
-        if any(d < 0 for d in value):
-            raise ValueError("dimensions must not be negative")
-        return value
-
-
-class RequestedOutput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class InferenceRequest(BaseModel):
-    """The inference request JSON object."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str | None = Field(None, max_length=256)
-    parameters: dict[str, Any] | None = None
-    inputs: list[InputTensor] = Field(min_length=1, max_length=256)
-    outputs: list[RequestedOutput] | None = None
 
 
 def _flatten(data: Any, into: list[Any], depth: int = 0) -> None:
@@ -96,11 +61,11 @@ def _check_element(datatype: str, value: Any) -> bool:
         return False
     if datatype.startswith("FP"):  # and finite in it: 1e10 is no FP16 (it would be inf)
         return isinstance(value, int | float) and abs(value) <= float(
-            np.finfo(DATATYPES[datatype]).max
+            np.finfo(NUMPY_TYPES[datatype]).max
         )
     if not isinstance(value, int):
         return False
-    info = np.iinfo(DATATYPES[datatype])
+    info = np.iinfo(NUMPY_TYPES[datatype])
     return int(info.min) <= value <= int(info.max)
 
 
@@ -127,7 +92,7 @@ def decode(tensor: InputTensor) -> np.ndarray:
                 f"{tensor.datatype}",
                 param=tensor.name,
             )
-    array = np.empty(len(flat), dtype=DATATYPES[tensor.datatype])
+    array = np.empty(len(flat), dtype=NUMPY_TYPES[tensor.datatype])
     array[:] = flat
     return array.reshape(tensor.shape)
 
@@ -143,13 +108,13 @@ def as_python(array: np.ndarray) -> Any:
 def _datatype_of(array: np.ndarray) -> str:
     if array.dtype == object or array.dtype.kind in "US":
         return "BYTES"
-    for name, dtype in DATATYPES.items():
+    for name, dtype in NUMPY_TYPES.items():
         if dtype is not object and array.dtype == np.dtype(dtype):
             return name
     raise HandlerFailed(f"outputs of dtype {array.dtype} cannot be sent as a KServe tensor")
 
 
-def encode(name: str, value: Any) -> dict[str, Any]:
+def encode(name: str, value: Any) -> OutputTensor:
     """One output tensor from a handler's value (a scalar, a list, an array)."""
     try:
         array = np.asarray(value)
@@ -161,15 +126,10 @@ def encode(name: str, value: Any) -> dict[str, Any]:
         data = [v.decode() if isinstance(v, bytes) else v for v in data]
         if not all(isinstance(v, str) for v in data):
             raise HandlerFailed(f"output {name!r} mixes text with other values")
-    return {
-        "name": name,
-        "datatype": datatype,
-        "shape": list(array.shape) or [1],
-        "data": data,
-    }
+    return OutputTensor(name=name, datatype=datatype, shape=list(array.shape) or [1], data=data)
 
 
-def encode_outputs(value: Any) -> list[dict[str, Any]]:
+def encode_outputs(value: Any) -> list[OutputTensor]:
     """A handler's result as output tensors: one per key of a dict, else one ``output``."""
     if isinstance(value, BaseModel):
         value = value.model_dump()

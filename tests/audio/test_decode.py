@@ -90,7 +90,7 @@ def test_resampling_removes_what_the_new_rate_cannot_hold() -> None:
     assert np.max(np.abs(out[500:-500])) < 1e-3
 
 
-@pytest.mark.parametrize("rate", [8_000, 22_050, 48_000])
+@pytest.mark.parametrize("rate", [8_000, 22_050, 24_000, 48_000])
 def test_resampling_matches_the_ideal_signal(rate: int) -> None:
     out = resample(sine(440, 1.0, rate), rate, 16_000)
     assert out.size == 16_000
@@ -199,3 +199,16 @@ def test_async_decoding_matches_sync(event_loop: str, tmp_path: Path) -> None:
                 tg.start_soon(partial(decode_audio_async, wav, max_seconds=10))
 
     anyio.run(main, backend=event_loop)
+
+
+@pytest.mark.parametrize(("orig", "new"), [(24_000, 16_000), (48_000, 16_000), (16_000, 24_000)])
+def test_few_phases_by_strided_views_equal_the_gathered_windows(orig: int, new: int) -> None:
+    from localinfer.audio import samples
+
+    noise = np.random.default_rng(0).standard_normal(orig // 3 + 7).astype(np.float32)
+    fast = samples.resample(noise, orig, new)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(samples, "_FEW_PHASES", 0)  # every rate through the gathered windows
+        gathered = samples.resample(noise, orig, new)
+    assert fast.shape == gathered.shape
+    np.testing.assert_allclose(fast, gathered, atol=1e-5)

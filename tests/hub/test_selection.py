@@ -64,3 +64,15 @@ def test_exact_patterns_match_only_their_own_file() -> None:
     assert select_files(odd, exact_patterns(["weights[1].safetensors"])) == [
         "weights[1].safetensors"
     ]
+
+
+def test_an_entry_that_names_onnx_files_gets_them_and_only_them() -> None:
+    # hibari and Kokoro serve ONNX graphs: their entries name them, broad patterns do not
+    repo = [*REPO, "onnx/model_quantized.onnx", "voices/af_heart.bin", "voices/heart.onnx"]
+    assert select_files(repo, ["onnx/model.onnx", "voices/*.bin"]) == [
+        "onnx/model.onnx",
+        "voices/af_heart.bin",
+    ]
+    assert select_files(repo, ["voices/*.onnx"]) == ["voices/heart.onnx"]
+    assert "onnx/config.json" not in select_files(repo, ["*.json", "voices/*.onnx"])
+    assert "onnx/model.onnx" not in select_files(repo, ["*"])

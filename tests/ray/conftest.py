@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from localinfer.ray.local import loopback_environment, start_local_ray
+
+loopback_environment()  # before any test module imports Ray
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "localinfer"
 CHAT = "tiny-chat"
+#: the app requires it; it reaches the ingress by the environment, not Serve's arguments
+API_KEY = "ray-test-key-4d1f0c"
 
 
 def _free_port() -> int:
@@ -31,6 +38,13 @@ def _free_port() -> int:
 class RayServed:
     url: str
     app: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {API_KEY}"}
+
+    def http(self, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
 
 
 def ray_replica_settings() -> dict[str, Any]:
@@ -46,6 +60,8 @@ def ray_replica_settings() -> dict[str, Any]:
             "max_ongoing_requests": 2,
             "max_queued_requests": 4,
         },
+        # runs in the ingress's own process
+        "where": {"in_ingress": True, "num_cpus": 0},
         "busy": {
             **small,
             "min_replicas": 1,
@@ -62,12 +78,12 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
     serve = pytest.importorskip("ray.serve")
     from localinfer.ray import build_app
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's processes inherit the environment of the one that starts the instance
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("LOCALINFER_API_KEY", API_KEY)
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(
+    start_local_ray(
         num_cpus=8,  # logical: replicas reserve a quarter each; the machine has what it has
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}},
         namespace="localinfer-tests",
         log_to_driver=False,
@@ -82,6 +98,7 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
                     "tests.ray.models:Sleep",
                     "tests.ray.models:Busy",
                     "tests.ray.models:Ticks",
+                    "tests.ray.models:Where",
                     "localinfer.examples.demo:Echo",
                     "localinfer.examples.demo:Countdown",
                 ],
@@ -90,6 +107,7 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
                 "models_per_replica": 1,
                 "settings": {"replicas": ray_replica_settings(), "request_timeout_s": 60},
                 "ingress_num_cpus": 0.25,
+                "api_key_required": True,
             }
         )
         serve.run(app, name=APP, route_prefix="/")
@@ -97,3 +115,4 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
     finally:
         serve.shutdown()
         ray.shutdown()
+        monkeypatch.undo()

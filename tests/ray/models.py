@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -35,3 +36,14 @@ class Ticks:
         for i in range(n):
             time.sleep(delay_s)
             yield f"tick {i} "
+
+
+class Where:
+    """Says which Ray actor (and process) ran it: the ingress, for a model set in_ingress."""
+
+    name = "where"
+
+    def infer(self) -> dict[str, object]:
+        import ray
+
+        return {"actor": ray.get_runtime_context().get_actor_name(), "pid": os.getpid()}

@@ -49,3 +49,55 @@ def test_app_config_names_models_and_reads_serve_run_strings() -> None:
         RayAppConfig(models=["sleep"], targets=["tests.ray.models:Sleep"]).sources()
     with pytest.raises(ConfigurationError):
         RayAppConfig().sources()
+
+
+def test_api_key_never_travels_in_the_app_arguments() -> None:
+    with pytest.raises(ValueError, match="LOCALINFER_API_KEY"):
+        RayAppConfig(models=["m"], settings={"api_key": "secret"})
+    import argparse
+
+    from localinfer.ray.cli import app_config
+
+    args = argparse.Namespace(name=None, targets=[], examples=False, trust_remote_code=[])
+    settings = load_settings(api_key="secret")
+    config = app_config(args, settings, {"api_key": "secret", "workers": 2}, ["m"])
+    assert config.api_key_required is True
+    assert "secret" not in config.model_dump_json()
+    assert config.settings["workers"] == 2
+
+
+def test_in_ingress_models_are_named_by_their_settings() -> None:
+    config = RayAppConfig(models=["a", "b"], multiplexed=["b"])
+    settings = load_settings(replicas={"a": {"in_ingress": True}})
+    assert config.in_ingress(settings) == frozenset({"a"})
+    clash = load_settings(replicas={"b": {"in_ingress": True}})
+    with pytest.raises(ConfigurationError, match="multiplexed"):
+        config.in_ingress(clash)
+
+
+def test_which_models_are_called_in_one_round_trip() -> None:
+    from localinfer.ray.spec import ModelSource, answers_once
+
+    def target(spec: str) -> ModelSource:
+        return ModelSource(kind="target", spec=spec, name="m")
+
+    assert answers_once(target("tests.ray.models:Sleep"), "infer")  # a plain infer
+    assert not answers_once(target("tests.ray.models:Ticks"), "infer")  # a generator
+    catalog = ModelSource(kind="catalog", spec="all-minilm", name="all-minilm")
+    assert answers_once(catalog, "embeddings")
+    assert not answers_once(catalog, "chat")  # may stream
+
+
+def test_direct_ingress_takes_the_server_port() -> None:
+    from localinfer.ray.local import direct_ingress_environment
+
+    env = direct_ingress_environment(8000)
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    # Serve allocates from range(MIN, MAX): exactly the one port
+    low, high = (
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"],
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"],
+    )
+    assert list(range(int(low), int(high))) == [8000]
+    with pytest.raises(ConfigurationError):
+        direct_ingress_environment(0)

@@ -64,8 +64,11 @@ class FakeResponse:
 class FakeHandle:
     """What RemoteModel uses of a DeploymentHandle: options(...).remote(...)."""
 
-    def __init__(self, task: str, results: list[Any]) -> None:
-        self.definition = ModelDefinition("m", _no_handler, task=task)
+    def __init__(self, task: str, results: list[Any], unary: bool | None = None) -> None:
+        definition = ModelDefinition("m", _no_handler, task=task)
+        self.description = wire.Description(
+            definition, task == "embeddings" if unary is None else unary
+        )
         self.results = results
         self.calls: list[Any] = []
         self._method = "describe"
@@ -78,7 +81,7 @@ class FakeHandle:
 
     def remote(self, *args: Any) -> Any:
         if self._method == "describe":
-            return FakeResponse(self.definition)
+            return FakeResponse(self.description)
         result = self.results.pop(0)
         self.calls.append(result)
         return result
@@ -92,7 +95,7 @@ def _actor_died() -> BaseException:
 async def test_unary_call_is_retried_when_its_replica_dies() -> None:
     handle = FakeHandle(
         "embeddings",
-        [FakeResponse(_actor_died()), FakeResponse(wire.done([0.5], 1.0, 2.0))],
+        [FakeResponse(_actor_died()), FakeResponse([wire.done([0.5], 1.0, 2.0)])],
     )
     async with RemoteRegistry(settings(), {"m": handle}) as registry:
         job = registry.get("m").submit("text")
@@ -138,9 +141,27 @@ async def test_a_call_cancelled_by_serve_fails_its_job_only() -> None:
 
     handle = FakeHandle(
         "embeddings",
-        [FakeResponse(asyncio.CancelledError()), FakeResponse(wire.done([1.0], 0, 0))],
+        [FakeResponse(asyncio.CancelledError()), FakeResponse([wire.done([1.0], 0, 0)])],
     )
     async with RemoteRegistry(settings(), {"m": handle}) as registry:
         with pytest.raises(HandlerFailed):
             await registry.get("m").submit("a").next_event()
         assert await registry.get("m").submit("b").next_event() == Done([1.0])
+
+
+async def test_a_unary_model_answers_in_one_round_trip_and_is_not_retried() -> None:
+    """A non-streaming model's call returns all its events at once; a model that is not
+    known to be side-effect free is not run twice when its replica dies."""
+    events = [(wire.CHUNK, "a"), (wire.CHUNK, "b"), wire.done(None, 0, 1)]
+    handle = FakeHandle(
+        "infer",
+        [FakeResponse(events), FakeResponse(_actor_died()), FakeResponse(events)],
+        unary=True,
+    )
+    async with RemoteRegistry(settings(), {"m": handle}) as registry:
+        model = registry.get("m")
+        job = model.submit({})
+        assert [await job.next_event() for _ in range(3)] == [Chunk("a"), Chunk("b"), Done(None)]
+        with pytest.raises(ReplicaLost):
+            await model.submit({}).next_event()
+    assert len(handle.calls) == 2

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ray.conftest import CHAT, RayServed
+from tests.ray.conftest import API_KEY, CHAT, RayServed
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -18,7 +18,8 @@ MESSAGES = [{"role": "user", "content": "Hello there"}]
 
 
 def _stats(served: RayServed) -> dict[str, Any]:
-    response = httpx.get(f"{served.url}/v1/stats", timeout=10)
+    with served.http(timeout=10) as http:
+        response = http.get("/v1/stats")
     response.raise_for_status()
     models: dict[str, Any] = response.json()["models"]
     return models
@@ -34,7 +35,7 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 def test_openai_sdk_on_two_chat_replicas(ray_served: RayServed) -> None:
     openai = pytest.importorskip("openai")
-    client = openai.OpenAI(base_url=f"{ray_served.url}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{ray_served.url}/v1", api_key=API_KEY, max_retries=0)
     for _ in range(8):
         reply = client.chat.completions.create(
             model=CHAT, messages=MESSAGES, max_tokens=6, temperature=0
@@ -60,7 +61,7 @@ def test_openai_sdk_on_two_chat_replicas(ray_served: RayServed) -> None:
 
 def test_same_surface_on_ray(ray_served: RayServed) -> None:
     """The ingress is localinfer's app: its routes, checks and error bodies."""
-    with httpx.Client(base_url=ray_served.url, timeout=30) as http:
+    with ray_served.http() as http:
         assert http.get("/health").json()["status"] == "ok"
         assert http.get("/ready").status_code == 200
         assert "localinfer_requests" in http.get("/metrics").text
@@ -82,7 +83,7 @@ def test_stream_streams_and_cancels_on_its_replica(ray_served: RayServed) -> Non
     before = _stats(ray_served)["ticks"]["replicas"][0]["cancelled"]
     started = time.monotonic()
     with (
-        httpx.Client(base_url=ray_served.url, timeout=30) as http,
+        ray_served.http() as http,
         http.stream("POST", "/v1/infer/ticks", json=body) as response,
     ):
         assert response.status_code == 200
@@ -108,9 +109,8 @@ def _take(lines: Any, count: int) -> list[str]:
 
 def _sleep_requests(served: RayServed, count: int, seconds: float) -> list[httpx.Response]:
     def one(_: int) -> httpx.Response:
-        return httpx.post(
-            f"{served.url}/v1/infer/sleep", json={"kwargs": {"seconds": seconds}}, timeout=60
-        )
+        with served.http(timeout=60) as http:
+            return http.post("/v1/infer/sleep", json={"kwargs": {"seconds": seconds}})
 
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
         return list(pool.map(one, range(count)))
@@ -131,9 +131,8 @@ def test_killed_replica_fails_only_its_requests(ray_served: RayServed) -> None:
     from ray import serve
 
     def one(_: int) -> httpx.Response:
-        return httpx.post(
-            f"{ray_served.url}/v1/infer/sleep", json={"kwargs": {"seconds": 3}}, timeout=60
-        )
+        with ray_served.http(timeout=60) as http:
+            return http.post("/v1/infer/sleep", json={"kwargs": {"seconds": 3}})
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(one, i) for i in range(6)]
@@ -163,7 +162,7 @@ def test_scales_from_one_to_two_replicas_under_load(ray_served: RayServed) -> No
 
     def load(_: int) -> int:
         done = 0
-        with httpx.Client(base_url=ray_served.url, timeout=60) as http:
+        with ray_served.http(timeout=60) as http:
             while time.monotonic() < stop:
                 http.post("/v1/infer/busy", json={"kwargs": {"seconds": 0.5}})
                 done += 1
@@ -197,7 +196,7 @@ def _replica_actors(serve: Any, app: str, deployment: str) -> list[Any]:
 def test_multiplexed_models_share_a_replica(ray_served: RayServed) -> None:
     from ray import serve
 
-    with httpx.Client(base_url=ray_served.url, timeout=60) as http:
+    with ray_served.http(timeout=60) as http:
         for _ in range(2):  # each call swaps the other model out
             assert http.post("/v1/infer/echo", json={"args": ["hi"]}).json() == {"text": "hi"}
             body = {"args": [2], "kwargs": {"delay_s": 0.01}, "stream": True}

@@ -8,6 +8,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from localinfer.handlers.crossing import emits_together
 from localinfer.runtime.loop import LoopClosed, LoopHandle
 from tests.support import wait_until
 
@@ -60,3 +61,44 @@ def test_a_call_after_the_loop_ended_raises_loop_closed() -> None:
     handle = anyio.run(grab)
     with pytest.raises(LoopClosed):
         handle.call_soon(print, "never")
+
+
+async def test_calls_inside_emits_together_wait_for_the_block_end_and_cross_in_one_wakeup() -> None:
+    handle = LoopHandle.current()
+    ran: list[int] = []
+    wakeups = 0
+    wake = handle._wake
+
+    def counted_wake() -> None:
+        nonlocal wakeups
+        wakeups += 1
+        wake()
+
+    handle._wake = counted_wake  # type: ignore[method-assign]
+    released = threading.Event()
+    in_block = threading.Event()
+
+    def step() -> None:
+        with emits_together():
+            for i in range(4):
+                handle.call_soon(ran.append, i)
+            in_block.set()
+            released.wait(5)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, step)
+        await anyio.to_thread.run_sync(in_block.wait, 5)
+        await anyio.sleep(0.05)  # the loop runs freely: nothing has crossed yet
+        assert ran == [] and wakeups == 0
+        released.set()
+    await wait_until(lambda: ran == [0, 1, 2, 3], timeout=5)
+    assert wakeups == 1
+
+
+def test_a_held_wakeup_for_a_closed_loop_is_dropped_quietly() -> None:
+    async def grab() -> LoopHandle:
+        return LoopHandle.current()
+
+    handle = anyio.run(grab)
+    with emits_together():
+        handle.call_soon(print, "never")  # held: the block's end finds the loop gone

@@ -1,5 +1,7 @@
 """The load watchdog: a ``load()`` past ``load_timeout_s`` fails its model with the reason,
 gives its turn to load to the next model, and its thread is abandoned and counted.
+A handler's own thread given up on (a stalled engine's loop) is counted the same way,
+against ``max_abandoned_workers``; a handler refused more keeps its worker hung.
 
 (Dead, silent and hung workers: ``test_faults.py``.)
 """
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from localinfer.calls.stats import model_stats
 from localinfer.errors import ModelNotReady
 from localinfer.handlers.base import Handler
 from localinfer.runtime import ModelDefinition, ModelRegistry
@@ -65,6 +68,52 @@ async def test_a_load_within_the_timeout_is_not_judged() -> None:
         model = registry.add(ModelDefinition(name="fine", create_handler=lambda i, d: Echo()))
         await registry.wait_ready(5)
         assert model.failure is None and model.abandoned_workers == []
+
+
+class LeavesAThread(Echo):
+    """Gives up on a thread of its own at load, if its ledger allows (a stalled loop)."""
+
+    release = threading.Event()
+
+    def load(self, device: str) -> None:
+        self.allowed = self.thread_ledger.may_abandon()
+        if self.allowed:
+            stuck = threading.Thread(target=self.release.wait, args=(30,), name="stuck-loop")
+            stuck.start()
+            self.thread_ledger.abandon("stuck-loop", "stalled for the test", stuck.is_alive)
+
+
+async def test_a_handlers_abandoned_thread_is_counted_and_uses_up_the_bound() -> None:
+    LeavesAThread.release.clear()
+    async with ModelRegistry(max_abandoned_workers=1) as registry:
+        model = registry.add(ModelDefinition(name="m", create_handler=lambda i, d: LeavesAThread()))
+        await registry.wait_ready(5)
+        assert model.handler_refs[0]().allowed  # type: ignore[union-attr]
+        (thread,) = model.health()["abandoned_threads"]
+        assert thread["thread"] == "stuck-loop" and thread["error"] == "stalled for the test"
+        assert model_stats(model)["abandoned_threads"] == 1
+        assert model.supervisor.abandoned_count == 1
+        assert not model.supervisor.may_abandon()  # the bound is used up: no second one
+        LeavesAThread.release.set()  # the thread returns: forgotten, room again
+        await wait_until(lambda: model_stats(model)["abandoned_threads"] == 0, timeout=5)
+        assert model.health()["abandoned_threads"] == [] and model.supervisor.may_abandon()
+
+
+async def test_a_handler_stuck_in_place_makes_its_worker_hung_until_it_serves_again() -> None:
+    async with ModelRegistry(max_abandoned_workers=0) as registry:
+        model = registry.add(ModelDefinition(name="m", create_handler=lambda i, d: Echo()))
+        await registry.wait_ready(5)
+        assert not model.supervisor.may_abandon()  # max_abandoned_workers=0
+        handler = model.handler_refs[0]()
+        assert handler is not None
+        handler.thread_ledger.stuck_in_place("engine stalled and not restarted")
+        worker = model.workers[0]
+        await wait_until(lambda: worker.state == WorkerState.HUNG, timeout=5)
+        assert not model.ready and worker.error == "engine stalled and not restarted"
+        assert model.hangs == 1 and model.hung_workers == 1
+        handler.thread_ledger.stuck_in_place(None)  # its stuck thread ended: it restarted
+        await wait_until(lambda: worker.state == WorkerState.READY, timeout=5)
+        assert model.ready and model.workers[0] is worker  # not replaced: the same worker
 
 
 def test_a_turn_given_up_on_goes_to_the_next_load_and_is_not_taken_twice() -> None:

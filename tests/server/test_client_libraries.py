@@ -1,8 +1,10 @@
-"""The most used client libraries, unchanged, against localinfer (a tiny random Llama).
+"""The most used client libraries, unchanged, against localinfer.
 
 ``langchain-openai``'s ``ChatOpenAI`` (``with_structured_output``, ``bind_tools``) and
-``instructor`` talk to a local base URL exactly as they talk to OpenAI. With random
-weights, every parsed object below exists because localinfer enforced the schema.
+``instructor`` talk to a local base URL exactly as they talk to OpenAI, here to a tiny
+random Llama: with random weights, every parsed object exists because localinfer enforced
+the schema. A ``pydantic-ai`` agent runs a whole tool loop, which needs a model that
+reads the tool's result: the packaged SmolLM2-135M (served by llama.cpp, as by default).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from localinfer.hub.packaged import packaged_path
+from localinfer.plugins import discover
+from localinfer.runtime.resolve import model_definition, resolve
 from tests.support import CHAT, ThreadedServer, define_local
+
+SMOLLM2 = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +77,61 @@ def test_instructor_tools_and_json_schema_modes(server: ThreadedServer) -> None:
             max_retries=0,
         )
         assert isinstance(weather, Weather)
+
+
+class Forecast(BaseModel):
+    """The weather forecast for a city."""
+
+    city: str
+    temperature_c: int
+
+
+@pytest.fixture(scope="module")
+def smollm2_server() -> Iterator[ThreadedServer]:
+    entry = discover().catalog.get(SMOLLM2)
+    if entry is None or not entry.packaged or not packaged_path(entry.packaged):
+        pytest.skip(f"{SMOLLM2} is not installed: run `bash scripts/install.sh`")
+    with ThreadedServer([model_definition(resolve(SMOLLM2, discover()))]) as running:
+        yield running
+
+
+@pytest.mark.real_model
+def test_pydantic_ai_agent_calls_a_tool_and_returns_the_output_type(
+    smollm2_server: ThreadedServer,
+) -> None:
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent, RunContext, Tool
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+    from pydantic_ai.tools import ToolDefinition
+    from pydantic_ai.usage import UsageLimits
+
+    asked: list[str] = []
+
+    def get_temperature(city: str) -> int:
+        """Get the current temperature in a city, in degrees Celsius."""
+        asked.append(city)
+        return 21
+
+    async def until_called(ctx: RunContext[None], tool: ToolDefinition) -> ToolDefinition | None:
+        # a 135M model asks again forever; offered once, the next step must be the output
+        return None if asked else tool
+
+    model = OpenAIChatModel(
+        SMOLLM2,
+        provider=OpenAIProvider(base_url=f"{smollm2_server.url}/v1", api_key="unused"),
+    )
+    agent = Agent(
+        model,
+        output_type=Forecast,
+        tools=[Tool(get_temperature, prepare=until_called)],
+        model_settings={"temperature": 0, "max_tokens": 100, "parallel_tool_calls": False},
+    )
+    result = agent.run_sync(
+        "What is the temperature in Paris?", usage_limits=UsageLimits(request_limit=4)
+    )
+    # pydantic-ai validated the output tool's arguments into the model: localinfer's
+    # required tool_choice guaranteed the shape, the tool's answer supplied the value
+    assert isinstance(result.output, Forecast)
+    assert asked == ["Paris"]
+    assert result.output == Forecast(city="Paris", temperature_c=21)

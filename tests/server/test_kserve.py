@@ -245,3 +245,35 @@ async def test_protocol_errors() -> None:
         )
         assert r.status_code == 500
         assert r.json() == {"error": "ValueError: boom: bad luck"}
+
+
+async def test_answers_are_the_protocol_models_openapi_documents() -> None:
+    """Each /v2 answer is exactly its model's dump (nothing beside it), and /openapi.json
+    describes it by that model's own schema."""
+    from pydantic import BaseModel
+
+    from localinfer.server.protocol import kserve as k
+
+    defs = [define(models.Echo), handler_model("embed", Embedder)]
+    async with running_server(defs) as client:
+        infer = await client.post(
+            "/v2/models/embed/infer", json={"inputs": [tensor("text", "BYTES", [1], ["a"])]}
+        )
+        answers: list[tuple[str, type[BaseModel], Any]] = [
+            ("/v2", k.ServerMetadata, (await client.get("/v2")).json()),
+            ("/v2/health/live", k.Liveness, (await client.get("/v2/health/live")).json()),
+            ("/v2/models/{name}", k.ModelMetadata, (await client.get("/v2/models/echo")).json()),
+            ("/v2/models/{name}/infer", k.InferenceResponse, infer.json()),
+            ("/v2/models/{name}", k.KServeError, (await client.get("/v2/models/no")).json()),
+        ]
+        document = (await client.get("/openapi.json")).json()
+    for _, model, body in answers:
+        assert k.answer_body(model.model_validate(body)) == body
+    schemas = document["components"]["schemas"]
+    for name in ("ServerMetadata", "ModelMetadata", "InferenceResponse", "KServeError"):
+        model = getattr(k, name)
+        assert set(schemas[name]["properties"]) == set(model.model_fields)
+    infer_doc = document["paths"]["/v2/models/{name}/infer"]["post"]["responses"]
+    assert infer_doc["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/InferenceResponse"
+    }

@@ -59,6 +59,7 @@ def model_json(step: int = 0) -> dict[str, dict[str, object]]:
     return {
         "qwen2.5-0.5b-instruct": {
             "task": "chat",
+            "engine": "transformers continuous batching x32",
             "submitted": 40 + step,
             "succeeded": 37 + step,
             "failed": 0,

@@ -8,8 +8,11 @@ thread that turns the manager's per-token outputs into each request's
 The reader thread is also the engine's watchdog: while requests wait, the manager must
 produce an output (one token of some request) every ``stall_s`` seconds. One that does
 not is stalled (a hung kernel, a deadlock in its loop): its requests fail with 503
-``engine_stalled`` and a fresh manager takes its place (the stuck loop's thread cannot
-be killed; it is stopped without waiting and left).
+``engine_stalled`` and a fresh manager takes its place. The stuck loop's thread cannot
+be killed: it is stopped without waiting and left behind, counted in the handler's
+:class:`~localinfer.handlers.base.ThreadLedger` (``max_abandoned_workers``). With no room
+left there, the engine restarts only once that thread has ended by itself; until then it
+refuses its requests (503) and the worker shows hung.
 """
 
 from __future__ import annotations
@@ -17,29 +20,24 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from localinfer.errors import ConfigurationError, EngineStalled, HandlerFailed
+from localinfer.handlers.base import ThreadLedger
 from localinfer.handlers.generation.batch_rows import SLOT_KEY, RowGrammars, install, rows_supported
+from localinfer.handlers.generation.batching_setup import engine_generation_config, size_cache
 from localinfer.handlers.generation.sequence import Generation
 
 if TYPE_CHECKING:
-    from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+    from transformers import GenerationMixin, PreTrainedModel
     from transformers.generation.continuous_batching import ContinuousBatchingManager
     from transformers.generation.continuous_batching.requests import GenerationOutput
 
 logger = logging.getLogger(__name__)
 
-#: KV-cache budget of a continuous-batching engine on CPU (see ``_size_cache``)
-_CPU_KV_CACHE_GIB = 1.0
-#: tokens per forward pass on CPU (long prompts are prefilled in chunks of this size)
-_CPU_MAX_BATCH_TOKENS = 1024
-#: the cache is sized for requests up to this long, however long the model's context
-_MAX_CACHED_CONTEXT = 32_768
 #: seconds without any output while requests wait before the engine counts as stalled
 DEFAULT_STALL_S = 120.0
 
@@ -63,8 +61,13 @@ class ContinuousBatchingEngine:
         *,
         stall_s: float = DEFAULT_STALL_S,
         restart: Callable[[], tuple[ContinuousBatchingManager, RowGrammars | None]] | None = None,
+        ledger: ThreadLedger | None = None,
     ) -> None:
         self.manager = manager
+        #: where a stuck loop's thread is left (and asked whether it may be)
+        self._ledger = ledger if ledger is not None else ThreadLedger()
+        #: a stalled manager whose thread may not be left behind: waited out, not replaced
+        self._stuck: ContinuousBatchingManager | None = None
         #: per-row grammars and logprobs (None where the batch cannot run them)
         self._rows = rows
         self._slots: dict[str, int] = {}
@@ -97,6 +100,7 @@ class ContinuousBatchingEngine:
         eos_token_ids: frozenset[int],
         context_length: int | None,
         options: Mapping[str, Any],
+        ledger: ThreadLedger | None = None,
     ) -> ContinuousBatchingEngine:
         """Create the manager with per-request sampling, size its cache, start its loop."""
         import torch
@@ -113,13 +117,13 @@ class ContinuousBatchingEngine:
         settings.update(options.get("continuous_batching_config") or {})
         if "kv_cache_gib" in options:
             settings["kv_cache_gib"] = options["kv_cache_gib"]
-        _size_cache(settings, model, max_in_flight, context_length)
+        size_cache(settings, model, max_in_flight, context_length)
         sequential_attention = str(model.config._attn_implementation)
         vocab_size = int(model.config.get_text_config().vocab_size)
 
         def new_manager() -> tuple[ContinuousBatchingManager, RowGrammars | None]:
             manager = cast("GenerationMixin", model).init_continuous_batching(
-                generation_config=_engine_generation_config(model, eos_token_ids),
+                generation_config=engine_generation_config(model, eos_token_ids),
                 continuous_batching_config=ContinuousBatchingConfig(**settings),
             )
             rows = install(manager, vocab_size) if rows_supported(manager) else None
@@ -146,6 +150,7 @@ class ContinuousBatchingEngine:
             rows,
             stall_s=float(options.get("engine_stall_s", DEFAULT_STALL_S)),
             restart=new_manager,
+            ledger=ledger,
         )
 
     def can_serve(self, generation: Generation) -> bool:
@@ -157,6 +162,9 @@ class ContinuousBatchingEngine:
 
     def submit(self, generation: Generation) -> None:
         """Queue a request with the manager and return at once."""
+        if self._stuck is not None:
+            generation.item.fail(EngineStalled(self._ledger.stuck_reason or "engine stalled"))
+            return
         request = generation.request
         sampling: dict[str, Any]
         if request.temperature > 0:
@@ -240,6 +248,9 @@ class ContinuousBatchingEngine:
 
     def _read_outputs(self) -> None:
         while not self._closing.is_set():
+            if self._stuck is not None:
+                self._wait_out_stuck()
+                continue
             try:
                 output = self.manager.get_result(timeout=0.05)
                 if output is not None:
@@ -317,12 +328,49 @@ class ContinuousBatchingEngine:
             )
         with contextlib.suppress(Exception):
             stuck.stop(block=False)
-        if self._restart is not None:
-            try:
-                self.manager, self._rows = self._restart()
-            except Exception:
-                logger.exception("continuous batching: the engine could not be restarted")
+        if self._restart is not None and self._ledger.may_abandon():
+            self._leave_behind(stuck)
+        elif self._restart is not None:
+            self._stuck = stuck
+            self._ledger.stuck_in_place(
+                f"the continuous-batching engine stalled (no step for {self.stall_s:g} s) and "
+                "is not restarted: max_abandoned_workers threads are left behind already; it "
+                "restarts when its stuck loop returns"
+            )
+            logger.error("continuous batching: %s", self._ledger.stuck_reason)
         self._last_step = time.monotonic()
+
+    def _leave_behind(self, stuck: ContinuousBatchingManager) -> None:
+        """Count the stuck loop's thread as abandoned, and start a fresh manager."""
+        reason = f"continuous-batching loop stalled (no step for {self.stall_s:g} s)"
+        self._ledger.abandon("localinfer:cb-loop", reason, stuck.is_running)
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        assert self._restart is not None
+        try:
+            self.manager, self._rows = self._restart()
+        except Exception:
+            logger.exception("continuous batching: the engine could not be restarted")
+
+    def _wait_out_stuck(self) -> None:
+        """Restart once the stalled loop that could not be left behind has ended, or once
+        there is room to leave it behind (another abandoned thread returned)."""
+        stuck = self._stuck
+        if stuck is None:
+            return
+        if not stuck.is_running():
+            logger.warning("continuous batching: the stalled loop returned; restarting")
+            self._start_fresh()
+        elif self._ledger.may_abandon():
+            logger.warning("continuous batching: room to leave the stalled loop; restarting")
+            self._leave_behind(stuck)
+        else:
+            self._closing.wait(0.1)
+            return
+        self._stuck = None
+        self._last_step = time.monotonic()
+        self._ledger.stuck_in_place(None)
 
     def _fail_all(self, error: BaseException | None) -> None:
         with self._lock:
@@ -338,64 +386,3 @@ class ContinuousBatchingEngine:
             slot = self._slots.pop(request_id, None)
         if slot is not None and self._rows is not None:
             self._rows.remove(slot)
-
-
-def _engine_generation_config(
-    model: PreTrainedModel, eos_token_ids: frozenset[int]
-) -> GenerationConfig:
-    """The model's defaults, with the sampling warpers every request then overrides.
-
-    The manager only builds a per-request temperature / top-k / top-p processor when the
-    config sets a non-default value for it, hence the placeholders.
-    """
-    import copy
-
-    config = copy.deepcopy(model.generation_config)
-    config.update(  # type: ignore[no-untyped-call]
-        do_sample=True,
-        temperature=0.7,
-        top_k=50,
-        top_p=0.9,
-        min_p=None,
-        typical_p=None,
-        epsilon_cutoff=None,
-        eta_cutoff=None,
-        num_beams=1,
-        num_return_sequences=1,
-        eos_token_id=sorted(eos_token_ids) or None,
-    )
-    return config
-
-
-def _size_cache(
-    settings: dict[str, Any], model: PreTrainedModel, max_in_flight: int, context: int | None
-) -> None:
-    """Size the engine's KV cache for ``max_in_flight`` full-context requests, within a budget.
-
-    Left to itself the library takes 90 % of the free GPU memory (60 % of RAM on CPU),
-    which starves every other model sharing the device. The budget is ``kv_cache_gib``
-    from the settings, else 1 GiB on CPU and half the free memory on CUDA.
-    """
-    budget_gib = settings.pop("kv_cache_gib", None)
-    page_size = int(settings.setdefault("page_size", 256))
-    if model.device.type == "cpu":
-        settings.setdefault("max_batch_tokens", _CPU_MAX_BATCH_TOKENS)
-    if settings.get("num_blocks") is not None:
-        return
-    if budget_gib is not None:
-        budget = int(float(budget_gib) * 2**30)
-    elif model.device.type == "cuda":
-        import torch
-
-        budget = torch.cuda.mem_get_info(model.device)[0] // 2
-    else:
-        budget = int(_CPU_KV_CACHE_GIB * 2**30)
-    config = model.config.get_text_config()
-    heads = int(config.num_attention_heads)
-    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
-    bytes_per_token = 2 * int(config.num_hidden_layers) * kv_heads * head_dim
-    bytes_per_block = bytes_per_token * page_size * model.dtype.itemsize
-    per_request = math.ceil(min(context or 4096, _MAX_CACHED_CONTEXT) / page_size) + 1
-    fits = budget // bytes_per_block
-    settings["num_blocks"] = max(per_request, min(per_request * max_in_flight, fits))

@@ -3,7 +3,9 @@
 An engine calls :meth:`LogprobRecorder.record` with a row of logits (after any output
 constraint's mask, before temperature / top-p) and :meth:`LogprobRecorder.take` with the
 token sampled from that row; steps are matched first-in first-out, so an engine whose
-logits step runs ahead of its output reader (continuous batching) works too.
+logits step runs ahead of its output reader (continuous batching) works too. An engine
+without torch (llama.cpp) computes the row itself and hands it to
+:meth:`LogprobRecorder.keep`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import collections
 import math
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, SupportsFloat
 
 from localinfer.handlers.generation.text import Decode
 from localinfer.handlers.tasks import TokenLogprob, TopLogprob
@@ -23,13 +26,19 @@ if TYPE_CHECKING:
 MAX_TOP_LOGPROBS = 20
 
 
+class LogprobRow(Protocol):
+    """One step's log-probabilities, indexed by token id (a torch or numpy vector)."""
+
+    def __getitem__(self, token_id: int, /) -> SupportsFloat: ...
+
+
 class LogprobRecorder:
     """Log-softmax rows waiting for their sampled token, and the token texts for them."""
 
     def __init__(self, top: int, decode: Decode) -> None:
         self.top = max(0, min(top, MAX_TOP_LOGPROBS))
         self._decode = decode
-        self._steps: collections.deque[tuple[torch.Tensor, list[tuple[int, float]]]] = (
+        self._steps: collections.deque[tuple[LogprobRow, list[tuple[int, float]]]] = (
             collections.deque()
         )
         self._lock = threading.Lock()
@@ -43,8 +52,13 @@ class LogprobRecorder:
         if self.top:
             values, ids = torch.topk(logprobs, self.top)
             best = list(zip(ids.tolist(), values.tolist(), strict=True))
+        self.keep(logprobs, best)
+
+    def keep(self, logprobs: LogprobRow, best: Sequence[tuple[int, float]]) -> None:
+        """Keep one step computed by the engine: its log-softmax row and its ``top`` best
+        ``(token id, logprob)`` pairs, most likely first."""
         with self._lock:
-            self._steps.append((logprobs, best))
+            self._steps.append((logprobs, list(best)))
 
     def take(self, token_id: int) -> TokenLogprob | None:
         """The sampled token's entry, from the oldest recorded step (None if none recorded)."""

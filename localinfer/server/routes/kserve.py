@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -49,39 +49,50 @@ from localinfer.runtime.job import Done
 from localinfer.runtime.model import ServedModel
 from localinfer.server.bodies import read_json
 from localinfer.server.errors import kserve_error_response
+from localinfer.server.protocol.kserve import (
+    InferenceRequest,
+    InferenceResponse,
+    InputTensor,
+    KServeReadiness,
+    Liveness,
+    ModelMetadata,
+    ModelReadiness,
+    OutputTensor,
+    ServerMetadata,
+    TensorMetadata,
+    answer_body,
+)
 from localinfer.server.routes.common import reader_for
 from localinfer.server.state import calls_of, registry_of, request_id_of, settings_of
-from localinfer.server.tensors import (
-    InferenceRequest,
-    InputTensor,
-    as_python,
-    decode,
-    encode,
-    encode_outputs,
-)
+from localinfer.server.tensors import as_python, decode, encode, encode_outputs
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 #: most texts one chat infer request may carry (each is its own generation)
 MAX_GENERATIONS = 16
 
-_IO: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
+_IO: dict[str, tuple[list[TensorMetadata], list[TensorMetadata]]] = {
     EMBEDDINGS: (
-        [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-        [{"name": "embedding", "datatype": "FP32", "shape": [-1, -1]}],
+        [TensorMetadata(name="text", datatype="BYTES", shape=[-1])],
+        [TensorMetadata(name="embedding", datatype="FP32", shape=[-1, -1])],
     ),
     CHAT: (
-        [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}],
+        [TensorMetadata(name="text_input", datatype="BYTES", shape=[-1])],
         [
-            {"name": "text_output", "datatype": "BYTES", "shape": [-1]},
-            {"name": "finish_reason", "datatype": "BYTES", "shape": [-1]},
+            TensorMetadata(name="text_output", datatype="BYTES", shape=[-1]),
+            TensorMetadata(name="finish_reason", datatype="BYTES", shape=[-1]),
         ],
     ),
     TRANSCRIPTION: (
-        [{"name": "audio", "datatype": "FP32", "shape": [-1]}],
-        [{"name": "text", "datatype": "BYTES", "shape": [1]}],
+        [TensorMetadata(name="audio", datatype="FP32", shape=[-1])],
+        [TensorMetadata(name="text", datatype="BYTES", shape=[1])],
     ),
 }
 _ANNOTATION_TYPES = {"str": "BYTES", "int": "INT64", "float": "FP64", "bool": "BOOL"}
+
+
+def send(answer: BaseModel, status_code: int = 200) -> Response:
+    """One KServe answer, from its protocol model."""
+    return JSONResponse(answer_body(answer), status_code=status_code)
 
 
 def kserve(endpoint: Endpoint) -> Endpoint:
@@ -102,23 +113,21 @@ def kserve(endpoint: Endpoint) -> Endpoint:
 
 
 async def live(request: Request) -> Response:
-    return JSONResponse({"live": True})
+    return send(Liveness(live=True))
 
 
 async def ready(request: Request) -> Response:
     is_ready = registry_of(request).ready
-    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+    return send(KServeReadiness(ready=is_ready), 200 if is_ready else 503)
 
 
 async def server_metadata(request: Request) -> Response:
-    return JSONResponse({"name": "localinfer", "version": __version__, "extensions": []})
+    return send(ServerMetadata(name="localinfer", version=__version__, extensions=[]))
 
 
 async def model_ready(request: Request) -> Response:
     model = registry_of(request).get(request.path_params["name"])
-    return JSONResponse(
-        {"name": model.name, "ready": model.ready}, status_code=200 if model.ready else 503
-    )
+    return send(ModelReadiness(name=model.name, ready=model.ready), 200 if model.ready else 503)
 
 
 def _infer_signature(model: ServedModel) -> inspect.Signature | None:
@@ -147,25 +156,25 @@ async def model_metadata(request: Request) -> Response:
     signature = _infer_signature(model)
     if signature is not None:
         inputs = [
-            {
-                "name": name,
-                "datatype": _ANNOTATION_TYPES.get(_type_name(param.annotation), "BYTES"),
-                "shape": [-1],
-                "parameters": {"optional": param.default is not inspect.Parameter.empty},
-            }
+            TensorMetadata(
+                name=name,
+                datatype=_ANNOTATION_TYPES.get(_type_name(param.annotation), "BYTES"),
+                shape=[-1],
+                parameters={"optional": param.default is not inspect.Parameter.empty},
+            )
             for name, param in signature.parameters.items()
             if param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
         ]
     handler = model.capabilities.get("handler", "python")
-    return JSONResponse(
-        {
-            "name": model.name,
-            "versions": [],
-            "platform": f"localinfer/{handler}",
-            "inputs": inputs,
-            "outputs": outputs,
-            "parameters": {"task": model.definition.task, "capabilities": model.capabilities},
-        }
+    return send(
+        ModelMetadata(
+            name=model.name,
+            versions=[],
+            platform=f"localinfer/{handler}",
+            inputs=inputs,
+            outputs=outputs,
+            parameters={"task": model.definition.task, "capabilities": model.capabilities},
+        )
     )
 
 
@@ -213,7 +222,9 @@ def _parameter(body: InferenceRequest, name: str, kind: type, default: Any = Non
     return kind(value)
 
 
-async def _embeddings(request: Request, model: ServedModel, body: InferenceRequest) -> Any:
+async def _embeddings(
+    request: Request, model: ServedModel, body: InferenceRequest
+) -> list[OutputTensor]:
     tensor = _single(body, ("BYTES",))
     texts = _texts(request, tensor, calls_of(request).limits.max_embedding_inputs)
     payload = EmbeddingRequest(tuple(texts), dimensions=_parameter(body, "dimensions", int))
@@ -222,7 +233,7 @@ async def _embeddings(request: Request, model: ServedModel, body: InferenceReque
     return [encode("embedding", np.asarray(result.vectors, dtype=np.float32))]
 
 
-async def _chat(request: Request, model: ServedModel, body: InferenceRequest) -> Any:
+async def _chat(request: Request, model: ServedModel, body: InferenceRequest) -> list[OutputTensor]:
     texts = _texts(request, _single(body, ("BYTES",)), MAX_GENERATIONS)
     calls = calls_of(request)
     max_tokens = _parameter(body, "max_tokens", int)
@@ -246,7 +257,9 @@ async def _chat(request: Request, model: ServedModel, body: InferenceRequest) ->
     ]
 
 
-async def _transcription(request: Request, model: ServedModel, body: InferenceRequest) -> Any:
+async def _transcription(
+    request: Request, model: ServedModel, body: InferenceRequest
+) -> list[OutputTensor]:
     tensor = _single(body, ("FP32", "FP64", "FP16"))
     audio = decode(tensor).astype(np.float32).reshape(-1)
     sample_rate = _parameter(body, "sample_rate", int, 16_000)
@@ -266,7 +279,9 @@ async def _transcription(request: Request, model: ServedModel, body: InferenceRe
     return [encode("text", [result.text])]
 
 
-async def _named_inputs(request: Request, model: ServedModel, body: InferenceRequest) -> Any:
+async def _named_inputs(
+    request: Request, model: ServedModel, body: InferenceRequest
+) -> list[OutputTensor]:
     names = [t.name for t in body.inputs]
     if len(set(names)) != len(names):
         raise InvalidRequest("input names must be unique")
@@ -294,16 +309,18 @@ async def infer(request: Request) -> Response:
         raise InvalidRequest(f"{where}: {first.get('msg', 'invalid value')}") from None
     outputs = await _BY_TASK.get(model.definition.task, _named_inputs)(request, model, body)
     if body.outputs is not None:
-        produced = {o["name"]: o for o in outputs}
+        produced = {o.name: o for o in outputs}
         missing = [o.name for o in body.outputs if o.name not in produced]
         if missing:
             raise InvalidRequest(
                 f"unknown output(s) {', '.join(missing)}; this model produces {', '.join(produced)}"
             )
         outputs = [produced[o.name] for o in body.outputs]
-    reply: dict[str, Any] = {"model_name": model.name, "outputs": outputs}
-    reply["id"] = body.id or request_id_of(request)
-    return JSONResponse(reply)
+    return send(
+        InferenceResponse(
+            model_name=model.name, id=body.id or request_id_of(request), outputs=outputs
+        )
+    )
 
 
 routes = [

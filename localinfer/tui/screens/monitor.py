@@ -1,5 +1,8 @@
 """Monitor: the server machine's devices and each model's load, about once a second.
 
+A model on Ray Serve adds a row per replica to the models table and its devices (on the
+replica's own node) to the devices panel.
+
 Everything is read from ``/v1/stats`` (devices included), so a remote server shows its own
 GPUs. Polling runs in an exclusive worker (a slow answer is never stacked behind another)
 and pauses while the screen is hidden. A failed poll says so on the status line once,
@@ -18,7 +21,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Label, Static
 
 from localinfer import errors as e
-from localinfer.client import Stats
+from localinfer.client import DeviceStatistics, Stats
+from localinfer.client.results import device_statistics_from
 from localinfer.tui.screens.base import AppScreen
 from localinfer.tui.widgets import units
 from localinfer.tui.widgets.gauges import DeviceRow, ThroughputRow
@@ -34,6 +38,8 @@ COLUMNS = (
     ("p50", "p50"),
     ("p95", "p95"),
     ("ok/fail/cancel", "outcomes"),
+    # last: long ("transformers continuous batching x32"), it may scroll out of a narrow view
+    ("engine", "engine"),
 )
 
 
@@ -131,15 +137,16 @@ class MonitorScreen(AppScreen):
     async def _show_devices(self, stats: Stats) -> None:
         container = self.query_one("#devices", Vertical)
         rows = {row.device_name: row for row in container.query(DeviceRow)}
-        for device in stats.devices:
+        devices = [*stats.devices, *replica_devices(stats)]
+        for device in devices:
             if device.name not in rows:
                 rows[device.name] = DeviceRow(device.name)
                 await container.mount(rows[device.name])
             rows[device.name].show(device)
         for name, row in rows.items():
-            if name not in {d.name for d in stats.devices}:
+            if name not in {d.name for d in devices}:
                 await row.remove()
-        await self._placeholder(container, not stats.devices, "the server reports no devices")
+        await self._placeholder(container, not devices, "the server reports no devices")
 
     def _show_table(self, stats: Stats) -> None:
         table = self.query_one("#models", DataTable)
@@ -155,6 +162,7 @@ class MonitorScreen(AppScreen):
                 units.millis(s.latency_p50_ms),
                 units.millis(s.latency_p95_ms),
                 f"{s.succeeded}/{s.failed}/{s.cancelled}",
+                s.engine or units.UNKNOWN,
                 key=name,
             )
             for replica in s.replicas:  # a model on Ray Serve: one row per replica
@@ -169,6 +177,7 @@ class MonitorScreen(AppScreen):
                     units.millis(replica.latency_p50_ms),
                     units.millis(replica.latency_p95_ms),
                     f"{replica.succeeded}/{replica.failed}/{replica.cancelled}",
+                    replica.engine or "",
                     key=tag,
                 )
 
@@ -192,3 +201,17 @@ class MonitorScreen(AppScreen):
             await container.mount(Label(text, classes="empty"))
         elif not empty:
             await shown.remove()
+
+
+def replica_devices(stats: Stats) -> list[DeviceStatistics]:
+    """The devices of each Ray Serve replica (those its workers use, on its own node),
+    named ``model · replica · device``; a local model has none here."""
+    found: list[DeviceStatistics] = []
+    for name, model in sorted(stats.models.items()):
+        for replica in model.replicas:
+            tag = f"{name} · {replica.raw.get('replica', '?')}"
+            for device in replica.raw.get("devices") or []:
+                found.append(
+                    device_statistics_from({**device, "name": f"{tag} · {device.get('name')}"})
+                )
+    return found

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from localinfer.errors import ConfigurationError
 from localinfer.handlers.base import ModelSource, WorkItem
-from localinfer.handlers.speech import SpeechHandler, checked_voice, silence, to_pcm16
+from localinfer.handlers.speech import SpeechHandler, checked_voice, speak
 from localinfer.handlers.tasks import (
     SPEECH,
     SpeechRequest,
@@ -111,27 +110,11 @@ class HibariHandler(SpeechHandler):
         voice = checked_voice(request, self.voice_files, self.default_voice)
         model = self._model(voice)
         rng = np.random.default_rng(self.seed)
-        started = time.perf_counter()
-        seconds = 0.0
-        for index, phonemes in enumerate(_phonemes(model, request.text)):
-            if item.cancelled:
-                return None
-            if index:
-                for gap in silence(self.sentence_gap_s, self.sample_rate):
-                    item.emit(gap)
-                    seconds += gap.seconds
-            piece = to_pcm16(
-                model.from_ids(model.ids(phonemes), request.speed, rng), self.sample_rate
-            )
-            seconds += piece.seconds
-            item.emit(piece)
-        return SpeechResult(
-            voice=voice,
-            sample_rate=self.sample_rate,
-            audio_seconds=round(seconds, 3),
-            characters=len(request.text),
-            synthesis_ms=round((time.perf_counter() - started) * 1e3, 3),
+        sentences = (
+            model.from_ids(model.ids(phonemes), request.speed, rng)
+            for phonemes in _phonemes(model, request.text)
         )
+        return speak(item, request, voice, sentences, self.sample_rate, self.sentence_gap_s)
 
     def _model(self, voice: str) -> Hibari:
         model = self._models.get(voice)

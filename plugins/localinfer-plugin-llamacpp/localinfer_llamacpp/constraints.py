@@ -19,6 +19,12 @@ from localinfer_llamacpp.sampling import grammar_sampler
 #: blocks of a ``repeat`` constraint are separated by this (the chat-surface contract)
 REPEAT_SEPARATOR = "\n"
 
+#: whitespace between JSON tokens: llama.cpp's own converter's rule (``llama-server``),
+#: newlines and indentation included, where llama-cpp-python's port allows one space. A
+#: model that pretty-prints keeps its own tokens instead of having them refused (each
+#: refusal costs a pass of the grammar over the whole vocabulary, see ``sampling``)
+SPACE_RULE = '| " " | "\\n"{1,2} [ \\t]{0,20}'
+
 
 class Constraint(Protocol):
     """What the engine reads of ``localinfer.handlers.generation.constraints.OutputConstraint``."""
@@ -59,6 +65,7 @@ def constraint_grammar(json_schema: str, prefix: str, suffix: str, repeat: bool)
         converter = grammars.SchemaConverter(
             prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
         )
+        converter._rules["space"] = SPACE_RULE
         schema = converter.resolve_refs(schema, "input")
         payload = converter.visit(schema, "payload")
         rules = converter.format_grammar()

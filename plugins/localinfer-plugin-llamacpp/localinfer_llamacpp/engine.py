@@ -26,9 +26,11 @@ import time
 from dataclasses import dataclass, field
 
 from localinfer.errors import HandlerFailed
+from localinfer.handlers.crossing import emits_together
 from localinfer.handlers.generation.sequence import Generation
 from localinfer_llamacpp.model import GgufModel
 from localinfer_llamacpp.sampling import SamplerChain
+from localinfer_llamacpp.threads import ThreadChoice
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,9 @@ class BatchedEngine:
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._active: list[Sequence] = []
         self._wake = threading.Condition()
+        #: each decode's thread count, measured as it runs (see threads.py)
+        self.threads = ThreadChoice(*model.thread_counts)
+        self._threads_set = 0
         self._closing = False
         #: prompt tokens reused from the cache, and decodes run, over the engine's life
         self.reused_tokens = 0
@@ -142,9 +147,10 @@ class BatchedEngine:
                 self._waiting.extend(self._arrivals)
                 self._arrivals.clear()
             try:
-                self._admit()
-                if self._active:
-                    self._step()
+                with emits_together():  # the step's tokens reach the loop in one wakeup
+                    self._admit()
+                    if self._active:
+                        self._step()
             except Exception as exc:  # the context is in an unknown state: fail what runs
                 logger.exception("llama.cpp engine step failed")
                 for sequence in list(self._active):
@@ -230,7 +236,13 @@ class BatchedEngine:
             fed.append((slot, chunk))
             sequence.prefilled += len(chunk)
         batch.n_tokens = count
+        threads = self.threads.for_step(count)
+        if threads != self._threads_set:  # llama.cpp takes n_threads for one token, else _batch
+            self.lib.llama_set_n_threads(self.model.ctx, threads, threads)
+            self._threads_set = threads
+        started = time.perf_counter()
         status = self.lib.llama_decode(self.model.ctx, batch)
+        self.threads.record(count, threads, time.perf_counter() - started)
         self.decodes += 1
         if status != 0:
             self._recover(status, fed)

@@ -10,8 +10,9 @@ requests in flight.
 
 Options (catalog entry or ``--models`` path): ``n_ctx`` (KV cells, split evenly between the
 sequences, 8192), ``parallel`` (sequences decoded together, 4), ``n_batch`` (512),
-``n_threads`` (one-token decodes: every core but one, which the server's per-token work
-needs), ``n_threads_batch`` (several sequences or a prompt: every core, or ``n_threads``),
+``n_threads`` (one-token decodes) and ``n_threads_batch`` (several sequences or a prompt;
+``n_threads`` when only that is given): unset, each decode runs on every core or every
+core but one, whichever is faster at the time (:mod:`localinfer_llamacpp.threads`),
 ``n_gpu_layers`` (all on a GPU device, none on CPU), ``chat_template``,
 ``flash_attn`` (off; ``None`` lets llama.cpp decide).
 """
@@ -27,6 +28,7 @@ from typing import Any
 from localinfer.errors import ConfigurationError, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.constraints import refuse_unenforced
+from localinfer.handlers.generation.logprobs import LogprobRecorder
 from localinfer.handlers.generation.sequence import Generation, check_fits_context
 from localinfer.handlers.generation.tool_calls import (
     HERMES,
@@ -132,7 +134,7 @@ class LlamaCppChatHandler(Handler):
                 continue
             try:
                 generation = self.prepare(item)
-                sampler = self._sampler(generation.request)
+                sampler = self._sampler(generation)
                 assert self.batcher is not None, "load() first"
                 self.batcher.submit(generation, sampler)
             except Exception as exc:
@@ -157,6 +159,11 @@ class LlamaCppChatHandler(Handler):
             tokens,
             model.detokenize,
             model.eog_ids,
+            logprobs=(
+                LogprobRecorder(request.logprobs, model.detokenize)
+                if request.logprobs is not None
+                else None
+            ),
             tool_format=self.tool_format if calling else None,
         )
 
@@ -168,8 +175,9 @@ class LlamaCppChatHandler(Handler):
             raise InvalidRequest(
                 f"{self.handler_name} takes a GenerationRequest, not {type(request).__name__}"
             )
-        # grammars (response_format, required/named tools) run per sequence in C
-        refuse_unenforced(request, self.handler_name, constraint=True, tools=True)
+        # grammars (response_format, required/named tools) run per sequence in C; logprobs
+        # are read from the rows of the sequences that ask (localinfer_llamacpp.logprobs)
+        refuse_unenforced(request, self.handler_name, constraint=True, logprobs=True, tools=True)
         stop: list[str] = []
         if request.messages is not None:
             if self.formatter is None:
@@ -206,11 +214,19 @@ class LlamaCppChatHandler(Handler):
         check_fits_context(len(tokens), request.max_new_tokens, self.context_length)
         return tokens, stop
 
-    def _sampler(self, request: GenerationRequest) -> SamplerChain:
+    def _sampler(self, generation: Generation) -> SamplerChain:
         model = self.model
         assert model is not None
+        request = generation.request
         grammar = constraint_sampler(model, request.constraint)
-        return SamplerChain(model.lib, request, grammar)
+        sampler = SamplerChain(model.lib, request, model.n_vocab, grammar)
+        if generation.logprobs is not None:
+            try:
+                sampler.record_logprobs(generation.logprobs)
+            except BaseException:
+                sampler.close()
+                raise
+        return sampler
 
     def close(self) -> None:
         if self.batcher is not None:

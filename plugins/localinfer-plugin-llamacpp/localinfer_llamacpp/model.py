@@ -37,10 +37,11 @@ class ContextSettings:
     n_seq: int = 4
     #: tokens per ``llama_decode`` at most (long prompts are prefilled in chunks)
     n_batch: int = 512
-    #: threads for one-token decodes (one stream generating); default: every core but one
+    #: threads for one-token decodes (one stream generating); default: every core or every
+    #: core but one, whichever decodes faster at the time (measured as it runs)
     n_threads: int | None = None
-    #: threads for decodes of several tokens (sequences together, prompts); default: every
-    #: core, or ``n_threads`` when that is given
+    #: threads for decodes of several tokens (sequences together, prompts); default:
+    #: ``n_threads`` when that is given, else chosen as for ``n_threads``
     n_threads_batch: int | None = None
     n_gpu_layers: int = 0
     main_gpu: int = 0
@@ -55,6 +56,16 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def thread_counts(settings: ContextSettings, cores: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Candidate thread counts for one-token and for several-token decodes, the one to start
+    on first: a count the settings fix, else every core but one (safe under load) and
+    every core (faster on a quiet machine)."""
+    measured = (cores - 1, cores) if cores > 1 else (1,)
+    one = (settings.n_threads,) if settings.n_threads else measured
+    fixed_batch = settings.n_threads_batch or settings.n_threads
+    return one, (fixed_batch,) if fixed_batch else measured
 
 
 def _init_backend() -> Any:
@@ -93,12 +104,9 @@ class GgufModel:
         self.n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(lib.llama_model_n_ctx_train(self.model))
 
-        cores = default_threads()
-        # one-token decodes leave a core to the server: its per-token work (text, SSE on
-        # the event loop) otherwise preempts one of llama.cpp's threads, and the others
-        # spin at ggml's barriers until it runs again
-        threads = settings.n_threads or max(1, cores - 1)
-        threads_batch = settings.n_threads_batch or settings.n_threads or cores
+        #: candidate thread counts of one-token and of several-token decodes (see threads.py)
+        self.thread_counts = thread_counts(settings, default_threads())
+        threads, threads_batch = self.thread_counts[0][0], self.thread_counts[1][0]
         params = lib.llama_context_default_params()
         params.n_ctx = settings.n_ctx
         params.n_batch = settings.n_batch
@@ -128,12 +136,12 @@ class GgufModel:
             token for token in range(self.n_vocab) if lib.llama_vocab_is_eog(self.vocab, token)
         )
         logger.info(
-            "loaded %s: %d sequences of up to %d tokens, %d threads (%d for batches)",
+            "loaded %s: %d sequences of up to %d tokens, threads %s (%s for batches)",
             path.name,
             settings.n_seq,
             self.n_ctx_seq,
-            threads,
-            threads_batch,
+            " or ".join(map(str, self.thread_counts[0])),
+            " or ".join(map(str, self.thread_counts[1])),
         )
 
     # -- vocabulary --------------------------------------------------------------------------

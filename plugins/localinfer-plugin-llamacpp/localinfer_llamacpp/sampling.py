@@ -1,29 +1,54 @@
 """One request's sampling as a llama.cpp sampler chain: it runs in C, on the logits in place.
 
-Each sequence of the batch gets its own chain (its own temperature, top-p, seed and
-grammar); ``llama_sampler_sample`` reads that sequence's row of the last decode's logits
-and accepts the token it picks, so no logits ever reach Python.
+Each sequence of the batch gets its own chain (its own temperature, top-p, seed) and its
+own grammar; ``llama_sampler_sample`` reads that sequence's row of the last decode's
+logits and picks a token, so no logits reach Python. Only a request that asks for
+logprobs has its row read (:mod:`localinfer_llamacpp.logprobs`).
+
+The grammar (``response_format``, forced tool calls) is kept beside the chain, not in it,
+and applied as llama.cpp's own ``common_sampler`` (behind ``llama-server``) does: the chain
+picks a token from the whole row, the grammar checks that one token, and only when it is
+refused is the grammar applied to the whole vocabulary and the token picked again from
+what it allows. Checking one token instead of 49 152 is what keeps a constrained stream
+near the speed of a free one (``docs/benchmarks.md``). Greedy picks the same token either
+way; temperature alone draws from the same distribution (a refused draw is redrawn from
+the allowed tokens renormalised); with top-p the nucleus of a first draw is the model's,
+not the grammar's, as in llama-server.
 """
 
 from __future__ import annotations
 
+import ctypes
 import random
 from typing import Any
 
 from localinfer.errors import InvalidRequest
+from localinfer.handlers.generation.logprobs import LogprobRecorder
 from localinfer.handlers.tasks import GenerationRequest
+from localinfer_llamacpp.candidates import Candidates
+from localinfer_llamacpp.logprobs import record_step
 
 
 class SamplerChain:
-    """A sampler chain owned by one sequence; free it once the sequence ends."""
+    """A sampler chain and grammar owned by one sequence; free them once it ends."""
 
-    def __init__(self, lib: Any, request: GenerationRequest, grammar: Any = None) -> None:
+    def __init__(
+        self, lib: Any, request: GenerationRequest, n_vocab: int, grammar: Any = None
+    ) -> None:
         self._lib = lib
+        self._n_vocab = n_vocab
+        #: the output constraint, beside the chain (see the module's docstring)
+        self.grammar = grammar
+        #: the whole row, read only when the grammar refuses a token or logprobs are asked
+        self._candidates: Candidates | None = None
+        self._recorder: LogprobRecorder | None = None
+        self._one = lib.llama_token_data_array(
+            data=(lib.llama_token_data * 1)(), size=1, selected=-1, sorted=False
+        )
+        self._one_pointer = ctypes.byref(self._one)
         params = lib.llama_sampler_chain_default_params()
         params.no_perf = True
         self.handle = lib.llama_sampler_chain_init(params)
-        if grammar is not None:  # first: the rest only sees tokens the grammar allows
-            lib.llama_sampler_chain_add(self.handle, grammar)
         if request.temperature <= 0:
             lib.llama_sampler_chain_add(self.handle, lib.llama_sampler_init_greedy())
             return
@@ -34,14 +59,56 @@ class SamplerChain:
         seed = request.seed if request.seed is not None else random.getrandbits(32)
         lib.llama_sampler_chain_add(self.handle, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
+    def record_logprobs(self, recorder: LogprobRecorder) -> None:
+        """Report each step's logprobs to ``recorder`` (this sequence alone pays for it)."""
+        self._row()
+        self._recorder = recorder
+
     def sample(self, ctx: Any, index: int) -> int:
         """Pick (and accept) the next token from row ``index`` of the last decode's logits."""
-        return int(self._lib.llama_sampler_sample(self.handle, ctx, index))
+        lib = self._lib
+        if self._recorder is None:
+            token = int(lib.llama_sampler_sample(self.handle, ctx, index))
+            if self.grammar is None:
+                return token
+            if self._allows(token):
+                lib.llama_sampler_accept(self.grammar, token)
+                return token
+        # the whole row: the grammar's mask, the logprobs of the result, then the chain
+        candidates = self._row()
+        candidates.load(ctx, index)
+        if self.grammar is not None:
+            candidates.apply(self.grammar)
+        if self._recorder is not None:
+            record_step(self._recorder, candidates.logits())
+        candidates.apply(self.handle)
+        token = candidates.selected()
+        if self.grammar is not None:
+            lib.llama_sampler_accept(self.grammar, token)
+        lib.llama_sampler_accept(self.handle, token)
+        return token
+
+    def _allows(self, token: int) -> bool:
+        """Whether the grammar accepts ``token`` next (checked alone, not over the vocabulary)."""
+        one = self._one
+        cell = one.data[0]
+        cell.id, cell.logit, cell.p = token, 1.0, 0.0
+        one.size, one.selected, one.sorted = 1, -1, False
+        self._lib.llama_sampler_apply(self.grammar, self._one_pointer)
+        return bool(one.data[0].logit != float("-inf"))
+
+    def _row(self) -> Candidates:
+        if self._candidates is None:
+            self._candidates = Candidates(self._lib, self._n_vocab)
+        return self._candidates
 
     def close(self) -> None:
         if self.handle:
             self._lib.llama_sampler_free(self.handle)
             self.handle = None
+        if self.grammar:
+            self._lib.llama_sampler_free(self.grammar)
+            self.grammar = None
 
 
 def grammar_sampler(lib: Any, vocab: Any, gbnf: str) -> Any:

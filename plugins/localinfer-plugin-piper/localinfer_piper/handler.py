@@ -8,13 +8,12 @@ unless the ``voice`` option names another. ``speed`` maps to Piper's ``length_sc
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 from localinfer.errors import ConfigurationError
 from localinfer.handlers.base import ModelSource, WorkItem
-from localinfer.handlers.speech import SpeechHandler, checked_voice, to_pcm16
+from localinfer.handlers.speech import SpeechHandler, checked_voice, speak
 from localinfer.handlers.tasks import SPEECH, SpeechRequest, SpeechResult, Voice
 
 logger = logging.getLogger(__name__)
@@ -77,18 +76,6 @@ class PiperHandler(SpeechHandler):
             noise_scale=self.options.get("noise_scale"),
             noise_w_scale=self.options.get("noise_w_scale"),
         )
-        rate = int(voice.config.sample_rate)
-        started, seconds = time.perf_counter(), 0.0
-        for chunk in voice.synthesize(request.text, config):  # a sentence at a time
-            if item.cancelled:
-                return None
-            piece = to_pcm16(chunk.audio_float_array, rate)
-            seconds += piece.seconds
-            item.emit(piece)
-        return SpeechResult(
-            voice=name,
-            sample_rate=rate,
-            audio_seconds=round(seconds, 3),
-            characters=len(request.text),
-            synthesis_ms=round((time.perf_counter() - started) * 1e3, 3),
-        )
+        sentences = (chunk.audio_float_array for chunk in voice.synthesize(request.text, config))
+        # Piper's sentences are joined as Piper makes them: no gap is added
+        return speak(item, request, name, sentences, int(voice.config.sample_rate), 0.0)

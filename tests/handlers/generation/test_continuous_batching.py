@@ -1,17 +1,20 @@
 """The continuous-batching engine's watchdog, with a manager that stands in for
 transformers' ``ContinuousBatchingManager``: one that stops producing outputs while
 requests wait is stalled; its requests fail with 503 ``engine_stalled`` and a fresh
-manager serves the next ones."""
+manager serves the next ones. The stuck loop's thread is left behind, counted in the
+handler's ledger; with no room there, the engine waits it out instead of starting more."""
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 from localinfer.errors import EngineStalled
+from localinfer.handlers.base import ThreadLedger
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
 from localinfer.handlers.generation.sequence import Generation
 from localinfer.handlers.tasks import GenerationRequest
@@ -44,6 +47,8 @@ class Manager:
         self.stuck = stuck
         self.outputs: queue.Queue[Any] = queue.Queue()
         self.stopped = False
+        #: a stuck loop's thread runs on after stop() until this is set
+        self.returned = threading.Event()
         self.background_thread_status = SimpleNamespace(fatal_error=None)
         self.model = SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager"))
 
@@ -66,7 +71,7 @@ class Manager:
             return None
 
     def is_running(self) -> bool:
-        return not self.stopped
+        return not self.stopped or (self.stuck and not self.returned.is_set())
 
     def cancel_request(self, request_id: str) -> None:
         pass
@@ -90,7 +95,9 @@ def _wait(predicate: Any, timeout: float = 5) -> None:
         time.sleep(0.01)
 
 
-def _engine(manager: Manager, fresh: list[Manager]) -> ContinuousBatchingEngine:
+def _engine(
+    manager: Manager, fresh: list[Manager], threads: ThreadLedger | None = None
+) -> ContinuousBatchingEngine:
     def restart() -> Any:
         fresh.append(Manager())
         return fresh[-1], None  # a fresh manager, and no per-row processor
@@ -103,6 +110,7 @@ def _engine(manager: Manager, fresh: list[Manager]) -> ContinuousBatchingEngine:
         sequential_attention="eager",
         stall_s=0.3,
         restart=restart,
+        ledger=threads,
     )
 
 
@@ -139,5 +147,46 @@ def test_an_idle_or_busy_engine_is_not_stalled() -> None:
             assert item.error is None
             time.sleep(0.1)
         assert engine.stalls == 0 and fresh == []
+    finally:
+        engine.close()
+
+
+def test_the_stalled_loops_thread_is_left_behind_and_counted_until_it_returns() -> None:
+    stuck, fresh, threads = Manager(stuck=True), [], ThreadLedger()  # type: list[Manager]
+    engine = _engine(stuck, fresh, threads)
+    try:
+        item = Item()
+        engine.submit(_generation(item))
+        _wait(lambda: item.done and len(fresh) == 1)
+        (left,) = threads.live()
+        assert left.name == "localinfer:cb-loop" and "stalled" in left.reason
+        assert threads.stuck_reason is None  # replaced, not stuck in place
+        stuck.returned.set()  # the stuck loop ends at last: no longer counted
+        assert threads.live() == []
+    finally:
+        engine.close()
+
+
+def test_with_no_room_to_leave_a_thread_the_engine_refuses_until_the_loop_returns() -> None:
+    stuck, fresh = Manager(stuck=True), []  # type: list[Manager]
+    threads = ThreadLedger(may_abandon=lambda: False)  # max_abandoned_workers used up
+    engine = _engine(stuck, fresh, threads)
+    try:
+        waiting = Item(request_id="waiting")
+        engine.submit(_generation(waiting))
+        _wait(lambda: waiting.done)
+        assert isinstance(waiting.error, EngineStalled)
+        assert fresh == [] and threads.live() == []  # nothing started, nothing left behind
+        assert "max_abandoned_workers" in (threads.stuck_reason or "")
+        refused = Item(request_id="refused")
+        engine.submit(_generation(refused))  # at once: no wait for another stall
+        assert isinstance(refused.error, EngineStalled)
+        assert "max_abandoned_workers" in refused.error.message
+        stuck.returned.set()  # the stuck loop returns: the engine restarts
+        _wait(lambda: len(fresh) == 1 and threads.stuck_reason is None)
+        served = Item(request_id="served")
+        engine.submit(_generation(served))
+        _wait(lambda: served.done)
+        assert served.error is None
     finally:
         engine.close()

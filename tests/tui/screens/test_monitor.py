@@ -4,7 +4,7 @@ each model's counters, their sparklines moving."""
 from __future__ import annotations
 
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Label
 
 from localinfer.client import Client
 from localinfer.tui.screens.monitor import MonitorScreen
@@ -27,6 +27,8 @@ async def test_devices_and_models_refresh_about_once_a_poll(chat_client: Client)
         assert next(row.device_name for row in screen.query(DeviceRow)) == "cpu"
         table = screen.query_one("#models", DataTable)
         assert table.row_count == 2  # slow-chat, tiny-chat
+        engine = (await chat_client.stats())["tiny-chat"].engine  # what /health says too
+        assert engine and str(table.get_row("tiny-chat")[-1]) == engine
         assert sorted(row.model_name for row in screen.query(ThroughputRow)) == [
             "slow-chat",
             "tiny-chat",
@@ -36,7 +38,7 @@ async def test_devices_and_models_refresh_about_once_a_poll(chat_client: Client)
         await chat_client.chat("hi", model="slow-chat", max_tokens=3)
         await wait_for(
             pilot,
-            lambda: str(table.get_row("slow-chat")[-1]).startswith(f"{done + 1}/"),
+            lambda: str(table.get_row("slow-chat")[-2]).startswith(f"{done + 1}/"),
             what="the request counted",
         )
         row = next(r for r in screen.query(ThroughputRow) if r.model_name == "slow-chat")
@@ -55,10 +57,14 @@ async def test_a_model_on_ray_serve_shows_a_row_per_replica(chat_client: Client)
     from localinfer.client.results import Stats, statistics_from
 
     replica = {"queue_depth": 2, "in_flight": 3, "requests_per_second": 4.0, "succeeded": 5}
+    gpu = {"name": "cuda:0", "kind": "cuda", "memory_used_bytes": 3 << 30}
     raw = {
         "task": "chat",
         "succeeded": 9,
-        "replicas": [{**replica, "replica": "a1"}, {**replica, "replica": "b2"}],
+        "replicas": [
+            {**replica, "replica": "a1", "devices": [gpu]},
+            {**replica, "replica": "b2", "devices": [{**gpu, "memory_used_bytes": 5 << 30}]},
+        ],
     }
     app = app_for(chat_client, poll_interval_s=60)  # one poll, then the sample below
     async with app.run_test(size=SIZE) as pilot:
@@ -72,4 +78,8 @@ async def test_a_model_on_ray_serve_shows_a_row_per_replica(chat_client: Client)
         assert table.row_count == 3
         row = table.get_row("llm · b2")
         assert (str(row[1]), str(row[2]), str(row[3])) == ("replica", "2", "3")
-        assert str(row[-1]).startswith("5/")
+        assert str(row[-2]).startswith("5/")
+        # each replica's device, on its own row, with its own memory
+        rows = {row.device_name: row for row in screen.query(DeviceRow)}
+        assert {"llm · a1 · cuda:0", "llm · b2 · cuda:0"} <= rows.keys()
+        assert str(rows["llm · b2 · cuda:0"].query_one("#mem", Label).render()) == "5.4 GB"

@@ -1,0 +1,72 @@
+"""A local Ray instance that listens on loopback only: nothing reachable from outside.
+
+``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray replaces a loopback
+node address with the machine's own, and its agents then listen there. Ray's single-node
+mode (what it uses on macOS and Windows, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) keeps
+the node on 127.0.0.1, and every Ray process listens on loopback but one: Serve's
+per-replica gRPC server binds ``[::]`` (see docs/scale-out.md, "Ports").
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from localinfer.errors import ConfigurationError
+
+LOOPBACK = "127.0.0.1"
+
+#: read by Ray when it is imported: set before ``import ray``
+LOOPBACK_ENVIRONMENT = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # a single node, its address 127.0.0.1
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage report leaves the machine
+}
+
+
+def loopback_environment() -> None:
+    """Ray's settings for a loopback-only instance, unless the environment says otherwise;
+    call before Ray is imported (they are read then)."""
+    for name, value in LOOPBACK_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def start_local_ray(**options: Any) -> None:
+    """``ray.init`` of a new single-node instance on loopback, without the dashboard;
+    refuses to go on if Ray would listen on the machine's address after all."""
+    loopback_environment()
+    import ray
+
+    ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, **options)
+    node_ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        raise ConfigurationError(
+            f"the local Ray instance took the address {node_ip}, not {LOOPBACK}: Ray was "
+            "imported before localinfer could set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+            "(set it in the environment)"
+        )
+
+
+def direct_ingress_environment(port: int) -> dict[str, str]:
+    """Serve's direct ingress, with the ingress replica's HTTP port set to ``port``.
+
+    Serve then runs uvicorn inside the ingress replica (no proxy process on the request's
+    path) and gives it a port from ``[MIN, MAX)``; a range of one port makes it the
+    server's. Read by the replicas when Ray is imported: set before ``ray.init``.
+    """
+    if not 0 < port < 65535:
+        raise ConfigurationError(f"direct ingress needs a fixed --port, not {port}")
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+    }
+
+
+def free_loopback_port() -> int:
+    """A port nobody uses on 127.0.0.1 (for Serve's proxy when the ingress answers HTTP)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
