@@ -197,3 +197,9 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Settings with the given (CLI) overrides; ``None`` means "not given"."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def slow_fallback_allowed() -> bool:
+    """Whether the operator allows serving without a capability a dependency lacks
+    (``--allow-slow-fallback``, which ``serve`` puts in the environment for the handlers)."""
+    return load_settings().allow_slow_fallback

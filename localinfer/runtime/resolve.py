@@ -9,7 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from localinfer.errors import ConfigurationError, ModelNotDownloaded, ModelNotFound
+from localinfer.config import slow_fallback_allowed
+from localinfer.errors import (
+    CapabilityUnavailable,
+    ConfigurationError,
+    ModelNotDownloaded,
+    ModelNotFound,
+)
 from localinfer.handlers.base import ModelSource
 from localinfer.handlers.tasks import CHAT, EMBEDDINGS, IMAGE_INPUT, RERANK, TRANSCRIPTION
 from localinfer.hub.cache import cached_snapshot
@@ -176,8 +182,9 @@ def resolve(
 
 
 def entry_handler(entry: CatalogEntry, plugins: PluginSet) -> HandlerSpec:
-    """The handler serving ``entry``: its own, or its fallback (logged) when its own is not
-    installed or misses a module it needs."""
+    """The handler serving ``entry``: its own, or, when its own is not installed or misses a
+    module it needs, its fallback if the operator allows the slower path (else a refusal
+    naming what to install: a capability is never dropped silently)."""
     fallback = entry.fallback_handler
     if fallback is None:
         return plugins.handler(entry.handler)
@@ -188,7 +195,16 @@ def entry_handler(entry: CatalogEntry, plugins: PluginSet) -> HandlerSpec:
         why = f"handler {entry.handler!r} needs {', '.join(missing)}, not installed"
     else:
         return preferred
-    logger.warning("%s: %s; served by %r instead", entry.alias, why, fallback)
+    if not slow_fallback_allowed():
+        install = f" (pip install {entry.install})" if entry.install else ""
+        raise CapabilityUnavailable(
+            f"{entry.alias}: {why}. Install it{install}, or, to serve the model through "
+            f"{fallback!r} instead (several times slower), allow the slower path: "
+            "--allow-slow-fallback or LOCALINFER_ALLOW_SLOW_FALLBACK=1"
+        )
+    logger.warning(
+        "%s: %s; served by %r instead (allowed by allow_slow_fallback)", entry.alias, why, fallback
+    )
     return plugins.handler(fallback)
 
 

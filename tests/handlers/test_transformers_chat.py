@@ -420,7 +420,7 @@ def test_continuous_batching_is_never_dropped_silently(
     with pytest.raises(CapabilityUnavailable) as raised:
         load(tiny_llama_dir)
     message = raised.value.message
-    assert "transformers>=5.20" in message and "page_size" in message
+    assert "transformers>=5.24" in message and "page_size" in message
     assert "--allow-slow-fallback" in message and "continuous_batching=false" in message
 
 
