@@ -4,7 +4,8 @@ ggml's threads meet at a spinning barrier after every operation of a decode, so 
 on every core is fastest only while nothing else wants a core (llama-server uses every
 core), but when other processes (or the server's own event loop) take a core, the thread
 left waiting spins until its partner is scheduled again: on a two-core machine at a load
-average of 15-22 one token took 1.3-6.6 s on two threads and 0.22 s on one. Which count wins changes with the machine's load, minute by minute.
+average of 15-22 one token took 1.3-6.6 s on two threads and 0.22 s on one. Which count
+wins changes with the machine's load, minute by minute.
 
 So the engine tries both: every decode's wall time is timed per kind of step (one token,
 a few tokens, a prompt chunk) and per thread count; each kind runs on the count with the
