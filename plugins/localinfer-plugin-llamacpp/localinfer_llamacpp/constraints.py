@@ -26,6 +26,15 @@ REPEAT_SEPARATOR = "\n"
 SPACE_RULE = '| " " | "\\n"{1,2} [ \\t]{0,20}'
 
 
+#: a JSON string's character: JSON's own rule (RFC 8259: no raw control character), where
+#: llama-cpp-python's port writes ``[^"\\]`` and so let a raw newline into a string (three
+#: invalid answers in a 30-minute soak); llama.cpp's own converter excludes them too
+CHAR_RULE = (
+    r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F]'
+    r" [0-9a-fA-F])"
+)
+
+
 class Constraint(Protocol):
     """What the engine reads of ``localinfer.handlers.generation.constraints.OutputConstraint``."""
 
@@ -68,6 +77,8 @@ def constraint_grammar(json_schema: str, prefix: str, suffix: str, repeat: bool)
         converter._rules["space"] = SPACE_RULE
         schema = converter.resolve_refs(schema, "input")
         payload = converter.visit(schema, "payload")
+        if "char" in converter._rules:  # every string rule refers to it by name
+            converter._rules["char"] = CHAR_RULE
         rules = converter.format_grammar()
     except Exception as exc:  # the converter raises plain errors for what it cannot express
         raise InvalidRequest(

@@ -84,3 +84,24 @@ def test_each_sequence_keeps_its_own_grammar(handler: LlamaCppChatHandler) -> No
         "population",
     }
     assert free_item.result.text == alone  # the grammars of the others left it alone
+
+
+def test_a_string_refuses_a_raw_control_character(handler: LlamaCppChatHandler) -> None:
+    """JSON forbids a raw newline in a string; llama-cpp-python's converter allowed it."""
+    from localinfer_llamacpp.sampling import SamplerChain, grammar_sampler
+
+    model = handler.model
+    assert model is not None
+    grammar = grammar_sampler(model.lib, model.vocab, constraint_grammar(SCHEMA, "", "", False))
+    chain = SamplerChain(model.lib, ask("x"), model.n_vocab, grammar)
+    try:
+        for token in model.tokenize('{"city": "Pa', add_special=False):
+            assert chain._allows(token)
+            model.lib.llama_sampler_accept(grammar, token)
+        (newline,) = model.tokenize("\n", add_special=False)
+        (tab,) = model.tokenize("\t", add_special=False)
+        (quote,) = model.tokenize('"', add_special=False)
+        assert not chain._allows(newline) and not chain._allows(tab)
+        assert chain._allows(quote)  # the grammar still runs: the string may close
+    finally:
+        chain.close()
