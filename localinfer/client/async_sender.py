@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import Self
 
 import anyio
 import httpx
@@ -18,10 +16,11 @@ import httpx
 from localinfer import errors as e
 from localinfer.client import _core as core
 from localinfer.client._base import BaseClient, Flow, Send, T
+from localinfer.client.closing import AsyncClosing
 from localinfer.client.errors import CONNECTION_ERROR
 
 
-class AsyncSender(BaseClient):
+class AsyncSender(AsyncClosing, BaseClient):
     """A :class:`BaseClient` that sends with ``await``."""
 
     def __init__(
@@ -39,17 +38,6 @@ class AsyncSender(BaseClient):
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _send(self, send: Send) -> httpx.Response:
         with core.transport_errors(self.base_url):

@@ -13,9 +13,9 @@ too once the stream is garbage-collected (at once in CPython); use ``async with`
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from types import TracebackType
 from typing import Generic, Self, TypeVar
 
+from localinfer.client.closing import AsyncClosing, Closing
 from localinfer.client.results import ChatResult
 
 #: what a stream hands back once read to its end: the ChatResult, or the transcript's text
@@ -69,7 +69,7 @@ class _Stream(Generic[R]):
         raise NotImplementedError
 
 
-class _AsyncStream(_Stream[R]):
+class _AsyncStream(AsyncClosing, _Stream[R]):
     """``async for delta in stream``; ``await stream.collect()`` for the rest."""
 
     def __init__(self, source: AsyncGenerator[str, None] | AsyncGenerator[str | ChatResult, None]):
@@ -98,19 +98,8 @@ class _AsyncStream(_Stream[R]):
         """Stop reading: the work is cancelled if it is still running."""
         await self._source.aclose()
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class _SyncStream(_Stream[R]):
+class _SyncStream(Closing, _Stream[R]):
     """``for delta in stream``; ``stream.collect()`` for the rest."""
 
     def __init__(
@@ -140,17 +129,6 @@ class _SyncStream(_Stream[R]):
     def close(self) -> None:
         """Stop reading: the work is cancelled if it is still running."""
         self._source.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class ChatStream(_AsyncStream[ChatResult]):

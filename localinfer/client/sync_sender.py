@@ -12,18 +12,17 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Self
 
 import httpx
 
 from localinfer import errors as e
 from localinfer.client import _core as core
 from localinfer.client._base import BaseClient, Flow, Send, T
+from localinfer.client.closing import Closing
 from localinfer.client.errors import CONNECTION_ERROR
 
 
-class SyncSender(BaseClient):
+class SyncSender(Closing, BaseClient):
     """A :class:`BaseClient` that sends blocking."""
 
     def __init__(
@@ -59,17 +58,6 @@ class SyncSender(BaseClient):
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _send(self, send: Send) -> httpx.Response:
         with core.transport_errors(self.base_url):
