@@ -98,14 +98,9 @@ def _round(handler: Any, lengths: list[int], schema: bool) -> tuple[float, list[
     return sum(produced) / wall, produced
 
 
-def mask_cost(handler: TransformersChatHandler, tokens: int) -> dict[str, float]:
-    """The grammar's own cost per token (accept + fill + apply), against one decode step.
-
-    Robust to a busy machine in a way tokens/s is not: both are timed in this process, a
-    few milliseconds apart, over the same tokens.
-    """
-    import torch
-
+def _constrained_answer(handler: Any, tokens: int) -> tuple[OutputConstraint, GenerationResult]:
+    """One greedy ``json_schema`` answer of up to ``tokens`` tokens, and its constraint: the
+    tokens the grammar costs are replayed over."""
     constraint = OutputConstraint(canonical_schema(SCHEMA))
     item = RecordingItem(
         GenerationRequest(
@@ -117,6 +112,18 @@ def mask_cost(handler: TransformersChatHandler, tokens: int) -> dict[str, float]
         time.sleep(0.005)
     result = item.result
     assert isinstance(result, GenerationResult), item.error
+    return constraint, result
+
+
+def mask_cost(handler: TransformersChatHandler, tokens: int) -> dict[str, float]:
+    """The grammar's own cost per token (accept + fill + apply), against one decode step.
+
+    Robust to a busy machine in a way tokens/s is not: both are timed in this process, a
+    few milliseconds apart, over the same tokens.
+    """
+    import torch
+
+    constraint, result = _constrained_answer(handler, tokens)
     assert handler.tokenizer is not None
     ids = handler.tokenizer(result.text, add_special_tokens=False)["input_ids"]
     sequence = handler._grammar_cache().sequence(constraint)
@@ -142,17 +149,7 @@ def llamacpp_grammar_cost(handler: Any, tokens: int) -> dict[str, float]:
     from localinfer_llamacpp.candidates import TOKEN_DATA
     from localinfer_llamacpp.constraints import constraint_sampler
 
-    constraint = OutputConstraint(canonical_schema(SCHEMA))
-    item = RecordingItem(
-        GenerationRequest(
-            messages=PROMPT, max_new_tokens=tokens, temperature=0.0, constraint=constraint
-        )
-    )
-    handler.process([item])
-    while not item.done:
-        time.sleep(0.005)
-    result = item.result
-    assert isinstance(result, GenerationResult), item.error
+    constraint, result = _constrained_answer(handler, tokens)
     model = handler.model
     lib = model.lib
     ids = model.tokenize(result.text, add_special=False, parse_special=False)
