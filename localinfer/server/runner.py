@@ -73,10 +73,14 @@ def warn_if_clear_text(settings: Settings) -> None:
         )
 
 
-def open_socket(host: str, port: int) -> socket.socket:
+def open_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; ``reuse_port``: shared with other processes of this user that
+    bind the same address so (``SO_REUSEPORT``: the kernel spreads connections over them)."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     try:
-        sock = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
+        sock = socket.create_server(
+            (host.strip("[]"), port), family=family, backlog=1024, reuse_port=reuse_port
+        )
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.set_inheritable(True)
@@ -196,15 +200,18 @@ async def _until_signal() -> None:
 
 
 @asynccontextmanager
-async def serving(app: Starlette, settings: Settings) -> AsyncIterator[BoundAddress]:
-    """Serve ``app`` in the current loop for the duration of the block (port 0: a free one).
+async def serving(
+    app: Starlette, settings: Settings, *, reuse_port: bool = False
+) -> AsyncIterator[BoundAddress]:
+    """Serve ``app`` in the current loop for the duration of the block (port 0: a free one;
+    ``reuse_port``: see :func:`open_socket`).
 
     However the block ends, the server shuts down gracefully: cancelled mid-request
     (an interrupted notebook cell), hypercorn's serve would die before the app's shutdown
     ran and leave models loaded, so it runs shielded and stops through its shutdown
     trigger, bounded by hypercorn's graceful timeout and the registry's drain timeout.
     """
-    sock = open_socket(settings.host, settings.port)
+    sock = open_socket(settings.host, settings.port, reuse_port=reuse_port)
     host, port = sock.getsockname()[:2]
     stop = anyio.Event()
 
