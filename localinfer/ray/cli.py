@@ -81,9 +81,14 @@ def local_cpus(config: RayAppConfig, settings: Settings) -> int:
     Ray's CPUs are scheduling tokens; on a laptop, three models asking one CPU each must
     not wait forever for a fourth core that does not exist.
     """
-    wanted = config.ingress_num_cpus * config.ingress_replicas + sum(
+    in_ingress = config.in_ingress(settings)
+    per_ingress = config.ingress_num_cpus + sum(
+        settings.replica_settings(name).num_cpus for name in in_ingress
+    )
+    wanted = per_ingress * config.ingress_replicas + sum(
         settings.replica_settings(s.name).num_cpus * settings.replica_settings(s.name).max_replicas
         for s in config.sources()
+        if s.name not in in_ingress  # each ingress replica runs its own copy: counted above
     )
     return max(os.cpu_count() or 1, math.ceil(wanted))
 

@@ -108,3 +108,14 @@ def test_direct_ingress_is_the_local_default_and_binds_the_server_port() -> None
         direct_ingress(_args("auto"), load_settings(ray_direct_ingress=True))
     with pytest.raises(ConfigurationError, match="share --port"):
         direct_ingress(_args("local"), load_settings(port=0))
+
+
+def test_a_local_instance_has_the_cpus_every_ingress_replica_reserves() -> None:
+    from localinfer.ray.cli import local_cpus
+
+    settings = load_settings(
+        replicas={"a": {"in_ingress": True, "num_cpus": 2}, "b": {"num_cpus": 1, "max_replicas": 3}}
+    )
+    config = RayAppConfig(models=["a", "b"], ingress_replicas=2, ingress_num_cpus=0.5)
+    # each ingress replica reserves 0.5 + a's 2; b's replicas 1 each
+    assert local_cpus(config, settings) >= 2 * 2.5 + 3
