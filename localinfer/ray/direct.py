@@ -30,7 +30,8 @@ def answer_directly(app: Starlette, settings: Settings) -> None:
 
     @contextlib.asynccontextmanager
     async def lifespan_and_server(app: Starlette) -> AsyncIterator[Any]:
-        async with lifespan(app) as state, serving(app, settings, reuse_port=True):
+        # the server must not run the lifespan again: it is this one (run by Serve)
+        async with lifespan(app) as state, serving(app, settings, reuse_port=True, lifespan=False):
             yield state
 
     app.router.lifespan_context = lifespan_and_server

@@ -166,7 +166,9 @@ class RemoteModel(ServedModel):
         self._live.add(job)
         self.last_used = time.monotonic()
         scope = self._calls[job] = anyio.CancelScope()
-        self._start_soon(self._call, job, scope)
+        # the task in an empty context, as its handle calls (see _unlinked): nothing of
+        # Serve's request context ties it to the HTTP request that submitted the job
+        _unlinked(self._start_soon, self._call, job, scope)
         return job
 
     def _remote_job_finished(self, job: Job) -> None:
@@ -176,27 +178,36 @@ class RemoteModel(ServedModel):
             scope.cancel()  # the call ends, and Serve cancels it on its replica
 
     async def _call(self, job: Job, scope: anyio.CancelScope) -> None:
-        """Feed ``job`` from its replica. Never raises: this task shares the registry's
-        task group, which an escaping error would tear down with every model in it."""
-        with scope:
-            try:
-                if self._unary:
-                    await self._call_once(job)
-                else:
-                    await self._call_stream(job)
-            except Exception as exc:
-                error = as_call_error(exc)
-                if isinstance(error, ReplicaLost):
-                    logger.warning("request %s: %s", job.request_id, error.message)
-                job.deliver(Failure(error))
-            except asyncio.CancelledError:
-                if scope.cancel_called:
-                    raise  # ours (the job was cancelled): the scope ends it
-                # Serve cancelled the call itself: it ties calls made while a request is
-                # served (this task inherits that request's context) to that request,
-                # and cancels them when its client disconnects
-                job.deliver(Failure(HandlerFailed("the call was cancelled by Ray Serve")))
+        """Feed ``job`` from its replica. Never raises, cancelled or not: this task shares
+        the registry's task group, which an escaping error would tear down with every
+        model in it, and so would a cancellation not its own scope's (anyio cancels a
+        group whose child ends cancelled)."""
+        try:
+            with scope:
+                await self._feed(job, scope)
+        except asyncio.CancelledError:
+            # cancelled from outside as well as by its job (or by the registry's shutdown,
+            # which waits for nothing more from this task): this call ends, nothing else
+            job.deliver(Failure(HandlerFailed("the call was cancelled")))
         self._calls.pop(job, None)
+
+    async def _feed(self, job: Job, scope: anyio.CancelScope) -> None:
+        try:
+            if self._unary:
+                await self._call_once(job)
+            else:
+                await self._call_stream(job)
+        except Exception as exc:
+            error = as_call_error(exc)
+            if isinstance(error, ReplicaLost):
+                logger.warning("request %s: %s", job.request_id, error.message)
+            job.deliver(Failure(error))
+        except asyncio.CancelledError:
+            if scope.cancel_called:
+                raise  # ours (the job was cancelled): the scope ends it
+            # Serve cancelled the call itself: it ties calls made while a request is
+            # served to that request, and cancels them when its client disconnects
+            job.deliver(Failure(HandlerFailed("the call was cancelled by Ray Serve")))
 
     async def _call_once(self, job: Job) -> None:
         """One round trip: the job's events come back together (a Ray streaming call

@@ -27,9 +27,19 @@ def _ingress_of_new_connections(served: RayServed, n: int) -> list[str]:
 
 
 def test_two_ingress_replicas_share_the_port(ray_direct: RayServed) -> None:
+    import psutil
+
     actors = _ingress_of_new_connections(ray_direct, 24)
     assert all("#ingress#" in actor for actor in actors), actors
     assert len(set(actors)) == 2, actors  # the kernel spread the connections over both
+    port = int(ray_direct.url.rsplit(":", 1)[1])
+    listening = [
+        c.pid
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
+    # one socket per replica: the server did not start the app (and itself) once more
+    assert len(listening) == 2 and len(set(listening)) == 2, listening
 
 
 def test_a_model_replica_streams_through_direct_ingress(ray_direct: RayServed) -> None:
