@@ -1,8 +1,10 @@
 """``localinfer serve --ray [ADDRESS]``: the same command, run as a Ray Serve application.
 
 Without an address a local Ray instance starts on loopback (no dashboard): nothing
-leaves the machine. With one (``auto``, ``ray://head:10001``) the application goes to
-that cluster, whose nodes must have localinfer (and the models' packages) installed.
+leaves the machine, and the ingress replicas answer ``--port`` themselves (direct
+ingress, :mod:`localinfer.ray.direct`). With one (``auto``, ``ray://head:10001``) the
+application goes to that cluster, whose nodes must have localinfer (and the models'
+packages) installed, and requests go through Serve's proxy.
 The API key never goes into Serve's application arguments (Serve shows them): a local
 instance's processes inherit it as ``LOCALINFER_API_KEY``; a cluster's nodes must have it
 in their environment.
