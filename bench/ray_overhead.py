@@ -3,11 +3,13 @@
 - Overhead: the same model behind plain ``localinfer serve`` and behind
   ``localinfer serve --ray``, at 16 wrk clients: the no-op model (``/v1/infer``) and
   all-MiniLM embeddings (``/v1/embeddings``, the embedding cache off). Ratio = Ray /
-  plain, same repeat. Two Ray layouts: ``ray`` (Serve's proxy -> the ingress replica ->
-  the model's replica: three processes) and ``ray-ingress`` (the models set
-  ``in_ingress``: Serve's proxy -> the ingress replica, which runs them), the latter
-  also with Serve's throughput settings (``ray-ingress-tuned``) and with Serve's direct
-  ingress (``ray-direct``: the ingress replica answers HTTP itself, no proxy).
+  plain, same repeat. Ray layouts, through Serve's proxy: ``ray`` (the proxy -> the
+  ingress replica -> the model's replica: three processes) and ``ray-ingress`` (the
+  models set ``in_ingress``: the proxy -> the ingress replica, which runs them); with
+  direct ingress (the ingress replicas answer HTTP on ``--port`` themselves, no proxy):
+  ``ray-direct`` (models in the ingress), ``ray-direct-remote`` (models in replicas of
+  their own: the ingress -> the model's replica) and ``ray-direct-x2`` (two ingress
+  replicas on one port, each running the models).
 - Gain: a pure-Python (GIL-bound) model on 2 replicas vs 1, on the Ray path.
 
 Each repeat starts both servers fresh, unpinned (Ray's processes need the cores), one
@@ -69,14 +71,9 @@ IN_INGRESS = {
     "all-minilm": {"in_ingress": True, "num_cpus": 2},  # the ingress: 2.5, 2 threads
 }
 ENV = {"LOCALINFER_EMBEDDING_CACHE_SIZE": "0", "LOCALINFER_MAX_QUEUE": "4096"}
-#: Serve's own throughput settings (part of RAY_SERVE_THROUGHPUT_OPTIMIZED, without its
-#: direct ingress, which opens more ports): user code and the router on the replica's loop
-TUNED = {
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-    "RAY_SERVE_LOG_TO_STDERR": "0",
-    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
-}
+#: through Serve's proxy (direct ingress is the default on a local instance)
+PROXY = {"LOCALINFER_RAY_DIRECT_INGRESS": "0"}
+DIRECT = {"LOCALINFER_RAY_DIRECT_INGRESS": "1"}
 
 
 @contextmanager
@@ -131,22 +128,33 @@ def _sample(port: int, path: str, body: object) -> str:
 
 
 def one_repeat(seconds: int) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """The points of one repeat, and the 1-minute load average after each server's."""
+    """The points of one repeat, and the 1-minute load average after each server's.
+
+    Plain ``localinfer serve`` runs before and after the Ray layouts; ``plain/...`` is
+    the mean of the two, so a load that changes during the repeat moves both sides."""
     points: dict[str, dict[str, Any]] = {}
     loads: dict[str, float] = {}
     models = ["bench.models:NoOp", "--models", "all-minilm"]
-    with server(models, "plain", {}) as port:
-        log("plain localinfer serve: up")
-        points["plain/noop"] = measure(port, "/v1/infer/noop", REQUEST_BODY, CLIENTS, seconds)
-        points["plain/embed"] = measure(port, "/v1/embeddings", EMBED_BODY, CLIENTS, seconds)
-        loads["plain"] = os.getloadavg()[0]
+
+    def plain(when: str) -> None:
+        with server(models, f"plain-{when}", {}) as port:
+            log(f"plain localinfer serve ({when}): up")
+            for key, path, body in (
+                ("noop", "/v1/infer/noop", REQUEST_BODY),
+                ("embed", "/v1/embeddings", EMBED_BODY),
+            ):
+                points[f"plain-{when}/{key}"] = measure(port, path, body, CLIENTS, seconds)
+            loads[f"plain-{when}"] = os.getloadavg()[0]
+
+    plain("before")
     spins = ["bench.ray_models:Spin1", "bench.ray_models:Spin2"]
     spin = {"args": [1]}
     layouts = (
-        ("ray", REPLICAS, {}, True),
-        ("ray-ingress", IN_INGRESS, {}, False),
-        ("ray-ingress-tuned", IN_INGRESS, TUNED, False),
-        ("ray-direct", IN_INGRESS, {"LOCALINFER_RAY_DIRECT_INGRESS": "1"}, False),
+        ("ray", REPLICAS, PROXY, True),
+        ("ray-ingress", IN_INGRESS, PROXY, False),
+        ("ray-direct", IN_INGRESS, DIRECT, False),
+        ("ray-direct-remote", REPLICAS, DIRECT, False),
+        ("ray-direct-x2", IN_INGRESS, {**DIRECT, "LOCALINFER_RAY_INGRESS_REPLICAS": "2"}, False),
     )
     for name, replicas, tuning, with_spins in layouts:
         ray_env = {"LOCALINFER_REPLICAS": json.dumps(replicas), **tuning}
@@ -167,10 +175,17 @@ def one_repeat(seconds: int) -> tuple[dict[str, dict[str, Any]], dict[str, float
             for key, path, body, clients in runs:
                 points[f"{name}/{key}"] = measure(port, path, body, clients, seconds)
             loads[name] = os.getloadavg()[0]
+    plain("after")
+    for key in ("noop", "embed"):
+        both = [points[f"plain-{when}/{key}"] for when in ("before", "after")]
+        points[f"plain/{key}"] = {
+            "rps": round(sum(p["rps"] for p in both) / 2, 1),
+            "p50_ms": median(p["p50_ms"] for p in both),
+        }
     for key, point in points.items():
         log(
             f"  {key}: {point['rps']} req/s, p50 {point['p50_ms']} ms, "
-            f"errors {point['errors']}, non-2xx {point['non_2xx']}"
+            f"errors {point.get('errors')}, non-2xx {point.get('non_2xx')}"
         )
     log(f"  load average (1 min) after each server: {loads}")
     return points, loads
@@ -189,10 +204,12 @@ def summarise(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "spin_two_over_one": ratio("ray/spin x2", "ray/spin x1"),
         "noop_ingress_over_plain": ratio("ray-ingress/noop", "plain/noop"),
         "embed_ingress_over_plain": ratio("ray-ingress/embed", "plain/embed"),
-        "noop_ingress_tuned_over_plain": ratio("ray-ingress-tuned/noop", "plain/noop"),
-        "embed_ingress_tuned_over_plain": ratio("ray-ingress-tuned/embed", "plain/embed"),
         "noop_direct_over_plain": ratio("ray-direct/noop", "plain/noop"),
         "embed_direct_over_plain": ratio("ray-direct/embed", "plain/embed"),
+        "noop_direct_remote_over_plain": ratio("ray-direct-remote/noop", "plain/noop"),
+        "embed_direct_remote_over_plain": ratio("ray-direct-remote/embed", "plain/embed"),
+        "noop_direct_x2_over_plain": ratio("ray-direct-x2/noop", "plain/noop"),
+        "embed_direct_x2_over_plain": ratio("ray-direct-x2/embed", "plain/embed"),
         "rps": {key: median(r[key]["rps"] for r in repeats) for key in repeats[0]},
         "p50_ms": {key: median(r[key]["p50_ms"] for r in repeats) for key in repeats[0]},
     }
@@ -207,11 +224,13 @@ def report(summary: dict[str, Any]) -> str:
         f"Ray / plain at {CLIENTS} clients: no-op {fmt(summary['noop_ray_over_plain'], 2)}, "
         f"embeddings {fmt(summary['embed_ray_over_plain'], 2)}; models in the ingress: "
         f"{fmt(summary['noop_ingress_over_plain'], 2)}, "
-        f"{fmt(summary['embed_ingress_over_plain'], 2)} (with Serve's throughput settings: "
-        f"{fmt(summary['noop_ingress_tuned_over_plain'], 2)}, "
-        f"{fmt(summary['embed_ingress_tuned_over_plain'], 2)}; with direct ingress: "
-        f"{fmt(summary['noop_direct_over_plain'], 2)}, "
-        f"{fmt(summary['embed_direct_over_plain'], 2)}); GIL-bound model, 2 "
+        f"{fmt(summary['embed_ingress_over_plain'], 2)}; direct ingress, models in the "
+        f"ingress: {fmt(summary['noop_direct_over_plain'], 2)}, "
+        f"{fmt(summary['embed_direct_over_plain'], 2)}; direct, models in replicas: "
+        f"{fmt(summary['noop_direct_remote_over_plain'], 2)}, "
+        f"{fmt(summary['embed_direct_remote_over_plain'], 2)}; direct, 2 ingress replicas: "
+        f"{fmt(summary['noop_direct_x2_over_plain'], 2)}, "
+        f"{fmt(summary['embed_direct_x2_over_plain'], 2)}; GIL-bound model, 2 "
         f"replicas / 1 at {SPIN_CLIENTS} clients: {fmt(summary['spin_two_over_one'], 2)}"
     )
     return f"{table}\n\n{ratios}\n"

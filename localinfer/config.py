@@ -154,10 +154,14 @@ class Settings(BaseSettings):
         description="per model on Ray Serve (name, or '*' for every model): replicas, "
         "autoscaling and resources; see docs/scale-out.md",
     )
-    ray_direct_ingress: bool = Field(
-        False,
-        description="with --ray on a local instance: the ingress replica answers HTTP on "
-        "--port itself (Serve's direct ingress), without the proxy's hop; one ingress replica",
+    ray_direct_ingress: bool | None = Field(
+        None,
+        description="with --ray: each ingress replica answers HTTP on --host:--port itself "
+        "(one SO_REUSEPORT socket shared by the replicas), without Serve's proxy hop; "
+        "unset: on for a local instance, off with an address (see docs/scale-out.md)",
+    )
+    ray_ingress_replicas: int = Field(
+        1, ge=1, description="with --ray: replicas of the HTTP ingress deployment"
     )
     loop: Literal["asyncio", "trio"] = Field("asyncio", description="event loop implementation")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

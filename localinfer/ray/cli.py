@@ -1,8 +1,10 @@
 """``localinfer serve --ray [ADDRESS]``: the same command, run as a Ray Serve application.
 
 Without an address a local Ray instance starts on loopback (no dashboard): nothing
-leaves the machine. With one (``auto``, ``ray://head:10001``) the application goes to
-that cluster, whose nodes must have localinfer (and the models' packages) installed.
+leaves the machine, and the ingress replicas answer ``--port`` themselves (direct
+ingress, :mod:`localinfer.ray.direct`). With one (``auto``, ``ray://head:10001``) the
+application goes to that cluster, whose nodes must have localinfer (and the models'
+packages) installed, and requests go through Serve's proxy.
 The API key never goes into Serve's application arguments (Serve shows them): a local
 instance's processes inherit it as ``LOCALINFER_API_KEY``; a cluster's nodes must have it
 in their environment.
@@ -37,6 +39,10 @@ def app_config(
     given["replicas"] = {
         name: replicas.model_dump() for name, replicas in settings.replicas.items()
     }
+    # the ingress replicas bind these themselves with direct ingress (see serve_on_ray)
+    given.update(
+        host=settings.host, port=settings.port, ray_direct_ingress=direct_ingress(args, settings)
+    )
     if args.name:
         raise ConfigurationError("--name is not supported with --ray (set a 'name' attribute)")
     return RayAppConfig(
@@ -46,7 +52,29 @@ def app_config(
         trust_remote_code=list(args.trust_remote_code),
         settings=given,
         api_key_required=settings.api_key is not None,
+        ingress_replicas=settings.ray_ingress_replicas,
     )
+
+
+def direct_ingress(args: argparse.Namespace, settings: Settings) -> bool:
+    """Whether the ingress replicas answer HTTP themselves (:mod:`localinfer.ray.direct`):
+    by default on a local instance, where Serve's proxy only costs (docs/scale-out.md)."""
+    direct = settings.ray_direct_ingress
+    if direct is None:
+        direct = args.ray == "local"
+    elif direct and args.ray != "local":
+        raise ConfigurationError(
+            "ray_direct_ingress is for a local instance (--ray without an address): on a "
+            "cluster, set it in the application's settings (a serve config file: "
+            "build_app's settings) and put a load balancer over the nodes' --port "
+            "(docs/scale-out.md)"
+        )
+    if direct and settings.port == 0:
+        raise ConfigurationError(
+            "with direct ingress the ingress replicas share --port: name one (not 0), or "
+            "set ray_direct_ingress = false"
+        )
+    return direct
 
 
 def local_cpus(config: RayAppConfig, settings: Settings) -> int:
@@ -55,9 +83,14 @@ def local_cpus(config: RayAppConfig, settings: Settings) -> int:
     Ray's CPUs are scheduling tokens; on a laptop, three models asking one CPU each must
     not wait forever for a fourth core that does not exist.
     """
-    wanted = config.ingress_num_cpus * config.ingress_replicas + sum(
+    in_ingress = config.in_ingress(settings)
+    per_ingress = config.ingress_num_cpus + sum(
+        settings.replica_settings(name).num_cpus for name in in_ingress
+    )
+    wanted = per_ingress * config.ingress_replicas + sum(
         settings.replica_settings(s.name).num_cpus * settings.replica_settings(s.name).max_replicas
         for s in config.sources()
+        if s.name not in in_ingress  # each ingress replica runs its own copy: counted above
     )
     return max(os.cpu_count() or 1, math.ceil(wanted))
 
@@ -69,23 +102,11 @@ def _interrupt(signum: int, frame: object) -> None:
 def serve_on_ray(
     args: argparse.Namespace, settings: Settings, overrides: dict[str, Any], specs: list[str]
 ) -> int:
-    from localinfer.ray.local import (
-        direct_ingress_environment,
-        free_loopback_port,
-        loopback_environment,
-        start_local_ray,
-    )
+    from localinfer.ray.local import free_loopback_port, loopback_environment, start_local_ray
 
-    if settings.ray_direct_ingress and args.ray != "local":
-        raise ConfigurationError(
-            "ray_direct_ingress is for a local instance (--ray without an address); on a "
-            "cluster set RAY_SERVE_ENABLE_DIRECT_INGRESS=1 on the nodes and put a load "
-            "balancer over the ingress replicas' ports (docs/scale-out.md)"
-        )
+    direct = direct_ingress(args, settings)
     if args.ray == "local":
         loopback_environment()  # before Ray is imported
-        if settings.ray_direct_ingress:
-            os.environ.update(direct_ingress_environment(settings.port))
     try:
         import ray
         from ray import serve
@@ -102,10 +123,12 @@ def serve_on_ray(
             start_local_ray(num_cpus=local_cpus(config, settings))
         else:
             ray.init(address=args.ray)
-        # with direct ingress the ingress replica takes --port (on --host: the same
-        # options), and Serve's proxy, which it bypasses, another port
-        port = free_loopback_port() if settings.ray_direct_ingress else settings.port
-        serve.start(http_options={"host": settings.host, "port": port})
+        # with direct ingress the ingress replicas take --host:--port, and Serve's proxy,
+        # which they bypass, a free port on loopback
+        if direct:
+            serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()})
+        else:
+            serve.start(http_options={"host": settings.host, "port": settings.port})
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
         logger.info(
             "localinfer on Ray Serve at http://%s:%d (Ctrl-C stops it)",

@@ -47,24 +47,9 @@ def start_local_ray(**options: Any) -> None:
         )
 
 
-def direct_ingress_environment(port: int) -> dict[str, str]:
-    """Serve's direct ingress, with the ingress replica's HTTP port set to ``port``.
-
-    Serve then runs uvicorn inside the ingress replica (no proxy process on the request's
-    path) and gives it a port from ``[MIN, MAX)``; a range of one port makes it the
-    server's. Read by the replicas when Ray is imported: set before ``ray.init``.
-    """
-    if not 0 < port < 65535:
-        raise ConfigurationError(f"direct ingress needs a fixed --port, not {port}")
-    return {
-        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
-    }
-
-
 def free_loopback_port() -> int:
-    """A port nobody uses on 127.0.0.1 (for Serve's proxy when the ingress answers HTTP)."""
+    """A port nobody uses on 127.0.0.1 (for Serve's proxy when the ingress replicas answer
+    HTTP themselves)."""
     import socket
 
     with socket.socket() as sock:

@@ -30,7 +30,7 @@ from localinfer.errors import (
     ReplicaLost,
     ShuttingDown,
 )
-from localinfer.ray import wire
+from localinfer.ray import reports, wire
 from localinfer.runtime.job import Chunk, Done, Failure, Job
 from localinfer.runtime.loop import LoopHandle
 from localinfer.runtime.model import ModelDefinition, ServedModel
@@ -134,27 +134,20 @@ class RemoteModel(ServedModel):
         return not self._closing
 
     def health(self) -> dict[str, Any]:
-        reports = self.replicas
+        """As a local model's, from its replicas' reports: ``ready`` only while every
+        replica is (a replica degraded makes ``/health`` say so, as a worker does on plain
+        ``localinfer serve``); ``/ready`` asks :attr:`ready` (some replica can serve)."""
+        replicas = reports.model_health(self.replicas)
         return {
             "task": self.definition.task,
-            "ready": self.ready,
+            "ready": self.ready and not replicas["degraded_replicas"],
             "draining": self._closing,
-            "restarts": sum(int(r.get("restarts", 0)) for r in reports),
-            "hangs": sum(int(r.get("hangs", 0)) for r in reports),
-            "queue_depth": sum(int(r.get("queue_depth", 0)) for r in reports),
-            "target_workers": sum(int(r.get("target_workers", 0)) for r in reports),
             "capabilities": self.capabilities,
-            "workers": [
-                {**worker, "replica": r["replica"]}
-                for r in reports
-                for worker in r.get("workers", [])
-            ],
-            "abandoned_workers": [],
-            "replicas": [_replica_summary(r) for r in reports],
+            **replicas,
         }
 
     def replica_stats(self) -> dict[str, Any]:
-        return {"replicas": [_replica_summary(r) for r in self.replicas]}
+        return reports.model_stats(self.replicas)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -173,7 +166,9 @@ class RemoteModel(ServedModel):
         self._live.add(job)
         self.last_used = time.monotonic()
         scope = self._calls[job] = anyio.CancelScope()
-        self._start_soon(self._call, job, scope)
+        # the task in an empty context, as its handle calls (see _unlinked): nothing of
+        # Serve's request context ties it to the HTTP request that submitted the job
+        _unlinked(self._start_soon, self._call, job, scope)
         return job
 
     def _remote_job_finished(self, job: Job) -> None:
@@ -183,27 +178,36 @@ class RemoteModel(ServedModel):
             scope.cancel()  # the call ends, and Serve cancels it on its replica
 
     async def _call(self, job: Job, scope: anyio.CancelScope) -> None:
-        """Feed ``job`` from its replica. Never raises: this task shares the registry's
-        task group, which an escaping error would tear down with every model in it."""
-        with scope:
-            try:
-                if self._unary:
-                    await self._call_once(job)
-                else:
-                    await self._call_stream(job)
-            except Exception as exc:
-                error = as_call_error(exc)
-                if isinstance(error, ReplicaLost):
-                    logger.warning("request %s: %s", job.request_id, error.message)
-                job.deliver(Failure(error))
-            except asyncio.CancelledError:
-                if scope.cancel_called:
-                    raise  # ours (the job was cancelled): the scope ends it
-                # Serve cancelled the call itself: it ties calls made while a request is
-                # served (this task inherits that request's context) to that request,
-                # and cancels them when its client disconnects
-                job.deliver(Failure(HandlerFailed("the call was cancelled by Ray Serve")))
+        """Feed ``job`` from its replica. Never raises, cancelled or not: this task shares
+        the registry's task group, which an escaping error would tear down with every
+        model in it, and so would a cancellation not its own scope's (anyio cancels a
+        group whose child ends cancelled)."""
+        try:
+            with scope:
+                await self._feed(job, scope)
+        except asyncio.CancelledError:
+            # cancelled from outside as well as by its job (or by the registry's shutdown,
+            # which waits for nothing more from this task): this call ends, nothing else
+            job.deliver(Failure(HandlerFailed("the call was cancelled")))
         self._calls.pop(job, None)
+
+    async def _feed(self, job: Job, scope: anyio.CancelScope) -> None:
+        try:
+            if self._unary:
+                await self._call_once(job)
+            else:
+                await self._call_stream(job)
+        except Exception as exc:
+            error = as_call_error(exc)
+            if isinstance(error, ReplicaLost):
+                logger.warning("request %s: %s", job.request_id, error.message)
+            job.deliver(Failure(error))
+        except asyncio.CancelledError:
+            if scope.cancel_called:
+                raise  # ours (the job was cancelled): the scope ends it
+            # Serve cancelled the call itself: it ties calls made while a request is
+            # served to that request, and cancels them when its client disconnects
+            job.deliver(Failure(HandlerFailed("the call was cancelled by Ray Serve")))
 
     async def _call_once(self, job: Job) -> None:
         """One round trip: the job's events come back together (a Ray streaming call
@@ -271,31 +275,6 @@ def _unlinked(call: Callable[..., Any], *args: Any) -> Any:
     return contextvars.Context().run(call, *args)
 
 
-def _replica_summary(report: dict[str, Any]) -> dict[str, Any]:
-    """One replica in ``/v1/stats``: its queue, work in flight, throughput and devices."""
-    stats = report.get("stats", {})
-    workers = report.get("workers", [])
-    used = {worker.get("device") for worker in workers}
-    return {
-        "replica": report.get("replica"),
-        "ready": report.get("ready"),
-        "queue_depth": report.get("queue_depth", 0),
-        "in_flight": stats.get("in_flight", 0),
-        "succeeded": stats.get("succeeded", 0),
-        "failed": stats.get("failed", 0),
-        "cancelled": stats.get("cancelled", 0),
-        "rejected": stats.get("rejected", 0),
-        "requests_per_second": stats.get("requests_per_second", 0.0),
-        "chunks_per_second": stats.get("chunks_per_second", 0.0),
-        "latency_ms": stats.get("latency_ms", {}),
-        "workers": len(workers),
-        "busy_workers": sum(bool(w.get("busy")) for w in workers),
-        "restarts": report.get("restarts", 0),
-        # the node's devices that this replica's workers run on (GPUs: its own only)
-        "devices": [d for d in report.get("devices", []) if d.get("name") in used],
-    }
-
-
 class RemoteRegistry(ModelRegistry):
     """The ingress's registry: one :class:`RemoteModel` per model deployment, and the
     models configured to run in the ingress itself (``in_ingress``) as local ones."""
@@ -359,11 +338,11 @@ class RemoteRegistry(ModelRegistry):
     async def _read_board(self) -> None:
         while True:
             try:
-                reports: dict[str, list[dict[str, Any]]] = await self._board.read.remote()
+                posted: dict[str, list[dict[str, Any]]] = await self._board.read.remote()
             except Exception:
                 logger.debug("reading the replicas' board failed", exc_info=True)
             else:
                 for model in self._models.values():
                     if isinstance(model, RemoteModel):
-                        model.replicas = reports.get(model.name, [])
+                        model.replicas = posted.get(model.name, [])
             await anyio.sleep(READ_BOARD_EVERY_S)

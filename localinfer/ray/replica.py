@@ -191,10 +191,16 @@ class ModelReplica:
     # -- reports ---------------------------------------------------------------------------
 
     def reports(self) -> dict[str, dict[str, Any]]:
-        """This replica's state per model, for the board: health, counters, devices."""
+        """This replica's state per model, for the board: health (abandoned workers and
+        threads among it), counters, devices (see :mod:`localinfer.ray.reports`)."""
         devices = device_telemetry()
         return {
-            model.name: {**model.health(), "stats": model.stats.snapshot(), "devices": devices}
+            model.name: {
+                **model.health(),
+                "hung_workers": model.hung_workers,
+                "stats": model.stats.snapshot(),
+                "devices": devices,
+            }
             for model in self._registry
         }
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import anyio
 from hypercorn.config import Config
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from localinfer.config import Settings
 from localinfer.errors import ConfigurationError
@@ -73,10 +74,14 @@ def warn_if_clear_text(settings: Settings) -> None:
         )
 
 
-def open_socket(host: str, port: int) -> socket.socket:
+def open_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; ``reuse_port``: shared with other processes of this user that
+    bind the same address so (``SO_REUSEPORT``: the kernel spreads connections over them)."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     try:
-        sock = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
+        sock = socket.create_server(
+            (host.strip("[]"), port), family=family, backlog=1024, reuse_port=reuse_port
+        )
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.set_inheritable(True)
@@ -140,8 +145,11 @@ async def serve(
     *,
     sock: socket.socket | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    lifespan: bool = True,
 ) -> None:
-    """Serve until ``shutdown_trigger`` returns (default: SIGINT/SIGTERM)."""
+    """Serve until ``shutdown_trigger`` returns (default: SIGINT/SIGTERM); ``lifespan``:
+    whether the server runs the app's startup and shutdown (``False``: another server
+    runs them, Ray Serve's for an ingress replica: see :mod:`localinfer.ray.direct`)."""
     check_bind_is_safe(settings)
     warn_if_clear_text(settings)
     sock = sock or open_socket(settings.host, settings.port)
@@ -152,17 +160,38 @@ async def serve(
     refusals.install()
     host, port = sock.getsockname()[:2]
     logger.info("listening on %s", BoundAddress(host, port, config.ssl_enabled).url)
+    served: ASGIApp = app if lifespan else WithoutLifespan(app)
     try:
         if running_backend() == "trio":
             from hypercorn.trio import serve as trio_serve
 
-            await trio_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+            await trio_serve(served, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
         else:
             from hypercorn.asyncio import serve as asyncio_serve
 
-            await asyncio_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+            await asyncio_serve(served, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
     finally:
         sock.close()
+
+
+class WithoutLifespan:
+    """``app`` to a server that must not start or stop it: its lifespan messages are
+    answered at once, everything else goes to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 def _then_drain(
@@ -196,21 +225,24 @@ async def _until_signal() -> None:
 
 
 @asynccontextmanager
-async def serving(app: Starlette, settings: Settings) -> AsyncIterator[BoundAddress]:
-    """Serve ``app`` in the current loop for the duration of the block (port 0: a free one).
+async def serving(
+    app: Starlette, settings: Settings, *, reuse_port: bool = False, lifespan: bool = True
+) -> AsyncIterator[BoundAddress]:
+    """Serve ``app`` in the current loop for the duration of the block (port 0: a free one;
+    ``reuse_port``: see :func:`open_socket`; ``lifespan``: see :func:`serve`).
 
     However the block ends, the server shuts down gracefully: cancelled mid-request
     (an interrupted notebook cell), hypercorn's serve would die before the app's shutdown
     ran and leave models loaded, so it runs shielded and stops through its shutdown
     trigger, bounded by hypercorn's graceful timeout and the registry's drain timeout.
     """
-    sock = open_socket(settings.host, settings.port)
+    sock = open_socket(settings.host, settings.port, reuse_port=reuse_port)
     host, port = sock.getsockname()[:2]
     stop = anyio.Event()
 
     async def run() -> None:
         with anyio.CancelScope(shield=True):
-            await serve(app, settings, sock=sock, shutdown_trigger=stop.wait)
+            await serve(app, settings, sock=sock, shutdown_trigger=stop.wait, lifespan=lifespan)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)

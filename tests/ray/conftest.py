@@ -23,6 +23,7 @@ loopback_environment()  # before any test module imports Ray
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "localinfer"
+DIRECT_APP = "localinfer-direct"
 CHAT = "tiny-chat"
 #: the app requires it; it reaches the ingress by the environment, not Serve's arguments
 API_KEY = "ray-test-key-4d1f0c"
@@ -116,3 +117,37 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_direct(ray_served: RayServed) -> Iterator[RayServed]:
+    """A second application on the same instance, answered directly: two ingress
+    replicas share one port (``ray_direct_ingress``); ``where`` runs in them, ``ticks``
+    in a replica of its own."""
+    from ray import serve
+
+    from localinfer.ray import build_app
+
+    port = _free_port()
+    app = build_app(
+        {
+            "targets": ["tests.ray.models:Where", "tests.ray.models:Ticks"],
+            "settings": {
+                "host": "127.0.0.1",
+                "port": port,
+                "ray_direct_ingress": True,
+                "replicas": {
+                    "*": {"num_cpus": 0.25},
+                    "where": {"in_ingress": True, "num_cpus": 0},
+                },
+            },
+            "ingress_replicas": 2,
+            "ingress_num_cpus": 0.25,
+            "api_key_required": True,
+        }
+    )
+    serve.run(app, name=DIRECT_APP, route_prefix="/direct")
+    try:
+        yield RayServed(url=f"http://127.0.0.1:{port}", app=DIRECT_APP)
+    finally:
+        serve.delete(DIRECT_APP)

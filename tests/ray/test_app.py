@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from localinfer.config import ReplicaSettings, load_settings
@@ -54,11 +56,10 @@ def test_app_config_names_models_and_reads_serve_run_strings() -> None:
 def test_api_key_never_travels_in_the_app_arguments() -> None:
     with pytest.raises(ValueError, match="LOCALINFER_API_KEY"):
         RayAppConfig(models=["m"], settings={"api_key": "secret"})
-    import argparse
 
     from localinfer.ray.cli import app_config
 
-    args = argparse.Namespace(name=None, targets=[], examples=False, trust_remote_code=[])
+    args = _args("local")
     settings = load_settings(api_key="secret")
     config = app_config(args, settings, {"api_key": "secret", "workers": 2}, ["m"])
     assert config.api_key_required is True
@@ -88,16 +89,33 @@ def test_which_models_are_called_in_one_round_trip() -> None:
     assert not answers_once(catalog, "chat")  # may stream
 
 
-def test_direct_ingress_takes_the_server_port() -> None:
-    from localinfer.ray.local import direct_ingress_environment
+def _args(ray: str) -> argparse.Namespace:
+    """``localinfer serve --ray [ray]``'s arguments, no model flags."""
+    return argparse.Namespace(ray=ray, name=None, targets=[], examples=False, trust_remote_code=[])
 
-    env = direct_ingress_environment(8000)
-    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
-    # Serve allocates from range(MIN, MAX): exactly the one port
-    low, high = (
-        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"],
-        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"],
+
+def test_direct_ingress_is_the_local_default_and_binds_the_server_port() -> None:
+    from localinfer.ray.cli import app_config, direct_ingress
+
+    local = app_config(_args("local"), load_settings(port=8123, ray_ingress_replicas=2), {}, ["m"])
+    # every ingress replica binds --host:--port itself: they read both from the app's settings
+    assert local.settings["ray_direct_ingress"] is True
+    assert (local.settings["host"], local.settings["port"]) == ("127.0.0.1", 8123)
+    assert local.ingress_replicas == 2
+    assert direct_ingress(_args("auto"), load_settings()) is False  # a cluster: Serve's proxy
+    assert direct_ingress(_args("local"), load_settings(ray_direct_ingress=False)) is False
+    with pytest.raises(ConfigurationError, match="load balancer"):
+        direct_ingress(_args("auto"), load_settings(ray_direct_ingress=True))
+    with pytest.raises(ConfigurationError, match="share --port"):
+        direct_ingress(_args("local"), load_settings(port=0))
+
+
+def test_a_local_instance_has_the_cpus_every_ingress_replica_reserves() -> None:
+    from localinfer.ray.cli import local_cpus
+
+    settings = load_settings(
+        replicas={"a": {"in_ingress": True, "num_cpus": 2}, "b": {"num_cpus": 1, "max_replicas": 3}}
     )
-    assert list(range(int(low), int(high))) == [8000]
-    with pytest.raises(ConfigurationError):
-        direct_ingress_environment(0)
+    config = RayAppConfig(models=["a", "b"], ingress_replicas=2, ingress_num_cpus=0.5)
+    # each ingress replica reserves 0.5 + a's 2; b's replicas 1 each
+    assert local_cpus(config, settings) >= 2 * 2.5 + 3

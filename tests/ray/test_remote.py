@@ -165,3 +165,52 @@ async def test_a_unary_model_answers_in_one_round_trip_and_is_not_retried() -> N
         with pytest.raises(ReplicaLost):
             await model.submit({}).next_event()
     assert len(handle.calls) == 2
+
+
+def _report(replica: str, *, ready: bool, abandoned_threads: int = 0) -> dict[str, Any]:
+    """A replica's post to the board, as ModelReplica.reports() makes it."""
+    from localinfer.handlers.base import AbandonedThread
+
+    threads = [
+        AbandonedThread(f"engine-loop-{i}", "stalled for 30 s", lambda: True).health()
+        for i in range(abandoned_threads)
+    ]
+    return {
+        "replica": replica,
+        "ready": ready,
+        "draining": False,
+        "restarts": 1,
+        "hangs": abandoned_threads,
+        "hung_workers": 0 if ready else 1,
+        "workers": [{"index": 0, "state": "ready" if ready else "hung", "device": "cpu"}],
+        "abandoned_workers": [],
+        "abandoned_device_memory_bytes": 0,
+        "abandoned_threads": threads,
+        "stats": {"succeeded": 3, "in_flight": 0},
+    }
+
+
+async def test_abandoned_threads_and_a_degraded_replica_show_in_health_and_stats() -> None:
+    from localinfer.calls.stats import model_stats
+
+    async with RemoteRegistry(settings(), {"m": FakeHandle("chat", [])}) as registry:
+        model = registry.get("m")
+        model.replicas = [  # type: ignore[attr-defined]  # what the board posts
+            _report("r1", ready=True),
+            _report("r2", ready=False, abandoned_threads=2),  # past max_abandoned_workers
+        ]
+        assert model.ready  # r1 still serves: /ready 200, the router may use it
+        health = registry.health()["m"]
+        assert health["ready"] is False  # /health: degraded, as plain says for a hung worker
+        assert health["degraded_replicas"] == ["r2"]
+        assert [t["thread"] for t in health["abandoned_threads"]] == [
+            "engine-loop-0",
+            "engine-loop-1",
+        ]
+        assert {t["replica"] for t in health["abandoned_threads"]} == {"r2"}
+        stats = model_stats(model)
+        assert stats["abandoned_threads"] == 2 and stats["hung_workers"] == 1
+        assert stats["restarts"] == 2 and stats["workers"] == 2
+        by_replica = {r["replica"]: r for r in stats["replicas"]}
+        assert by_replica["r2"]["abandoned_threads"] == 2 and by_replica["r2"]["degraded"]
+        assert by_replica["r1"]["abandoned_threads"] == 0 and not by_replica["r1"]["degraded"]
