@@ -153,6 +153,7 @@ def registry_options(settings: Settings) -> dict[str, Any]:
         "hang_grace_s": settings.hang_grace_s,
         "max_abandoned_workers": settings.max_abandoned_workers,
         "load_timeout_s": settings.load_timeout_s,
+        "worker_nice": settings.worker_nice,
     }
 
 
