@@ -25,6 +25,22 @@ def warmup_s(duration: float) -> float:
     return min(300.0, 0.2 * duration)
 
 
+def _floor_slope(after: list[list[Any]]) -> float | None:
+    """MiB/min of each minute's lowest RSS: the in-flight work (audio, batches, bodies)
+    swings the 1 Hz samples by tens of MiB, a leak lifts the floor (information, not a
+    check)."""
+    lowest: dict[int, tuple[float, float]] = {}
+    for t, rss, *_ in after:
+        minute = int((t - after[0][0]) // 60)
+        if minute not in lowest or rss < lowest[minute][1]:
+            lowest[minute] = (t, rss)
+    whole = [lowest[k] for k in sorted(lowest)][:-1]  # the last minute may be cut short
+    if len(whole) < 3:
+        return None
+    fit = statistics.linear_regression([t for t, _ in whole], [r / 2**20 for _, r in whole])
+    return fit.slope * 60
+
+
 def analyse(run: dict[str, Any]) -> dict[str, Any]:
     """Per-kind counts, RSS slope, health latency, and each check (None: not judged)."""
     duration = run["duration_s"]
@@ -36,6 +52,7 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
         fit = statistics.linear_regression([m[0] for m in after], [m[1] / 2**20 for m in after])
         slope = fit.slope * 60
     window = (after[-1][0] - after[0][0]) if after else 0.0
+    floor = _floor_slope(after)
     health = [h for h in run["probe"]["health"] if h[0] >= 0]
     health_ms = [h[1] for h in health]
     health_errors = [h for h in health if h[2] != 200]
@@ -93,6 +110,7 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
         "warmup_s": warmup,
         "rss_fit_window_s": round(window, 1),
         "rss_slope_mib_per_min": None if slope is None else round(slope, 3),
+        "rss_floor_slope_mib_per_min": None if floor is None else round(floor, 3),
         "rss_at_warmup_mib": round(after[0][1] / 2**20, 1) if after else None,
         "rss_end_mib": round(memory[-1][1] / 2**20, 1) if memory else None,
         "rss_range_after_warmup_mib": [
@@ -181,7 +199,9 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
         f"Server RSS: {a['rss_at_warmup_mib']} MiB after the {a['warmup_s']:.0f} s warm-up, "
         f"{a['rss_end_mib']} MiB at the end; linear fit over the {a['rss_fit_window_s']:.0f} s "
         f"after warm-up: **{'n/a' if slope is None else f'{slope:+.2f}'} MiB/min** (samples "
-        f"{a['rss_range_after_warmup_mib']} MiB); threads {a['threads_after_warmup']}.",
+        f"{a['rss_range_after_warmup_mib']} MiB); each minute's lowest RSS: "
+        f"{_signed(a.get('rss_floor_slope_mib_per_min'))} MiB/min; threads "
+        f"{a['threads_after_warmup']}.",
         "",
         f"`/health` probed at 5 Hz from a process of its own: {h['probes']:,} probes, "
         f"{h['errors']} not 200; p50 {fmt(h['p50_ms'], 2)} ms, **p99 {fmt(h['p99_ms'], 2)} "
@@ -197,6 +217,10 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
     if image:
         lines += [f"![soak: RSS, /health latency and request rate over time]({image})", ""]
     return "\n".join([*lines, end])
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
 
 
 def plot(result: dict[str, Any], out: Path) -> Path | None:

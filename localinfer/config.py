@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     load_timeout_s: float | None = Field(
         600.0, gt=0, description="a worker whose load() runs longer has failed (thread abandoned)"
     )
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="how much lower model threads run than the event loop (Linux)"
+    )
+    gil_switch_interval_ms: float = Field(
+        1.0, gt=0, description="localinfer serve: how long a thread may keep the GIL from the loop"
+    )
     default_max_tokens: int = Field(1024, ge=1, description="max_tokens when a request sets none")
     max_tokens_limit: int = Field(32768, ge=1, description="largest max_tokens accepted (400)")
     max_messages: int = Field(2048, ge=1, description="most chat messages in one request (413)")

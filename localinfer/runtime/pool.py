@@ -52,6 +52,8 @@ class PoolOptions(TypedDict, total=False):
     hang_grace_s: float
     max_abandoned: int
     load_timeout_s: float | None
+    #: how much lower than the loop's the worker threads' priority is (runtime.priority)
+    worker_nice: int
 
 
 class ModelPool:
@@ -64,6 +66,7 @@ class ModelPool:
         self.name = definition.name
         self.queue = JobQueue(definition.name, definition.max_queue)
         self.context = options.get("context")
+        self.worker_nice = options.get("worker_nice", 0)
         self._workers: dict[int, DeviceWorker] = {}
         self._loop = options["loop"]
         self._spawn = options["spawn"]
@@ -120,6 +123,7 @@ class ModelPool:
             generation=generation,
             context=self.context,
             thread_ledger=ThreadLedger(self.supervisor.may_abandon),
+            nice=self.worker_nice,
         )
 
     def _create_handler(self, index: int, device: str) -> Handler:

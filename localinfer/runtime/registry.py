@@ -38,6 +38,7 @@ class ModelRegistry:
         hang_grace_s: float = DEFAULT_HANG_GRACE_S,
         max_abandoned_workers: int = DEFAULT_MAX_ABANDONED,
         load_timeout_s: float | None = DEFAULT_LOAD_TIMEOUT_S,
+        worker_nice: int = 0,
     ):
         self._models: dict[str, ServedModel] = {}
         self._task_group: TaskGroup | None = None
@@ -50,6 +51,8 @@ class ModelRegistry:
         self.max_abandoned_workers = max_abandoned_workers
         #: a worker whose load() runs longer has failed (its thread is abandoned)
         self.load_timeout_s = load_timeout_s
+        #: how much lower than the loop's the worker threads' priority is (see runtime.priority)
+        self.worker_nice = worker_nice
         self.draining = False
         #: handler → model calls in progress, to refuse those that would deadlock
         self.calls = CallGraph()
@@ -126,6 +129,7 @@ class ModelRegistry:
             hang_grace_s=self.hang_grace_s,
             max_abandoned=self.max_abandoned_workers,
             load_timeout_s=self.load_timeout_s,
+            worker_nice=self.worker_nice,
         )
         self._models[definition.name] = model
         model.start()

@@ -34,6 +34,8 @@ class ModelStats:
     recent: deque[tuple[float, float, float, int]] = field(
         default_factory=lambda: deque(maxlen=4096)
     )
+    #: the chunks of the requests in ``recent`` (kept as they come and go)
+    _window_chunks: int = 0
 
     @property
     def in_flight(self) -> int:
@@ -48,20 +50,31 @@ class ModelStats:
             self.cancelled += 1
         self.chunks += job.chunks
         if job.outcome == "ok" and job.latency_ms is not None:
+            if len(self.recent) == self.recent.maxlen:  # the oldest falls out of the window
+                self._window_chunks -= self.recent[0][3]
             self.recent.append((time.monotonic(), job.latency_ms, job.queue_ms or 0.0, job.chunks))
+            self._window_chunks += job.chunks
+
+    def _forget_before(self, now: float) -> None:
+        """Drop what left the last minute. Entries arrive in time order, so they leave from
+        the left: each 429's ``Retry-After`` costs what expired, not a scan of all 4096."""
+        recent = self.recent
+        while recent and now - recent[0][0] > _WINDOW_S:
+            self._window_chunks -= recent.popleft()[3]
 
     def throughput(self, now: float | None = None) -> tuple[float, float]:
         """(requests/s, chunks/s) over the last minute."""
         now = time.monotonic() if now is None else now
-        window = [r for r in self.recent if now - r[0] <= _WINDOW_S]
-        if not window:
+        self._forget_before(now)
+        if not self.recent:
             return 0.0, 0.0
-        span = max(now - window[0][0], 1.0)
-        return len(window) / span, sum(r[3] for r in window) / span
+        span = max(now - self.recent[0][0], 1.0)
+        return len(self.recent) / span, self._window_chunks / span
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
-        window = [r for r in self.recent if now - r[0] <= _WINDOW_S]
+        self._forget_before(now)
+        window = list(self.recent)
         latencies = sorted(r[1] for r in window)
         queue = sorted(r[2] for r in window)
         rps, cps = self.throughput(now)

@@ -18,6 +18,7 @@ from localinfer.runtime.job import Event, Job
 from localinfer.runtime.job_handle import JobHandle, Outbox, deliver_all
 from localinfer.runtime.loading import LOADS, device_memory_allocated, grown_since
 from localinfer.runtime.loop import LoopClosed, LoopHandle
+from localinfer.runtime.priority import lower_this_thread
 from localinfer.runtime.scheduler import JobQueue, StopSignal
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class DeviceWorker:
         generation: int = 0,
         context: HandlerContext | None = None,
         thread_ledger: ThreadLedger | None = None,
+        nice: int = 0,
     ):
         self.model = model
         self.index = index
@@ -123,6 +125,8 @@ class DeviceWorker:
         self.engine: str | None = None
         #: threads of its handler's own that the handler gave up on (given to the handler)
         self.thread_ledger = thread_ledger or ThreadLedger()
+        #: how much lower than the loop's its thread's priority is (runtime.priority)
+        self.nice = nice
         # Jobs taken from the queue and not started yet (filled on the loop, taken by the
         # thread one batch at a time), and the jobs in the handler right now. The lock
         # makes "the thread starts a job" and "the loop takes the rest back" exclusive.
@@ -193,6 +197,7 @@ class DeviceWorker:
 
     def _main(self) -> None:
         try:
+            lower_this_thread(self.nice)  # before the load: the threads it starts inherit it
             bind_thread_to_device(self.device)
             if self._context is not None:
                 bind_context(None, self._context)  # for user code, before it is even built

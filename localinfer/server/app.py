@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from localinfer.runtime.registry import ModelRegistry
 from localinfer.server.connections import ConnectionLimit
 from localinfer.server.direct_routes import DirectRoutes
 from localinfer.server.errors import error_response_for
-from localinfer.server.heap import freeze_when_ready
+from localinfer.server.heap import freeze_when_ready, trim_periodically
 from localinfer.server.job_io import JobWatch
 from localinfer.server.metrics import routes as metrics_routes
 from localinfer.server.middleware import (
@@ -108,7 +109,11 @@ def create_app(
                 anyio.create_task_group() as background,
             ):
                 if owns_process:
+                    # The loop needs the GIL back after every socket call; a model thread
+                    # running Python keeps it up to this long each time (5 ms by default).
+                    sys.setswitchinterval(settings.gil_switch_interval_ms / 1e3)
                     background.start_soon(freeze_when_ready, registry)
+                    background.start_soon(trim_periodically)
                 yield
                 background.cancel_scope.cancel()
 
@@ -153,6 +158,7 @@ def registry_options(settings: Settings) -> dict[str, Any]:
         "hang_grace_s": settings.hang_grace_s,
         "max_abandoned_workers": settings.max_abandoned_workers,
         "load_timeout_s": settings.load_timeout_s,
+        "worker_nice": settings.worker_nice,
     }
 
 

@@ -1,8 +1,11 @@
-"""A server that owns its process freezes its heap once the models have loaded."""
+"""A server that owns its process freezes its heap once the models have loaded, and hands
+freed memory back to the OS now and then."""
 
 from __future__ import annotations
 
 import gc
+import sys
+import threading
 from collections.abc import Iterator
 
 import anyio
@@ -10,6 +13,7 @@ import pytest
 
 from localinfer.config import Settings
 from localinfer.runtime.registry import ModelRegistry
+from localinfer.server import heap
 from localinfer.server.app import create_app
 from localinfer.server.heap import freeze_when_ready
 from tests import models
@@ -60,3 +64,21 @@ async def test_only_a_server_that_owns_its_process_freezes() -> None:
                 await anyio.sleep(0.01)
             assert (gc.get_freeze_count() > 0) is frozen
         gc.unfreeze()
+
+
+async def test_freed_memory_is_handed_back_now_and_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(
+        heap, "_malloc_trim", lambda: lambda: calls.append(threading.current_thread().name)
+    )
+    with anyio.move_on_after(0.5):
+        await heap.trim_periodically(every_s=0.05)
+    assert len(calls) >= 3
+    assert threading.main_thread().name not in calls  # off the loop
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_glibc_malloc_trim_is_found_and_runs() -> None:
+    trim = heap._malloc_trim()
+    assert trim is not None
+    trim()
