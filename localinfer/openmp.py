@@ -18,8 +18,10 @@ on a futex:
 
 A bounded spin keeps both: a barrier whose partner arrives within ``SPIN_COUNT`` rounds
 (tens of microseconds) never sleeps, and a thread left idle gives its core back after
-that long. 1000 measured best of 100-10000 (docs/configuration.md has the numbers):
-llama.cpp at ~95% of its spinning speed, and torch under load near the passive one.
+that long. 1000 is the knee of 100-10000 (docs/configuration.md has the numbers):
+llama.cpp quiet at ~95% of its spinning speed; under heavy load (load average 10-20 on
+two cores) torch and two-thread llama.cpp run at ~0.4-1.3x their passive speed instead of
+collapsing 10-30x as with libgomp's default.
 
 Applied on ``import localinfer``, before any handler imports torch or llama_cpp; a
 process that loaded libgomp earlier (``import torch`` before ``import localinfer`` in a
