@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+
+import pytest
 
 from localinfer import openmp
 
@@ -47,3 +50,14 @@ def test_a_peer_program_gets_the_users_environment() -> None:
     peer = openmp.user_environment(environ)
     assert not set(openmp.APPLIED) & set(peer)
     assert peer.get("PATH") == os.environ.get("PATH")
+
+
+def test_a_late_setting_is_reported_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(openmp, "LOADED_TOO_EARLY", True)
+    monkeypatch.setattr(openmp, "_warned", False)
+    with caplog.at_level(logging.WARNING, logger="localinfer.openmp"):
+        openmp.warn_if_too_late()
+        openmp.warn_if_too_late()
+    assert [r.message.count("GOMP_SPINCOUNT") for r in caplog.records] == [1]
