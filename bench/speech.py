@@ -18,14 +18,8 @@ Every path is repeated ``--reps`` times in rotated order; medians are reported.
 
 from __future__ import annotations
 
-import os
-
-# the server's workers set this before any model loads (localinfer.runtime.worker): the
-# in-process baselines must run under the same OpenMP wait policy, or CTranslate2's
-# threads spin for cores the other processes need and the comparison is of policies
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +41,10 @@ from bench.common import (
     served,
     write_results,
 )
+
+# imported before any model library loads libgomp: the in-process baselines (CTranslate2's
+# threads) then wait as the server's do (localinfer/openmp.py), not under another policy
+from localinfer.openmp import describe as describe_openmp
 
 TTS, ASR = "hibari", "whisper-tiny.en"
 THREE = (
@@ -298,7 +296,7 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n\n".join(
         [
             f"Load average {load['before']:.1f} before, {load['after']:.1f} after (2 cores); "
-            f"OMP_WAIT_POLICY={data['omp_wait_policy']} in every process.",
+            f"OpenMP: {data['openmp']} in every process.",
             f"TTS ({r['tts_audio_seconds']:.1f} s of speech, hibari 'heart'):\n\n{tts}",
             f"Three sentences ({three['audio_s']:.1f} s of audio, {three['synthesis_s']:.3f} s "
             f"to synthesise whole in process), first byte over HTTP:\n\n{ttfb}",
@@ -318,7 +316,7 @@ def main() -> None:
         "machine": machine(),
         "reps": args.reps,
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
-        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "openmp": describe_openmp(),
         "results": results,
     }
     path = write_results("speech", data)

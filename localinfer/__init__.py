@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from localinfer import openmp as _openmp
 from localinfer._version import __version__
+
+# before any handler loads torch or llama.cpp (and with them libgomp): see openmp.py
+_openmp.apply_once()
 
 __all__ = ["Client", "Engine", "LightServer", "Server", "SyncClient", "__version__", "pull"]
 

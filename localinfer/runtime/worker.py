@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -12,6 +11,7 @@ from functools import partial
 from queue import SimpleQueue
 from typing import TYPE_CHECKING
 
+from localinfer import openmp
 from localinfer.errors import WorkerCrashed
 from localinfer.handlers.base import ThreadLedger, bind_context
 from localinfer.runtime.job import Event, Job
@@ -47,13 +47,6 @@ class WorkerState:
     #: hung and given up on: a replacement took its place; if its thread ever returns
     #: from the handler, it exits without taking another job
     ABANDONED = "abandoned"
-
-
-# OpenMP threads that spin while waiting steal the cores the event loop and the other
-# workers need: generation ran up to 30x slower on a busy 2-core machine. Set before
-# torch is first imported (handlers import it in their worker threads); a user's own
-# setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def bind_thread_to_device(device: str) -> None:
@@ -208,6 +201,7 @@ class DeviceWorker:
                 if self._context is not None:
                     bind_context(handler, self._context)
                 handler.thread_ledger = self.thread_ledger
+                openmp.warn_if_too_late()  # how its OpenMP threads wait: see openmp.py
                 handler.load(self.device)
                 self.device_memory_bytes = grown_since(self.memory_before_load, self.device)
                 self.load_started = None

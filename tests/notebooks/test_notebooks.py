@@ -8,7 +8,6 @@ installed (``scripts/install.sh`` installs them all).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -48,10 +47,9 @@ def test_notebooks_are_committed_without_outputs() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # torch's OpenMP threads spin-wait by default: on a small machine shared with other
-    # jobs (CI runners, this suite's other processes) generation then slows twenty-fold
-    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+def test_notebook_runs(path: Path, tmp_path: Path) -> None:
+    # the kernel inherits this process's OpenMP wait (set on `import localinfer`, before
+    # the kernel's torch loads: localinfer/openmp.py), as a notebook that imports it first
     book = nbformat.read(path, as_version=4)
     missing = missing_models(book)
     if missing:

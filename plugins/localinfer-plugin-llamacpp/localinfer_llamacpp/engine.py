@@ -109,12 +109,19 @@ class BatchedEngine:
 
     def submit(self, generation: Generation, sampler: SamplerChain) -> None:
         """Queue a request for the engine's thread and return at once."""
-        sequence = Sequence(generation, sampler, list(generation.prompt_ids))
+        self.submit_all([(generation, sampler)])
+
+    def submit_all(self, requests: list[tuple[Generation, SamplerChain]]) -> None:
+        """Queue requests that arrived together in one go, so that their prompts are
+        prefilled in one decode (as llama-server does) rather than the first alone while
+        the others wait behind it."""
+        sequences = [Sequence(g, sampler, list(g.prompt_ids)) for g, sampler in requests]
         with self._wake:
             if self._closing:
-                sampler.close()
+                for sequence in sequences:
+                    sequence.sampler.close()
                 raise HandlerFailed("the llama.cpp engine has stopped")
-            self._arrivals.append(sequence)
+            self._arrivals.extend(sequences)
             self._wake.notify()
 
     def close(self) -> None:

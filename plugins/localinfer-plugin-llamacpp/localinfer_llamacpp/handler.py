@@ -127,18 +127,26 @@ class LlamaCppChatHandler(Handler):
         self.max_in_flight = self.batcher.max_in_flight
 
     def process(self, items: Sequence[WorkItem]) -> None:
-        """Queue each item with the engine; a bad item fails alone, before any output."""
+        """Queue the items with the engine, all at once (their prompts then share a
+        decode); a bad item fails alone, before any output."""
+        assert self.batcher is not None, "load() first"
+        ready: list[tuple[Generation, SamplerChain]] = []
         for item in items:
             if item.cancelled:
                 item.finish(None)
                 continue
             try:
                 generation = self.prepare(item)
-                sampler = self._sampler(generation)
-                assert self.batcher is not None, "load() first"
-                self.batcher.submit(generation, sampler)
+                ready.append((generation, self._sampler(generation)))
             except Exception as exc:
                 item.fail(exc)
+        if not ready:
+            return
+        try:
+            self.batcher.submit_all(ready)
+        except Exception as exc:
+            for generation, _ in ready:
+                generation.item.fail(exc)
 
     def prepare(self, item: WorkItem) -> Generation:
         """Validate and tokenize one request; the template's stop strings join the request's."""

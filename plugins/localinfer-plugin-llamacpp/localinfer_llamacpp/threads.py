@@ -1,26 +1,31 @@
 """How many threads each decode gets, chosen by measuring decodes as they run.
 
-ggml's threads meet at a spinning barrier after every operation of a decode, so a decode
-on every core is fastest only while nothing else wants a core (llama-server uses every
-core), but when other processes (or the server's own event loop) take a core, the thread
-left waiting spins until its partner is scheduled again: on a two-core machine at a load
-average of 15-22 one token took 1.3-6.6 s on two threads and 0.22 s on one. Which count
-wins changes with the machine's load, minute by minute.
+ggml's threads meet at an OpenMP barrier after every operation of a decode. On a quiet
+machine every core is fastest (llama-server uses every core): the barrier's partners
+arrive within microseconds, while libgomp spins (``localinfer/openmp.py`` keeps that
+spin short but not zero: asleep at every barrier, two threads decoded slower than one).
+When other processes (or the server's own event loop) take a core, the thread left at
+the barrier waits until its partner is scheduled again: on a two-core machine at a load
+average of 7-15 one token took 0.1-0.9 s on two threads and 0.02-0.2 s on one. Which
+count wins changes with the machine's load, minute by minute.
 
 So the engine tries both: every decode's wall time is timed per kind of step (one token,
 a few tokens, a prompt chunk) and per thread count; each kind runs on the count with the
 lower recent time per token, and now and then a few decodes try the other count, so a
-change of load is noticed. A trial costs little whichever way it goes: it starts on the
-safe count (every core but one), a trial decode that is clearly slower ends its trial at
-once, and trials that keep losing come ever more rarely (under heavy load one decode on
-every core can take seconds). A fixed ``n_threads`` / ``n_threads_batch`` turns this off.
+change of load is noticed. Trials are spaced by decodes of every kind (a prompt comes
+once per request: counted alone, its trials would come hours apart). A trial costs
+little whichever way it goes: it starts on the safe count (every core but one), a trial
+decode that is clearly slower ends its trial at once, and trials that keep losing come
+ever more rarely (under heavy load one decode on every core can take seconds). A fixed
+``n_threads`` / ``n_threads_batch`` turns this off.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: a kind of step runs this many decodes on its chosen count between two trials...
+#: a kind of step tries the other count once this many decodes (of any kind) ran since its
+#: last trial...
 TRIAL_EVERY = 48
 #: ...doubled after each lost trial, up to this many...
 TRIAL_EVERY_MAX = 3072
@@ -45,7 +50,8 @@ class _Kind:
     counts: tuple[int, ...]
     chosen: int
     recent: dict[int, float] = field(default_factory=dict)
-    since_trial: int = 0
+    #: the engine's decode count when this kind's last trial began
+    trial_at: int = 0
     trial_left: int = 0
     trial_every: int = TRIAL_EVERY
 
@@ -61,6 +67,7 @@ class ThreadChoice:
     def __init__(self, one: tuple[int, ...], many: tuple[int, ...]) -> None:
         one, many = tuple(dict.fromkeys(one)), tuple(dict.fromkeys(many))
         self._kinds = [_Kind(one, one[0]), _Kind(many, many[0]), _Kind(many, many[0])]
+        self._decodes = 0
 
     def for_step(self, tokens: int) -> int:
         """The thread count for a decode of ``tokens`` tokens."""
@@ -73,8 +80,8 @@ class ThreadChoice:
         if untried and kind.chosen in kind.recent:
             kind.trial_left = TRIAL_LENGTH
             return untried[0]
-        if kind.since_trial >= kind.trial_every:
-            kind.since_trial = 0
+        if self._decodes - kind.trial_at >= kind.trial_every:
+            kind.trial_at = self._decodes
             kind.trial_left = TRIAL_LENGTH
             other = self._other(kind)
             kind.recent.pop(other, None)  # judged on this trial alone: the load has changed
@@ -83,6 +90,7 @@ class ThreadChoice:
 
     def record(self, tokens: int, threads: int, seconds: float) -> None:
         """A decode of ``tokens`` tokens on ``threads`` threads took ``seconds``."""
+        self._decodes += 1
         kind = self._kinds[step_kind(tokens)]
         if len(kind.counts) == 1:
             return
@@ -92,7 +100,6 @@ class ThreadChoice:
             per_token if before is None else before + SMOOTHING * (per_token - before)
         )
         if threads == kind.chosen:
-            kind.since_trial += 1
             return
         current = kind.recent.get(kind.chosen)
         if current is not None and per_token > CLEARLY_SLOWER * current:

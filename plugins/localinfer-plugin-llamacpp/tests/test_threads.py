@@ -100,3 +100,17 @@ def test_switching_thread_counts_changes_no_token(handler: LlamaCppChatHandler, 
     assert {1, 2} <= set(choice.used)
     assert alternated.result.text == fixed.result.text
     assert alternated.result.completion_tokens == fixed.result.completion_tokens
+
+
+def test_a_rare_kind_of_step_is_tried_again_by_decodes_of_every_kind() -> None:
+    choice = ThreadChoice((1, 2), (1, 2))
+
+    def requests(count: int, seconds: Callable[[int], float]) -> None:
+        for _ in range(count):  # a prompt, then a hundred one-token decodes
+            run(choice, 1, seconds, tokens=40)
+            run(choice, 100, seconds)
+
+    requests(10, loaded)
+    assert choice.chosen(40) == 1
+    requests(40, quiet)  # 40 prompts: counted alone, the next trial would be 48+ away
+    assert choice.chosen(40) == 2 and choice.chosen(1) == 2
