@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "errors": -1,
     "config": -1,
     "log": -1,
+    "openmp": -1,
     "_version": -1,
 }
 
