@@ -40,6 +40,8 @@ LAYERS: dict[str, int] = {
     "hub": 0,
     # the audio codec the speech handlers and routes decode uploads with
     "audio": 0,
+    # refuse a missing capability or take the slower path (handlers and model resolution)
+    "slower_path": 0,
     # shared by all
     "errors": -1,
     "config": -1,

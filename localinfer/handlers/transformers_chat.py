@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from localinfer.config import slow_fallback_allowed
-from localinfer.errors import CapabilityUnavailable, InvalidRequest
+from localinfer.errors import InvalidRequest
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.continuous_batching import ContinuousBatchingEngine
 from localinfer.handlers.generation.grammar import ConstrainLogits, GrammarCache
@@ -54,6 +53,7 @@ from localinfer.handlers.torch_devices import (
     release_cuda_memory_after,
     resolve_dtype,
 )
+from localinfer.slower_path import take_slower_path
 
 if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
@@ -196,22 +196,15 @@ class TransformersChatHandler(Handler):
                 self._engine = ContinuousBatchingEngine.start(
                     self.model, self.eos_token_ids, self.context_length, options, self.thread_ledger
                 )
-            except Exception as exc:
-                if options.get("continuous_batching") or not slow_fallback_allowed():
-                    raise CapabilityUnavailable(
-                        f"continuous batching does not work for {source.location} with "
-                        f"transformers {_transformers_version()}: {exc}. Install "
-                        f"{CONTINUOUS_BATCHING_REQUIREMENT!r} (pip install -U "
-                        f"'{CONTINUOUS_BATCHING_REQUIREMENT}'), or, to serve one request at "
-                        "a time (many times slower under load), allow the slower path: "
-                        "--allow-slow-fallback or LOCALINFER_ALLOW_SLOW_FALLBACK=1 (every "
-                        "model), or the model option continuous_batching=false"
-                    ) from exc
-                logger.warning(
-                    "%s: continuous batching unavailable (%s); serving one request at a time "
-                    "(allowed by allow_slow_fallback)",
-                    source.location,
-                    exc,
+            except Exception as exc:  # refused (chained to exc), or allowed: sequential
+                take_slower_path(
+                    f"continuous batching does not work for {source.location} with "
+                    f"transformers {_transformers_version()}: {exc}",
+                    install=f"Install {CONTINUOUS_BATCHING_REQUIREMENT!r} (pip install -U "
+                    f"'{CONTINUOUS_BATCHING_REQUIREMENT}')",
+                    slower="serve one request at a time (many times slower under load)",
+                    per_model="the model option continuous_batching=false",
+                    refuse=bool(options.get("continuous_batching")),
                 )
         if self._engine is not None:
             self.max_in_flight = self._engine.max_in_flight

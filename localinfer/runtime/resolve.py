@@ -9,9 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from localinfer.config import slow_fallback_allowed
 from localinfer.errors import (
-    CapabilityUnavailable,
     ConfigurationError,
     ModelNotDownloaded,
     ModelNotFound,
@@ -27,6 +25,7 @@ from localinfer.hub.user_catalog import USER_ORIGIN
 from localinfer.plugins import HandlerSpec, PluginSet
 from localinfer.runtime.job import DEFAULT_STREAM_BUFFER
 from localinfer.runtime.model import ModelDefinition
+from localinfer.slower_path import take_slower_path
 
 logger = logging.getLogger(__name__)
 
@@ -195,15 +194,11 @@ def entry_handler(entry: CatalogEntry, plugins: PluginSet) -> HandlerSpec:
         why = f"handler {entry.handler!r} needs {', '.join(missing)}, not installed"
     else:
         return preferred
-    if not slow_fallback_allowed():
-        install = f" (pip install {entry.install})" if entry.install else ""
-        raise CapabilityUnavailable(
-            f"{entry.alias}: {why}. Install it{install}, or, to serve the model through "
-            f"{fallback!r} instead (several times slower), allow the slower path: "
-            "--allow-slow-fallback or LOCALINFER_ALLOW_SLOW_FALLBACK=1"
-        )
-    logger.warning(
-        "%s: %s; served by %r instead (allowed by allow_slow_fallback)", entry.alias, why, fallback
+    install = f" (pip install {entry.install})" if entry.install else ""
+    take_slower_path(
+        f"{entry.alias}: {why}",
+        install=f"Install it{install}",
+        slower=f"serve the model through {fallback!r} (several times slower)",
     )
     return plugins.handler(fallback)
 

@@ -110,13 +110,18 @@ def test_chat_streams_the_same_answer_token_by_token(client: openai.OpenAI) -> N
 def test_the_gguf_is_converted_once_and_then_read_from_the_cache(
     monkeypatch: pytest.MonkeyPatch, client: openai.OpenAI
 ) -> None:
-    """The server converted SmolLM2 (or found it converted): a new load must not convert."""
+    """Loaded through transformers, SmolLM2's GGUF is converted once (or found converted):
+    a new load must not convert. (The server may serve it with llama.cpp, which converts
+    nothing: the first load here makes sure the conversion happened, in a fresh venv too.)"""
     import torch
 
     resolved = resolve(CHAT, discover())
     source: ModelSource = resolved.source
     assert source.filename is not None and source.filename.endswith(".gguf")
     gguf = Path(source.location) / source.filename
+    first = TransformersChatHandler(source)
+    first.load("cpu")
+    first.close()
     cached = gguf_cache.converted_directory(gguf, torch.float32)
     assert (cached / gguf_cache.MANIFEST).is_file()
     assert (cached / "model.safetensors").is_file() and (cached / "tokenizer.json").is_file()

@@ -58,11 +58,12 @@ def test_falls_back_when_the_slower_path_is_allowed(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("LOCALINFER_ALLOW_SLOW_FALLBACK", "1")
-    with caplog.at_level(logging.WARNING, logger="localinfer.runtime.resolve"):
+    with caplog.at_level(logging.WARNING, logger="localinfer.slower_path"):
         assert entry_handler(GGUF_CHAT, _plugins()).name == "transformers-chat"
         plugins = _plugins(_fast("no_such_module_anywhere"))
         assert entry_handler(GGUF_CHAT, plugins).name == "transformers-chat"
-    assert "'fast-gguf' is not installed; served by 'transformers-chat'" in caplog.text
+    assert "'fast-gguf' is not installed; allowed by allow_slow_fallback" in caplog.text
+    assert "through 'transformers-chat'" in caplog.text
     assert "needs no_such_module_anywhere" in caplog.text
 
 

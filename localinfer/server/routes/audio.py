@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -49,6 +50,8 @@ async def _read_form(request: Request) -> tuple[bytes, dict[str, Any]]:
         form = await limited.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
     except HTTPException as exc:
         raise InvalidRequest(f"malformed multipart form: {exc.detail}") from None
+    except FormParserError as exc:  # starlette 1.0.1 let the parser's own error out: a 500
+        raise InvalidRequest(f"malformed multipart form: {exc}") from None
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,20 @@ from localinfer.handlers.generation.tool_calls import (
     with_tool_constraint,
 )
 from localinfer.handlers.tasks import CHAT, GenerationRequest
+from localinfer.slower_path import take_slower_path
 from localinfer_llamacpp.constraints import constraint_sampler
 from localinfer_llamacpp.engine import BatchedEngine
-from localinfer_llamacpp.model import ContextSettings, GgufModel
+from localinfer_llamacpp.model import ContextSettings, GgufModel, gpu_offload_supported
 from localinfer_llamacpp.sampling import SamplerChain
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 8192
 DEFAULT_PARALLEL = 4
+#: what /health, /v1/models, /v1/stats and the TUI show as a model's engine
+ENGINE = "llama.cpp (batched)"
+#: the same, where a GPU device was asked of a build without GPU offload (allowed slower path)
+CPU_ENGINE = "llama.cpp (batched, CPU: this llama-cpp-python has no GPU offload)"
 
 
 def gguf_file(source: ModelSource) -> Path:
@@ -63,6 +69,22 @@ def gguf_file(source: ModelSource) -> Path:
             f"{location} holds {len(found)} .gguf files; name one (a path to the file)"
         )
     return found[0]
+
+
+def _installed_version() -> str:
+    try:
+        return version("llama-cpp-python")
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
+def _llama_cpp_requirement() -> str:
+    """This plugin's own requirement on llama-cpp-python (its pyproject.toml, installed)."""
+    try:
+        declared = requires("localinfer-plugin-llamacpp") or []
+    except PackageNotFoundError:
+        declared = []
+    return next((r for r in declared if r.startswith("llama-cpp-python")), "llama-cpp-python")
 
 
 def _gpu_index(device: str) -> int:
@@ -91,8 +113,7 @@ def context_settings(options: dict[str, Any], device: str) -> ContextSettings:
 class LlamaCppChatHandler(Handler):
     task = CHAT
     handler_name = "llama-cpp"
-    #: what /health and /v1/models show as this model's engine
-    engine = "llama.cpp (batched)"
+    engine = ENGINE
 
     def __init__(self, source: ModelSource) -> None:
         self.source = source
@@ -107,7 +128,19 @@ class LlamaCppChatHandler(Handler):
 
     def load(self, device: str) -> None:
         options = dict(self.source.options)
-        self.model = model = GgufModel(self.path, context_settings(options, device))
+        settings = context_settings(options, device)
+        self.engine = ENGINE
+        if settings.n_gpu_layers and not device.startswith("cpu") and not gpu_offload_supported():
+            take_slower_path(
+                f"{self.path.name} was asked to run on {device}, but llama-cpp-python "
+                f"{_installed_version()} was built without GPU offload",
+                install='Install a GPU build (for CUDA: CMAKE_ARGS="-DGGML_CUDA=on" pip install '
+                f"--force-reinstall --no-cache-dir '{_llama_cpp_requirement()}')",
+                slower="run it on the CPU (many times slower)",
+            )
+            settings = dataclasses.replace(settings, n_gpu_layers=0)
+            self.engine = CPU_ENGINE
+        self.model = model = GgufModel(self.path, settings)
         self.context_length = model.n_ctx_seq
         template = options.get("chat_template") or model.chat_template()
         self.tool_format, self.renders_tools = format_for_template(

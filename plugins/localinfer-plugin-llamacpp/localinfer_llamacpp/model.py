@@ -87,6 +87,12 @@ def _init_backend() -> Any:
     return llama_cpp
 
 
+def gpu_offload_supported() -> bool:
+    """Whether this llama-cpp-python build can put layers on a GPU (built with CUDA, Metal,
+    Vulkan...): a CPU-only build ignores ``n_gpu_layers`` without a word."""
+    return bool(_init_backend().llama_supports_gpu_offload())
+
+
 class GgufModel:
     """Weights, vocabulary and one multi-sequence context. Use from one thread at a time."""
 
