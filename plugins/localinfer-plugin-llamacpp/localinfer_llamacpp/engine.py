@@ -1,15 +1,19 @@
 """Continuous batching over one llama.cpp context: the loop that steps every sequence at once.
 
-Like llama.cpp's ``tools/server``: a fixed set of slots (sequence ids) shares one context
-and one unified KV cache. Each step puts the last sampled token of every generating
-sequence, and as many prompt tokens of newly admitted ones as fit, into one
-``llama_batch``; one ``llama_decode`` runs them all; each sequence's own C sampler chain
-then picks its next token from its row of the logits. Sequences join and leave between
-steps. A slot keeps the KV cells of the tokens it last held, so a new prompt that starts
-the same way (a system prompt, a continued conversation) is placed in the slot that
-shares the longest prefix with it, or gets a copy of another slot's cells when that one
-(busy or not) shares a much longer prefix (``llama_memory_seq_cp``), and only the rest
-is prefilled.
+Like llama.cpp's ``tools/server``: a fixed set of slots (sequence ids) shares one context,
+each slot with its own stream of the KV cache (see :mod:`~localinfer_llamacpp.model`).
+Each step puts the last sampled token of every generating sequence, and as many prompt
+tokens of newly admitted ones as fit, into one ``llama_batch``; one ``llama_decode`` runs
+them all; each sequence's own C sampler chain then picks its next token from its row of
+the logits. Sequences join and leave between steps.
+
+Prompts already seen are not prefilled again. A slot keeps the KV cells of the tokens it
+last held, so a new prompt that starts the same way (a system prompt, a continued
+conversation) is placed in the slot that shares the longest prefix with it, or gets a
+copy of another slot's cells when that one (busy or not) shares a much longer prefix
+(``llama_memory_seq_cp``); a slot given to a different prompt first saves its cells in
+the host-memory :class:`~localinfer_llamacpp.prompt_cache.PromptCache`, from which a
+later prompt that shares more with them gets them back. Only the rest is prefilled.
 
 The handler's worker thread only queues (:meth:`BatchedEngine.submit`); the engine's own
 thread owns the context. Text goes out through
@@ -20,6 +24,7 @@ strings, counts and timings), exactly as from the transformers engines.
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import threading
 import time
@@ -29,6 +34,7 @@ from localinfer.errors import HandlerFailed
 from localinfer.handlers.crossing import emits_together
 from localinfer.handlers.generation.sequence import Generation
 from localinfer_llamacpp.model import GgufModel
+from localinfer_llamacpp.prompt_cache import PromptCache, common_prefix
 from localinfer_llamacpp.sampling import SamplerChain
 from localinfer_llamacpp.threads import ThreadChoice
 
@@ -65,21 +71,6 @@ class Sequence:
     reused: int = 0
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    size = min(len(a), len(b))
-    if a[:size] == b[:size]:
-        return size
-    low, high = 0, size  # a[:low] == b[:low]; a[:high] != b[:high]
-    while high - low > 1:
-        middle = (low + high) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle
-    return low
-
-
 class BatchedEngine:
     """Owns a :class:`GgufModel` context and steps up to ``slots`` sequences together."""
 
@@ -97,6 +88,10 @@ class BatchedEngine:
         self.threads = ThreadChoice(*model.thread_counts)
         self._threads_set = 0
         self._closing = False
+        #: cells of prompts whose slot went to another prompt (see the module's docstring)
+        self.cache = PromptCache(model.settings.prompt_cache_mib * 2**20)
+        #: slots given a copy of another's cells, which llama.cpp makes at the next decode
+        self._copy_pending: set[int] = set()
         #: prompt tokens reused from the cache, and decodes run, over the engine's life
         self.reused_tokens = 0
         self.decodes = 0
@@ -180,8 +175,8 @@ class BatchedEngine:
 
     def _place(self, sequence: Sequence, free: list[Slot]) -> None:
         """Give ``sequence`` the free slot whose cached tokens share the most with its
-        prompt (least recently used on a tie), reusing those cells, or cells of a longer
-        shared prefix held by any slot."""
+        prompt (least recently used on a tie), reusing those cells, or the cells of a
+        longer shared prefix held by any slot or by the prompt cache."""
         prompt = sequence.prompt
         limit = len(prompt) - 1  # the last prompt token is decoded: its logits start generation
         slot = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
@@ -192,15 +187,57 @@ class BatchedEngine:
                 length = min(common_prefix(other.tokens, prompt), limit)
                 if length >= shared + COPY_WORTH_TOKENS:
                     donor, shared = other, length
+        settled = slot.seq_id not in self._copy_pending  # its cells are what it says
+        cached = self.cache.take(prompt, shared) if settled and self.cache.limit_bytes else None
+        if cached is not None:
+            shared = min(cached[1], limit)
+        kept = own if cached is None and donor is slot else 0
+        if settled and slot.tokens and kept < len(slot.tokens) / 2:
+            self._save(slot)
         memory = self.model.memory
-        if donor is not slot:  # streams are copied whole (at the next decode), then cut
+        if cached is not None:
+            if self._restore(slot, cached[0].state):
+                slot.tokens = cached[0].tokens
+            else:
+                shared = 0
+        elif donor is not slot:  # streams are copied whole (at the next decode), then cut
             self.lib.llama_memory_seq_cp(memory, donor.seq_id, slot.seq_id, -1, -1)
+            self._copy_pending.add(slot.seq_id)
         self.lib.llama_memory_seq_rm(memory, slot.seq_id, shared, -1)
         slot.tokens = prompt[:shared]
         slot.sequence = sequence
         sequence.slot = slot
         sequence.prefilled = sequence.reused = shared
         self.reused_tokens += shared
+
+    def _save(self, slot: Slot) -> None:
+        """Copy a slot's cells into the prompt cache (unless it holds them already)."""
+        if not self.cache.limit_bytes or self.cache.holds(slot.tokens):
+            return
+        ctx = self.model.ctx
+        size = int(self.lib.llama_state_seq_get_size(ctx, slot.seq_id))
+        if not 0 < size <= self.cache.limit_bytes:
+            return
+        state = bytearray(size)
+        view = (ctypes.c_uint8 * size).from_buffer(state)
+        written = int(self.lib.llama_state_seq_get_data(ctx, view, size, slot.seq_id))
+        del view  # the bytearray is exported while a view exists
+        if written <= 0:
+            return
+        self.cache.put(slot.tokens, state if written == size else state[:written])
+
+    def _restore(self, slot: Slot, state: bytearray) -> bool:
+        """Put saved cells back into a slot; whether llama.cpp took them (else the slot is
+        left empty)."""
+        view = (ctypes.c_uint8 * len(state)).from_buffer(state)
+        read = int(self.lib.llama_state_seq_set_data(self.model.ctx, view, len(state), slot.seq_id))
+        del view
+        if read == len(state):
+            return True
+        logger.warning("llama.cpp did not take back %d cached bytes; prefilling", len(state))
+        self.lib.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+        slot.tokens = []
+        return False
 
     def _step(self) -> None:
         """One decode: every generating sequence's next token, then prompt chunks."""
@@ -251,6 +288,7 @@ class BatchedEngine:
         status = self.lib.llama_decode(self.model.ctx, batch)
         self.threads.record(count, threads, time.perf_counter() - started)
         self.decodes += 1
+        self._copy_pending.clear()  # made by this decode, whether it succeeded or not
         if status != 0:
             self._recover(status, fed)
             return

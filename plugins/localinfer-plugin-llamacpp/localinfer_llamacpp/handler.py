@@ -14,7 +14,8 @@ sequences, 8192), ``parallel`` (sequences decoded together, 4), ``n_batch`` (512
 ``n_threads`` when only that is given): unset, each decode runs on every core or every
 core but one, whichever is faster at the time (:mod:`localinfer_llamacpp.threads`),
 ``n_gpu_layers`` (all on a GPU device, none on CPU), ``chat_template``,
-``flash_attn`` (off; ``None`` lets llama.cpp decide).
+``flash_attn`` (off; ``None`` lets llama.cpp decide), ``prompt_cache_mib`` (host memory
+for the KV cells of conversations whose slot went to another, 256; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 8192
 DEFAULT_PARALLEL = 4
+#: host memory for the KV cells of conversations whose slot went to another (prompt_cache.py)
+DEFAULT_PROMPT_CACHE_MIB = 256
 #: what /health, /v1/models, /v1/stats and the TUI show as a model's engine
 ENGINE = "llama.cpp (batched)"
 #: the same, where a GPU device was asked of a build without GPU offload (allowed slower path)
@@ -107,6 +110,7 @@ def context_settings(options: dict[str, Any], device: str) -> ContextSettings:
         n_gpu_layers=int(options.get("n_gpu_layers", -1 if on_gpu else 0)),
         main_gpu=_gpu_index(device),
         flash_attn=None if flash is None else bool(flash),
+        prompt_cache_mib=int(options.get("prompt_cache_mib", DEFAULT_PROMPT_CACHE_MIB)),
     )
 
 

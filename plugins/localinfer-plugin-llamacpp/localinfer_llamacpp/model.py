@@ -48,6 +48,8 @@ class ContextSettings:
     #: off by default, as in llama-cpp-python's ``Llama``: greedy output then matches it
     #: (the CPU flash-attention kernel rounds differently); ``None``: llama.cpp decides
     flash_attn: bool | None = False
+    #: host memory for the cells of conversations whose slot went to another (MiB; 0: off)
+    prompt_cache_mib: int = 256
 
 
 def default_threads() -> int:

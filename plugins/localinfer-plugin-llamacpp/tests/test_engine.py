@@ -29,9 +29,17 @@ def test_common_prefix() -> None:
     assert common_prefix(list(range(1000)), [*range(777), -1]) == 777
 
 
-def test_each_sequence_matches_the_same_request_alone(handler: LlamaCppChatHandler) -> None:
-    alone = [run(handler, ask(text, max_new_tokens=32))[0] for text in PROMPTS]
-    together = run(handler, *(ask(text, max_new_tokens=32) for text in PROMPTS))
+def test_each_sequence_matches_the_same_request_alone(gguf: Path) -> None:
+    # each side on a context of its own: a prompt seen before would reuse cached cells,
+    # and one token decoded alone rounds differently from the same token in a prompt's
+    # batch (llama-server's cache_prompt has the same caveat); batching must change nothing
+    alone_handler, together_handler = load_handler(gguf), load_handler(gguf)
+    try:
+        alone = [run(alone_handler, ask(text, max_new_tokens=32))[0] for text in PROMPTS]
+        together = run(together_handler, *(ask(text, max_new_tokens=32) for text in PROMPTS))
+    finally:
+        alone_handler.close()
+        together_handler.close()
     for solo, batched in zip(alone, together, strict=True):
         assert solo.error is None and batched.error is None
         assert batched.result.text == solo.result.text
@@ -121,6 +129,35 @@ def test_a_shared_prefix_is_copied_from_a_busy_slot(handler: LlamaCppChatHandler
     wait_done([busy])
     assert joined.error is None
     assert engine.reused_tokens - reused_before > 200
+
+
+def test_a_conversation_whose_slot_went_to_another_comes_back_from_the_cache(
+    gguf: Path,
+) -> None:
+    system = "You keep notes. " + " ".join(f"Note {n}: the sky was grey." for n in range(40))
+    first_question = ask("What colour was the sky?", system=system, max_new_tokens=16)
+    other = ask("Name a fruit.", system="You are a grocer.", max_new_tokens=4)
+    for limit_mib, restored in ((256, True), (0, False)):
+        handler = load_handler(gguf, parallel=1, prompt_cache_mib=limit_mib)
+        try:
+            engine = handler.batcher
+            assert engine is not None
+            first = run(handler, first_question)[0].result
+            run(handler, other)  # takes the only slot: the notes' cells go to the cache
+            reused_before = engine.reused_tokens
+            again = run(handler, first_question)[0].result
+            assert isinstance(first, GenerationResult) and isinstance(again, GenerationResult)
+            assert first.prompt_tokens > 400
+            assert again.text == first.text  # greedy: the restored cells change nothing
+            if restored:
+                assert engine.cache.restored == 1
+                assert engine.reused_tokens - reused_before == first.prompt_tokens - 1
+                assert again.prefill_ms < first.prefill_ms / 2, (first.prefill_ms, again.prefill_ms)
+            else:
+                assert len(engine.cache) == 0
+                assert engine.reused_tokens - reused_before < 20  # the template's first tokens
+        finally:
+            handler.close()
 
 
 def test_greedy_after_reuse_matches_a_fresh_context(gguf: Path) -> None:

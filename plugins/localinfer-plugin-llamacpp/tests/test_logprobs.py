@@ -55,11 +55,13 @@ def test_log_softmax_and_best_tokens() -> None:
 
 
 def test_greedy_logprobs_leave_the_answer_alone(handler: LlamaCppChatHandler) -> None:
-    plain = ask("Name three colours.", max_new_tokens=16)
-    asked = ask("Name three colours.", max_new_tokens=16, logprobs=5)
+    # a prompt no other test sends: a cached one would be decoded from reused cells, whose
+    # rounding may differ from a cold prefill's (see prompt_cache.py)
+    plain = ask("Name three birds.", max_new_tokens=16)
+    asked = ask("Name three birds.", max_new_tokens=16, logprobs=5)
     # batched together: the row read for one sequence changes nothing for the other
     without, with_ = run(handler, plain, asked)
-    assert with_.result.text == without.result.text == run(handler, plain)[0].result.text
+    assert with_.result.text == without.result.text
     assert entries(without) == []
     found = entries(with_)
     assert_greedy(found, 5)
@@ -130,6 +132,10 @@ async def test_served_chat_logprobs_stream_and_not(gguf: Path) -> None:
             logprobs=True,
             top_logprobs=4,
         )
+        # once first: the requests compared below then both reuse the prompt's cached cells
+        # (a repeated prompt's logprobs differ a little from its cold prefill's: llama.cpp's
+        # own Llama gives -2.00 then -2.09 for the same token)
+        await api.chat.completions.create(**kwargs)
         reply = await api.chat.completions.create(**kwargs)
         content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
         assert content

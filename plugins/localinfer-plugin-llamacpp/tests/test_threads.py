@@ -87,7 +87,7 @@ class Alternating(ThreadChoice):
 
 
 def test_switching_thread_counts_changes_no_token(handler: LlamaCppChatHandler, gguf: Path) -> None:
-    request = ask("Name three colours.", max_new_tokens=12)
+    request = ask("Name three rivers.", max_new_tokens=12)  # cold: no other test sends it
     fixed = answer(handler, request)[0]  # one thread throughout
     switching = load_handler(gguf, n_threads=None)
     try:
