@@ -188,7 +188,7 @@ class BatchedEngine:
                 if length >= shared + COPY_WORTH_TOKENS:
                     donor, shared = other, length
         settled = slot.seq_id not in self._copy_pending  # its cells are what it says
-        cached = self.cache.take(prompt, shared) if settled and self.cache.limit_bytes else None
+        cached = self.cache.take(prompt, shared) if settled else None
         if cached is not None:
             shared = min(cached[1], limit)
         kept = own if cached is None and donor is slot else 0
@@ -196,10 +196,8 @@ class BatchedEngine:
             self._save(slot)
         memory = self.model.memory
         if cached is not None:
-            if self._restore(slot, cached[0].state):
-                slot.tokens = cached[0].tokens
-            else:
-                shared = 0
+            if not self._restore(slot, cached[0].state):
+                shared = 0  # prefilled whole: the cut below empties the slot
         elif donor is not slot:  # streams are copied whole (at the next decode), then cut
             self.lib.llama_memory_seq_cp(memory, donor.seq_id, slot.seq_id, -1, -1)
             self._copy_pending.add(slot.seq_id)
@@ -227,17 +225,13 @@ class BatchedEngine:
         self.cache.put(slot.tokens, state if written == size else state[:written])
 
     def _restore(self, slot: Slot, state: bytearray) -> bool:
-        """Put saved cells back into a slot; whether llama.cpp took them (else the slot is
-        left empty)."""
+        """Put saved cells back into a slot; whether llama.cpp took them all."""
         view = (ctypes.c_uint8 * len(state)).from_buffer(state)
         read = int(self.lib.llama_state_seq_set_data(self.model.ctx, view, len(state), slot.seq_id))
         del view
-        if read == len(state):
-            return True
-        logger.warning("llama.cpp did not take back %d cached bytes; prefilling", len(state))
-        self.lib.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
-        slot.tokens = []
-        return False
+        if read != len(state):
+            logger.warning("llama.cpp did not take back %d cached bytes; prefilling", len(state))
+        return read == len(state)
 
     def _step(self) -> None:
         """One decode: every generating sequence's next token, then prompt chunks."""

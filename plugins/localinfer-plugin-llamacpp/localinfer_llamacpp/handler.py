@@ -51,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 8192
 DEFAULT_PARALLEL = 4
-#: host memory for the KV cells of conversations whose slot went to another (prompt_cache.py)
-DEFAULT_PROMPT_CACHE_MIB = 256
 #: what /health, /v1/models, /v1/stats and the TUI show as a model's engine
 ENGINE = "llama.cpp (batched)"
 #: the same, where a GPU device was asked of a build without GPU offload (allowed slower path)
@@ -110,7 +108,7 @@ def context_settings(options: dict[str, Any], device: str) -> ContextSettings:
         n_gpu_layers=int(options.get("n_gpu_layers", -1 if on_gpu else 0)),
         main_gpu=_gpu_index(device),
         flash_attn=None if flash is None else bool(flash),
-        prompt_cache_mib=int(options.get("prompt_cache_mib", DEFAULT_PROMPT_CACHE_MIB)),
+        prompt_cache_mib=int(options.get("prompt_cache_mib", ContextSettings.prompt_cache_mib)),
     )
 
 

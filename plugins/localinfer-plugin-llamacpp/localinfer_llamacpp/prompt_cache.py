@@ -58,8 +58,7 @@ class PromptCache:
         self.limit_bytes = max(0, limit_bytes)
         self._entries: collections.deque[Entry] = collections.deque()
         self.size_bytes = 0
-        #: sequences saved and taken back, over the cache's life (for stats and tests)
-        self.saved = 0
+        #: entries taken back into a slot, over the cache's life
         self.restored = 0
 
     def __len__(self) -> int:
@@ -81,7 +80,6 @@ class PromptCache:
             self._remove(self._entries[0])
         self._entries.append(Entry(list(tokens), state))
         self.size_bytes += len(state)
-        self.saved += 1
         return True
 
     def take(self, prompt: list[int], better_than: int) -> tuple[Entry, int] | None:
