@@ -1,4 +1,5 @@
-"""The soak's observer, a process of its own: ``/health`` at 5 Hz, the server's memory at 1 Hz.
+"""The soak's observer, a process of its own: ``/health`` at 5 Hz, the server's memory at 1 Hz,
+what its handlers' caches hold (``/v1/stats``) every 5 s.
 
 Apart from the load's process so that its busy event loop does not add to the latency
 it measures. ``/health`` is asked on one keep-alive connection (a fresh one after an
@@ -22,6 +23,26 @@ from urllib.parse import urlsplit
 
 HEALTH_HZ = 5.0
 MEMORY_EVERY_S = 1.0
+#: bounded caches grow RSS without leaking (the llama.cpp prompt cache): read apart
+CACHES_EVERY_S = 5.0
+
+
+def cache_bytes(host: str, port: int | None) -> int | None:
+    """Bytes in every model's handler caches (``/v1/stats``), on a connection of its own
+    so the /health schedule keeps its own; None when the server cannot say."""
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request("GET", "/v1/stats")
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return None
+        models = json.loads(body)["models"].values()
+        return sum(c["bytes"] for m in models for c in m.get("caches", {}).values())
+    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        connection.close()
 
 
 def probe(url: str, pid: int, t0: float) -> dict[str, list[Any]]:
@@ -39,9 +60,16 @@ def probe(url: str, pid: int, t0: float) -> dict[str, list[Any]]:
     connection: http.client.HTTPConnection | None = None
     health: list[list[Any]] = []  # [t, ms, status code, "status" field or error]
     memory: list[list[Any]] = []  # [t, rss bytes, threads, open fds]
-    next_health = next_memory = time.monotonic()
+    caches: list[list[Any]] = []  # [t, bytes held by handler caches]
+    host = parts.hostname or "127.0.0.1"
+    next_health = next_memory = next_caches = time.monotonic()
     while not stopped:
         now = time.monotonic()
+        if now >= next_caches:
+            held = cache_bytes(host, parts.port)
+            if held is not None:
+                caches.append([round(now - t0, 2), held])
+            next_caches += CACHES_EVERY_S
         if now >= next_memory:
             try:
                 memory.append(
@@ -57,9 +85,7 @@ def probe(url: str, pid: int, t0: float) -> dict[str, list[Any]]:
             next_memory += MEMORY_EVERY_S
         if now >= next_health:
             if connection is None:
-                connection = http.client.HTTPConnection(
-                    parts.hostname or "127.0.0.1", parts.port, timeout=10
-                )
+                connection = http.client.HTTPConnection(host, parts.port, timeout=10)
             started = time.perf_counter()
             try:
                 connection.request("GET", "/health")
@@ -74,10 +100,10 @@ def probe(url: str, pid: int, t0: float) -> dict[str, list[Any]]:
                 connection.close()
                 connection = None
             next_health += 1.0 / HEALTH_HZ
-        time.sleep(max(0.0, min(next_health, next_memory) - time.monotonic()))
+        time.sleep(max(0.0, min(next_health, next_memory, next_caches) - time.monotonic()))
     if connection is not None:
         connection.close()
-    return {"health": health, "memory": memory}
+    return {"health": health, "memory": memory, "caches": caches}
 
 
 def main(argv: list[str]) -> int:

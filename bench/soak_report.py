@@ -41,16 +41,37 @@ def _floor_slope(after: list[list[Any]]) -> float | None:
     return fit.slope * 60
 
 
+def _slope(samples: list[tuple[float, float]]) -> float | None:
+    """MiB/min of a linear fit to (t, bytes) samples."""
+    if len(samples) < 3:
+        return None
+    fit = statistics.linear_regression([t for t, _ in samples], [b / 2**20 for _, b in samples])
+    return fit.slope * 60
+
+
+def _less_caches(memory: list[list[Any]], caches: list[list[Any]]) -> list[tuple[float, float]]:
+    """RSS minus what the handlers' bounded caches held at the time (their last reading
+    before each sample; nothing before the first)."""
+    out: list[tuple[float, float]] = []
+    held, i = 0, 0
+    for t, rss, *_ in memory:
+        while i < len(caches) and caches[i][0] <= t:
+            held = caches[i][1]
+            i += 1
+        out.append((t, rss - held))
+    return out
+
+
 def analyse(run: dict[str, Any]) -> dict[str, Any]:
     """Per-kind counts, RSS slope, health latency, and each check (None: not judged)."""
     duration = run["duration_s"]
     warmup = warmup_s(duration)
     memory = [m for m in run["probe"]["memory"] if m[0] >= 0]
     after = [m for m in memory if m[0] >= warmup]
-    slope = None
-    if len(after) >= 3:
-        fit = statistics.linear_regression([m[0] for m in after], [m[1] / 2**20 for m in after])
-        slope = fit.slope * 60
+    slope = _slope([(m[0], m[1]) for m in after])
+    caches = run["probe"].get("caches", [])
+    slope_less_caches = _slope(_less_caches(after, caches))
+    at_warmup = [c[1] for c in caches if c[0] <= warmup]
     window = (after[-1][0] - after[0][0]) if after else 0.0
     floor = _floor_slope(after)
     health = [h for h in run["probe"]["health"] if h[0] >= 0]
@@ -105,11 +126,26 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
             if slope is None or window < RSS_JUDGED_AFTER_S
             else slope < RSS_SLOPE_LIMIT_MIB_PER_MIN
         ),
+        # a bounded cache filling (the llama.cpp prompt cache, in /v1/stats) is not a leak
+        f"RSS less the handlers' bounded caches flat after warm-up (slope under "
+        f"{RSS_SLOPE_LIMIT_MIB_PER_MIN:g} MiB/min)": (
+            None
+            if slope_less_caches is None or not caches or window < RSS_JUDGED_AFTER_S
+            else slope_less_caches < RSS_SLOPE_LIMIT_MIB_PER_MIN
+        ),
     }
     return {
         "warmup_s": warmup,
         "rss_fit_window_s": round(window, 1),
         "rss_slope_mib_per_min": None if slope is None else round(slope, 3),
+        "rss_less_caches_slope_mib_per_min": (
+            None if slope_less_caches is None else round(slope_less_caches, 3)
+        ),
+        "caches_mib": (
+            [round((at_warmup[-1] if at_warmup else 0) / 2**20, 1), round(caches[-1][1] / 2**20, 1)]
+            if caches
+            else None
+        ),
         "rss_floor_slope_mib_per_min": None if floor is None else round(floor, 3),
         "rss_at_warmup_mib": round(after[0][1] / 2**20, 1) if after else None,
         "rss_end_mib": round(memory[-1][1] / 2**20, 1) if memory else None,
@@ -201,7 +237,9 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
         f"after warm-up: **{'n/a' if slope is None else f'{slope:+.2f}'} MiB/min** (samples "
         f"{a['rss_range_after_warmup_mib']} MiB); each minute's lowest RSS: "
         f"{_signed(a.get('rss_floor_slope_mib_per_min'))} MiB/min; threads "
-        f"{a['threads_after_warmup']}.",
+        f"{a['threads_after_warmup']}. The handlers' bounded caches (`/v1/stats` `caches`: "
+        f"the llama.cpp prompt cache) held {_cache_range(a.get('caches_mib'))}; RSS less "
+        f"them: **{_signed(a.get('rss_less_caches_slope_mib_per_min'))} MiB/min**.",
         "",
         f"`/health` probed at 5 Hz from a process of its own: {h['probes']:,} probes, "
         f"{h['errors']} not 200; p50 {fmt(h['p50_ms'], 2)} ms, **p99 {fmt(h['p99_ms'], 2)} "
@@ -217,6 +255,10 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
     if image:
         lines += [f"![soak: RSS, /health latency and request rate over time]({image})", ""]
     return "\n".join([*lines, end])
+
+
+def _cache_range(mib: list[float] | None) -> str:
+    return "n/a" if mib is None else f"{mib[0]} MiB at warm-up and {mib[1]} MiB at the end"
 
 
 def _signed(value: float | None) -> str:

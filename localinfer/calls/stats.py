@@ -31,6 +31,8 @@ def model_stats(model: ServedModel, extra: Mapping[str, Any] | None = None) -> d
         "abandoned_threads": len(model.supervisor.abandoned_threads),
         "abandoned_device_memory_bytes": model.supervisor.abandoned_memory_bytes,
         "draining": model.draining,
+        # what its handlers keep between requests (a prompt cache): bounded, not a leak
+        "caches": model.cache_usage(),
         **(extra or {}),
         **model.replica_stats(),
     }

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypedDict, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,14 @@ class ThreadLedger:
             return list(self._threads)
 
 
+class CacheUsage(TypedDict):
+    """One cache a handler keeps (``Handler.cache_usage``)."""
+
+    bytes: int
+    limit_bytes: int
+    entries: int
+
+
 class Handler:
     """Base class for model code.
 
@@ -245,6 +253,12 @@ class Handler:
 
     def close(self) -> None:
         """Release the model (called in the worker thread when it stops)."""
+
+    def cache_usage(self) -> dict[str, CacheUsage]:
+        """What the handler keeps between requests, by cache name, for ``/v1/stats``: a
+        soak tells a bounded cache filling up from a leak by it. Called on the event loop
+        while the handler serves: read counters, take no lock a step holds."""
+        return {}
 
 
 def is_stream(output: Any) -> bool:

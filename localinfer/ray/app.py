@@ -27,6 +27,10 @@ _HEALTH_CHECK_PERIOD_S = 2.0
 MULTIPLEXED = "models-multiplexed"
 
 
+#: the autoscaler averages each deployment's ongoing requests over this window
+LOOK_BACK_PERIOD_S = 15.0
+
+
 def deployment_name(model: str) -> str:
     """``model-<name>``, with what Serve cannot take in a name replaced."""
     return "model-" + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
@@ -51,7 +55,9 @@ def deployment_options(replicas: ReplicaSettings) -> dict[str, Any]:
             # react within seconds: a model replica is costly, its queue more so
             "upscale_delay_s": 3.0,
             "downscale_delay_s": 60.0,
-            "look_back_period_s": 5.0,
+            # longer than Serve's metrics push interval (10 s unless set: see
+            # localinfer.ray.local), or a decision may find no sample in its window
+            "look_back_period_s": LOOK_BACK_PERIOD_S,
         }
     return options
 

@@ -23,6 +23,14 @@ LOOPBACK_ENVIRONMENT = {
 }
 
 
+#: a local instance's autoscaling metrics: pushed each second instead of each 10 s (one
+#: machine, nothing to spare), so a replica is added seconds after the load arrives
+LOCAL_AUTOSCALING_ENVIRONMENT = {
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+}
+
+
 def loopback_environment() -> None:
     """Ray's settings for a loopback-only instance, unless the environment says otherwise;
     call before Ray is imported (they are read then)."""
@@ -34,6 +42,8 @@ def start_local_ray(**options: Any) -> None:
     """``ray.init`` of a new single-node instance on loopback, without the dashboard;
     refuses to go on if Ray would listen on the machine's address after all."""
     loopback_environment()
+    for name, value in LOCAL_AUTOSCALING_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)  # the instance's processes inherit them
     import ray
 
     ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, **options)

@@ -16,6 +16,7 @@ from typing import Any, Unpack
 import anyio
 
 from localinfer.errors import ModelNotReady, QueueFull, ShuttingDown
+from localinfer.handlers.base import CacheUsage
 from localinfer.runtime.definition import ModelDefinition
 from localinfer.runtime.job import Job
 from localinfer.runtime.pool import MAX_WORKERS, ModelPool, PoolOptions
@@ -151,6 +152,23 @@ class ServedModel(ModelPool):
             "task": self.definition.task,
             "model": self.name,
         }
+
+    def cache_usage(self) -> dict[str, CacheUsage]:
+        """Its workers' handler caches, summed by name (``Handler.cache_usage``)."""
+        total: dict[str, CacheUsage] = {}
+        for worker in self.workers:
+            for name, use in worker.cache_usage().items():
+                seen = total.get(name)
+                total[name] = (
+                    use
+                    if seen is None
+                    else CacheUsage(
+                        bytes=seen["bytes"] + use["bytes"],
+                        limit_bytes=seen["limit_bytes"] + use["limit_bytes"],
+                        entries=seen["entries"] + use["entries"],
+                    )
+                )
+        return total
 
     def replica_stats(self) -> dict[str, Any]:
         """Stats of the processes serving this model elsewhere (Ray Serve replicas: see

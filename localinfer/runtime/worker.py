@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from queue import SimpleQueue
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ from localinfer.runtime.priority import lower_this_thread
 from localinfer.runtime.scheduler import JobQueue, StopSignal
 
 if TYPE_CHECKING:
-    from localinfer.handlers.base import Handler, HandlerContext
+    from localinfer.handlers.base import CacheUsage, Handler, HandlerContext
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,9 @@ class DeviceWorker:
         self.device_memory_bytes: int | None = None
         #: what its handler serves with (``Handler.engine``), once loaded
         self.engine: str | None = None
+        #: its loaded handler's ``cache_usage``, while it serves
+        self._read_caches: Callable[[], Mapping[str, CacheUsage]] | None = None
+        self._caches_failed = False
         #: threads of its handler's own that the handler gave up on (given to the handler)
         self.thread_ledger = thread_ledger or ThreadLedger()
         #: how much lower than the loop's its thread's priority is (runtime.priority)
@@ -154,6 +157,25 @@ class DeviceWorker:
     @property
     def retiring(self) -> bool:
         return self.stop.triggered
+
+    def cache_usage(self) -> dict[str, CacheUsage]:
+        """Its handler's caches (``Handler.cache_usage``) while it serves. A handler whose
+        method fails shows none: ``/v1/stats`` must answer (logged once per worker)."""
+        read = self._read_caches
+        if read is None:
+            return {}
+        try:
+            return dict(read())
+        except Exception:
+            if not self._caches_failed:
+                self._caches_failed = True
+                logger.warning(
+                    "model %s worker %d: cache_usage() failed",
+                    self.model,
+                    self.index,
+                    exc_info=True,
+                )
+            return {}
 
     def health(self) -> dict[str, object]:
         """This worker's state, for ``/health``."""
@@ -207,6 +229,7 @@ class DeviceWorker:
                 self.load_started = None
                 engine = getattr(handler, "engine", None)
                 self.engine = None if engine is None else str(engine)
+                self._read_caches = getattr(handler, "cache_usage", None)
         except BaseException as exc:
             logger.exception(
                 "model %s worker %d failed to load on %s", self.model, self.index, self.device
@@ -265,6 +288,7 @@ class DeviceWorker:
             exit_state, exit_error = WorkerState.DEAD, exc
             self._flush(outbox)
         finally:
+            self._read_caches = None
             try:
                 handler.close()
             except Exception:

@@ -136,6 +136,9 @@ class ModelStats(Resource):
     latency_ms: dict[str, float | None] = Field(default_factory=dict)
     #: chat models: streamed text deltas per second (about tokens/s)
     tokens_per_second: float | None = None
+    #: what its handlers keep between requests, by cache: ``bytes``, ``limit_bytes``,
+    #: ``entries`` (the llama.cpp engine's prompt cache)
+    caches: dict[str, dict[str, int]] = Field(default_factory=dict)
     #: a model served on Ray Serve: each replica's counters (its id under ``replica``)
     replicas: list[ModelStats] = Field(default_factory=list)
 

@@ -158,21 +158,23 @@ def test_scales_from_one_to_two_replicas_under_load(ray_served: RayServed) -> No
     from ray import serve
 
     assert _running_replicas(serve, ray_served.app, "model-busy") == 1
-    stop = time.monotonic() + 90
+    stop = time.monotonic() + 120
 
-    def load(_: int) -> int:
-        done = 0
+    def load(_: int) -> list[int]:
+        codes: list[int] = []
         with ray_served.http(timeout=60) as http:
             while time.monotonic() < stop:
-                http.post("/v1/infer/busy", json={"kwargs": {"seconds": 0.5}})
-                done += 1
+                response = http.post("/v1/infer/busy", json={"kwargs": {"seconds": 0.5}})
+                codes.append(response.status_code)
                 if _running_replicas(serve, ray_served.app, "model-busy") >= 2:
                     break
-        return done
+        return codes
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(load, range(4)))
-    assert _running_replicas(serve, ray_served.app, "model-busy") == 2
+        codes = [code for codes in pool.map(load, range(4)) for code in codes]
+    assert set(codes) == {200}, codes  # the load was real: every request served
+    status = serve.status().applications[ray_served.app].deployments["model-busy"]
+    assert _running_replicas(serve, ray_served.app, "model-busy") == 2, (len(codes), status)
 
 
 def _running_replicas(serve: Any, app: str, deployment: str) -> int:

@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 import localinfer
+from localinfer.handlers.base import CacheUsage, Handler
+from localinfer.runtime.definition import ModelDefinition
 from localinfer.server import telemetry
 from tests.client.fakes import SlowChat
+from tests.support import running_server
 
 
 class FakeNVML(types.ModuleType):
@@ -123,3 +126,36 @@ async def test_stats_carry_devices_task_and_tokens_per_second() -> None:
     assert chat.task == "chat" and chat.succeeded == 1
     assert chat.tokens_per_second is not None and chat.tokens_per_second > 0
     assert chat.raw["chunks_per_second"] == chat.tokens_per_second  # the old keys stay
+
+
+class Remembering(Handler):
+    """Keeps 10 bytes per input served, in a cache bounded at 100 bytes per worker."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.kept = 0
+        self.broken = broken
+
+    def run_batch(self, inputs: list[Any]) -> list[Any]:
+        self.kept = min(100, self.kept + 10 * len(inputs))
+        return inputs
+
+    def cache_usage(self) -> dict[str, CacheUsage]:
+        if self.broken:
+            raise RuntimeError("no numbers today")
+        return {"answers": CacheUsage(bytes=self.kept, limit_bytes=100, entries=self.kept // 10)}
+
+
+@pytest.mark.anyio
+async def test_stats_sum_each_cache_over_the_workers_and_survive_a_broken_one() -> None:
+    kept = ModelDefinition(
+        name="kept", create_handler=lambda i, d: Remembering(), workers_per_device=2
+    )
+    broken = ModelDefinition(name="broken", create_handler=lambda i, d: Remembering(True))
+    async with running_server([kept, broken]) as client:
+        for _ in range(3):
+            assert (await client.post("/v1/infer/kept", json={"args": [1]})).status_code == 200
+        assert (await client.post("/v1/infer/broken", json={"args": [1]})).status_code == 200
+        models = (await client.get("/v1/stats")).json()["models"]
+    assert models["kept"]["caches"] == {"answers": {"bytes": 30, "limit_bytes": 200, "entries": 3}}
+    assert models["broken"]["caches"] == {}
+    assert models["broken"]["succeeded"] == 1

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from localinfer.errors import ConfigurationError, InvalidRequest
-from localinfer.handlers.base import Handler, ModelSource, WorkItem
+from localinfer.handlers.base import CacheUsage, Handler, ModelSource, WorkItem
 from localinfer.handlers.generation.constraints import refuse_unenforced
 from localinfer.handlers.generation.logprobs import LogprobRecorder
 from localinfer.handlers.generation.sequence import Generation, check_fits_context
@@ -270,6 +270,10 @@ class LlamaCppChatHandler(Handler):
                 sampler.close()
                 raise
         return sampler
+
+    def cache_usage(self) -> dict[str, CacheUsage]:
+        batcher = self.batcher
+        return {} if batcher is None else {"prompt_cache": batcher.cache.usage()}
 
     def close(self) -> None:
         if self.batcher is not None:

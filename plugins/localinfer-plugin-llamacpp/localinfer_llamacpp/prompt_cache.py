@@ -19,6 +19,8 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
+from localinfer.handlers.base import CacheUsage
+
 #: an entry is taken only when it spares at least this share of its own tokens: as
 #: llama-server, a long saved conversation is not spent on a prompt that needs little of it
 MIN_KEEP = 0.25
@@ -63,6 +65,13 @@ class PromptCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def usage(self) -> CacheUsage:
+        """Bytes held, the bound and the entries (``/v1/stats``); plain reads, safe from
+        the event loop while the engine thread adds and drops entries."""
+        return CacheUsage(
+            bytes=self.size_bytes, limit_bytes=self.limit_bytes, entries=len(self._entries)
+        )
 
     def holds(self, tokens: list[int]) -> bool:
         """Whether an entry already holds these tokens' cells (they need no saving)."""

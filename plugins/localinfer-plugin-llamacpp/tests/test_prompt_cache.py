@@ -60,3 +60,12 @@ def test_an_entry_larger_than_the_cache_and_a_cache_of_zero_keep_nothing() -> No
     off = PromptCache(0)
     assert not off.put([1], state(1))
     assert len(off) == 0 and off.take([1, 2], better_than=0) is None
+
+
+def test_usage_reports_bytes_limit_and_entries() -> None:
+    cache = PromptCache(25)
+    assert cache.usage() == {"bytes": 0, "limit_bytes": 25, "entries": 0}
+    cache.put([1], state(10))
+    cache.put([2], state(10))
+    cache.put([3], state(10))  # the oldest goes
+    assert cache.usage() == {"bytes": 20, "limit_bytes": 25, "entries": 2}
