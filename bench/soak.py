@@ -125,7 +125,13 @@ async def settle(client: Any) -> tuple[bool, dict[str, Any], str]:
 
 
 async def drive(
-    url: str, pid: int, duration: float, seed: int, disconnect: float, held: dict[str, int]
+    url: str,
+    pid: int,
+    duration: float,
+    seed: int,
+    disconnect: float,
+    held: dict[str, int],
+    client_nice: int,
 ) -> dict[str, Any]:
     import httpx
 
@@ -150,6 +156,9 @@ async def drive(
             ],
             cwd=ROOT,
         )
+        # the clients stand for other machines: on this one they must not take the cores
+        # from the server's event loop (its model threads run at nice 10 too)
+        os.nice(client_nice)
         traffic = Traffic(url, models, until, disconnect, wav)
         clients = {m: 2 * held[m] for m in dict.fromkeys(kinds(models).values())}
         log(f"[soak] {duration:.0f} s of load; clients per model: {clients}")
@@ -177,6 +186,7 @@ async def drive(
         "models": vars(models),
         "clients": clients,
         "disconnect": disconnect,
+        "client_nice": client_nice,
         "tallies": {kind: vars(t) for kind, t in traffic.tallies.items()},
         "rate_per_s": rates(traffic.events),
         "probe": probe,
@@ -213,7 +223,9 @@ def rates(events: list[tuple[float, str, str]]) -> dict[str, list[int]]:
     return per_s
 
 
-def soak(duration: float, seed: int, disconnect: float, max_queue: int) -> dict[str, Any]:
+def soak(
+    duration: float, seed: int, disconnect: float, max_queue: int, client_nice: int
+) -> dict[str, Any]:
     held = capacity(max_queue)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -233,7 +245,7 @@ def soak(duration: float, seed: int, disconnect: float, max_queue: int) -> dict[
     ]
     log(f"[soak] starting {shlex.join(command[1:])} (log: {logs / 'soak-server.log'})")
     with served(command, url, timeout_s=600, log_path=logs / "soak-server.log", cwd=ROOT) as p:
-        run = asyncio.run(drive(url, p.pid, duration, seed, disconnect, held))
+        run = asyncio.run(drive(url, p.pid, duration, seed, disconnect, held, client_nice))
     run["max_queue"] = max_queue
     return run
 
@@ -248,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         "--disconnect", type=float, default=0.1, help="share of requests a client hangs up on"
     )
     parser.add_argument("--max-queue", type=int, default=8, help="the server's queue bound")
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=10,
+        help="the load's own CPU priority (nice): the clients stand for other machines",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", action="store_true", help="write docs/reliability.md")
     docs.add_argument("--no-docs", action="store_true", help="never write the docs")
@@ -255,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     # stopped (SIGTERM), unwind like ^C: the server and the prober are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    run = soak(args.duration, args.seed, args.disconnect, args.max_queue)
+    run = soak(args.duration, args.seed, args.disconnect, args.max_queue, args.client_nice)
     command = "python -m bench.soak " + shlex.join(argv if argv is not None else sys.argv[1:])
     result: dict[str, Any] = {
         "command": command.strip(),

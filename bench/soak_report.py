@@ -227,8 +227,9 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
         "",
         f"Closed-loop clients per model, 2 x (queue + what its workers hold): {clients}; "
         f"each hangs up on {run['disconnect'] * 100:.0f} % of its requests (a stream "
-        "mid-way, or any request before its answer). Latencies: the 200s, client-side, "
-        "whole response.",
+        "mid-way, or any request before its answer), from one process at nice "
+        f"{run.get('client_nice', 0)} (the server's loop at 0, its model threads at 10). "
+        "Latencies: the 200s, client-side, whole response.",
         "",
         table,
         "",

@@ -23,11 +23,15 @@ LOOPBACK_ENVIRONMENT = {
 }
 
 
-#: a local instance's autoscaling metrics: pushed each second instead of each 10 s (one
-#: machine, nothing to spare), so a replica is added seconds after the load arrives
-LOCAL_AUTOSCALING_ENVIRONMENT = {
+#: a local instance localinfer starts: autoscaling metrics pushed each second instead of
+#: each 10 s, so a replica is added seconds after the load arrives; and no idle Python
+#: workers started ahead (replicas never use them: their runtime_env differs), each one
+#: seconds of CPU taken from the replicas starting beside them
+LOCAL_INSTANCE_ENVIRONMENT = {
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+    "RAY_enable_worker_prestart": "0",
+    "RAY_prestart_worker_first_driver": "0",
 }
 
 
@@ -42,7 +46,7 @@ def start_local_ray(**options: Any) -> None:
     """``ray.init`` of a new single-node instance on loopback, without the dashboard;
     refuses to go on if Ray would listen on the machine's address after all."""
     loopback_environment()
-    for name, value in LOCAL_AUTOSCALING_ENVIRONMENT.items():
+    for name, value in LOCAL_INSTANCE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)  # the instance's processes inherit them
     import ray
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -134,11 +135,24 @@ class RayAppConfig(BaseModel):
         return found
 
 
-def definition_for(source: ModelSource, settings: Settings) -> ModelDefinition:
-    """The model's definition, built where it runs (a replica): devices are that node's."""
+def actor_devices(request: str) -> list[str]:
+    """The devices of this Ray actor. ``auto`` is the GPUs Ray gave it (Ray sets
+    ``CUDA_VISIBLE_DEVICES`` to them: ``cuda:0`` … here), else the CPU: never a GPU it
+    was not given, and no torch import to find out (seconds of each replica's start).
+    Any other request resolves as in ``localinfer serve``."""
     from localinfer.runtime.devices import resolve_devices
 
-    devices = resolve_devices(settings.device)
+    if request.strip().lower() != "auto" or sys.platform == "darwin":  # darwin: MPS
+        return resolve_devices(request)
+    import ray
+
+    gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+    return [f"cuda:{i}" for i in range(len(gpus))] or ["cpu"]
+
+
+def definition_for(source: ModelSource, settings: Settings) -> ModelDefinition:
+    """The model's definition, built where it runs (a replica): devices are its own."""
+    devices = actor_devices(settings.device)
     if source.kind == "target":
         from localinfer.runtime.targets import import_target, user_code_definition
 

@@ -28,6 +28,8 @@ def test_fixed_replicas_and_autoscaling_map_onto_serve_options() -> None:
     assert scaled["autoscaling_config"]["initial_replicas"] == 1
     assert scaled["autoscaling_config"]["max_replicas"] == 4
     assert scaled["autoscaling_config"]["target_ongoing_requests"] == 3
+    # Serve warns of a window shorter than its metrics push interval (10 s), and will refuse it
+    assert scaled["autoscaling_config"]["look_back_period_s"] > 10
     assert deployment_name("org/model:q4") == "model-org_model_q4"
 
 
@@ -119,3 +121,19 @@ def test_a_local_instance_has_the_cpus_every_ingress_replica_reserves() -> None:
     config = RayAppConfig(models=["a", "b"], ingress_replicas=2, ingress_num_cpus=0.5)
     # each ingress replica reserves 0.5 + a's 2; b's replicas 1 each
     assert local_cpus(config, settings) >= 2 * 2.5 + 3
+
+
+@pytest.mark.parametrize(("given", "devices"), [([], ["cpu"]), (["3", "5"], ["cuda:0", "cuda:1"])])
+def test_auto_is_the_gpus_ray_gave_the_actor(
+    monkeypatch: pytest.MonkeyPatch, given: list[str], devices: list[str]
+) -> None:
+    ray = pytest.importorskip("ray")
+    from localinfer.ray.spec import actor_devices
+
+    class Context:
+        def get_accelerator_ids(self) -> dict[str, list[str]]:
+            return {"GPU": given}
+
+    monkeypatch.setattr(ray, "get_runtime_context", Context)
+    assert actor_devices("auto") == devices
+    assert actor_devices("cpu") == ["cpu"]

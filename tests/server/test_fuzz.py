@@ -7,7 +7,9 @@ every error in its shape (OpenAI's, or KServe's on ``/v2``). Invalid data must b
 
 Most model names in valid generated requests are replaced by a served model of the route's
 task, so the requests reach the handlers, not only the "no such model" answer. Bounded: a
-fixed number of examples per operation, derandomized (the same requests every run).
+fixed number of examples per operation, derandomized (the same requests every run): 50 in
+the suite (CI's time), ``LOCALINFER_FUZZ_EXAMPLES=1000 pytest tests/server/test_fuzz.py``
+for a deeper run.
 
 Hypothesis tests follow, aimed where no schema can say what is valid: any JSON through user
 code, KServe tensors, any Unicode through the chat model's tokenizer and template.
@@ -15,6 +17,7 @@ code, KServe tensors, any Unicode through the chat model's tokenizer and templat
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -50,7 +53,7 @@ SERVED_FOR = {
 }
 #: 5xx a route may answer by design: (status, code)
 EXPECTED_SERVER_STATUSES = {(503, "offline")}
-MAX_EXAMPLES = 100
+MAX_EXAMPLES = int(os.environ.get("LOCALINFER_FUZZ_EXAMPLES", "50"))
 #: (method, path) → statuses answered: proof the generated requests reached the models
 ANSWERED: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
 
