@@ -25,8 +25,8 @@ LOOPBACK_ENVIRONMENT = {
 
 #: a local instance localinfer starts: autoscaling metrics pushed each second instead of
 #: each 10 s, so a replica is added seconds after the load arrives; and no idle Python
-#: workers started ahead (replicas never use them: their runtime_env differs), each one
-#: seconds of CPU taken from the replicas starting beside them
+#: workers started ahead, whose start takes the CPU from the replicas starting beside
+#: them (the test app came up in 50-57 s instead of 63 on two cores)
 LOCAL_INSTANCE_ENVIRONMENT = {
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
