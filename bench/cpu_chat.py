@@ -161,6 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--in-process", action="store_true", help="add llama-cpp-python's Llama, 1 stream"
     )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="the streaming client's CPU priority (nice), the same for every server: "
+        "how much a client on the same two cores takes from each",
+    )
     parser.add_argument("--docs", action="store_true", help="write the run into " + str(DOCS))
     args = parser.parse_args(argv)
 
@@ -214,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
             name: {n: [] for n in streams} for name in running
         }
         loads: list[float] = []
+        os.nice(args.client_nice)  # after the servers started: theirs stays as it was
         llm = None
         if args.in_process:
             from llama_cpp import Llama
