@@ -35,14 +35,11 @@ def _floor_slope(after: list[list[Any]]) -> float | None:
         if minute not in lowest or rss < lowest[minute][1]:
             lowest[minute] = (t, rss)
     whole = [lowest[k] for k in sorted(lowest)][:-1]  # the last minute may be cut short
-    if len(whole) < 3:
-        return None
-    fit = statistics.linear_regression([t for t, _ in whole], [r / 2**20 for _, r in whole])
-    return fit.slope * 60
+    return _slope(whole)
 
 
 def _slope(samples: list[tuple[float, float]]) -> float | None:
-    """MiB/min of a linear fit to (t, bytes) samples."""
+    """MiB/min of a linear fit to (t, bytes) samples; None under three samples."""
     if len(samples) < 3:
         return None
     fit = statistics.linear_regression([t for t, _ in samples], [b / 2**20 for _, b in samples])
