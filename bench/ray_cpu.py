@@ -1,10 +1,11 @@
 """Where a request's CPU goes on the Ray path: CPU milliseconds per request, per process.
 
 Starts plain ``localinfer serve`` and ``localinfer serve --ray`` (the no-op in its own
-replica, then in the ingress), drives each with 16 wrk clients, and reads every server
-process's CPU time (user + system, ``psutil``) before and after: CPU ms per request is
-the difference over the requests answered. On a 2-core machine this, not wall time, is
-what the Ray path costs: what one process spends the others cannot.
+replica, then in the ingress, then in its own replica behind direct ingress), drives
+each with 16 wrk clients, and reads every server process's CPU time (user + system,
+``psutil``) before and after: CPU ms per request is the difference over the requests
+answered. On a 2-core machine this, not wall time, is what the Ray path costs: what one
+process spends the others cannot.
 
     python -m bench.ray_cpu [--seconds 8]
 """
@@ -22,7 +23,7 @@ import psutil
 from bench.common import log, markdown_table
 from bench.load import run_wrk
 from bench.models import REQUEST_BODY
-from bench.ray_overhead import CLIENTS, IN_INGRESS, REPLICAS, UNPINNED, server
+from bench.ray_overhead import CLIENTS, DIRECT, IN_INGRESS, REPLICAS, UNPINNED, server
 
 
 def _group(title: str) -> str:
@@ -96,6 +97,13 @@ def main() -> None:
             [*model, "--ray"],
             "ray-ingress",
             {"LOCALINFER_REPLICAS": json.dumps(IN_INGRESS)},
+            options.seconds,
+        ),
+        # direct ingress (no proxy), the no-op in a replica of its own
+        "ray-direct-remote": per_request(
+            [*model, "--ray"],
+            "ray-direct-remote",
+            {"LOCALINFER_REPLICAS": json.dumps(REPLICAS), **DIRECT},
             options.seconds,
         ),
     }

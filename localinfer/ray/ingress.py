@@ -41,6 +41,11 @@ class Ingress:
             name: handle.options(multiplexed_model_id=name) if name in app.multiplexed else handle
             for name, handle in models.items()
         }
+        #: the deployment each model's calls go to: the shared one's settings if multiplexed
+        self._deployments = {
+            name: settings.replica_settings("multiplexed" if name in app.multiplexed else name)
+            for name in models
+        }
         self._board = board
         in_ingress = app.in_ingress(settings)
         self._in_ingress = in_ingress
@@ -51,7 +56,9 @@ class Ingress:
         ]
 
     def _registry(self, settings: Settings) -> RemoteRegistry:
-        return RemoteRegistry(settings, self._models, self._board, self._in_ingress)
+        return RemoteRegistry(
+            settings, self._models, self._board, self._in_ingress, self._deployments
+        )
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         app = create_app(self._local, self._settings, registry_factory=self._registry)

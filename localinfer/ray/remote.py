@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from localinfer.config import Settings
+from localinfer.config import ReplicaSettings, Settings
 from localinfer.errors import (
     HandlerFailed,
     LocalInferError,
@@ -31,6 +31,7 @@ from localinfer.errors import (
     ShuttingDown,
 )
 from localinfer.ray import reports, wire
+from localinfer.ray.coalesce import Call, CallCoalescer, CallLimits
 from localinfer.runtime.job import Chunk, Done, Failure, Job
 from localinfer.runtime.loop import LoopHandle
 from localinfer.runtime.model import ModelDefinition, ServedModel
@@ -92,13 +93,22 @@ class RemoteModel(ServedModel):
         loop: LoopHandle,
         spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
         start_soon: Callable[..., object],
+        deployment: ReplicaSettings,
     ):
         super().__init__(description.definition, loop=loop, spawn=spawn)
         #: one round trip per job (no stream generator): the model never streams
         self._unary = description.unary
         self._stream = handle.options(method_name="stream", stream=True)
-        self._once = handle.options(method_name="once")
+        self._once = handle.options(method_name="once_many")
         self._start_soon = start_soon
+        #: unary jobs share calls when they pile up
+        self.unary_calls = CallCoalescer(
+            self._send_once,
+            CallLimits.of(deployment),
+            replicas=lambda: sum(1 for r in self.replicas if r.get("ready")),
+            start_soon=lambda *args: _unlinked(start_soon, *args),
+            model=self.name,
+        )
         #: a cancel scope per job whose call is in flight
         self._calls: dict[Job, anyio.CancelScope] = {}
         #: the replicas' reports (see :mod:`localinfer.ray.board`)
@@ -147,7 +157,13 @@ class RemoteModel(ServedModel):
         }
 
     def replica_stats(self) -> dict[str, Any]:
-        return reports.model_stats(self.replicas)
+        stats = reports.model_stats(self.replicas)
+        if self._unary:  # how well its jobs shared calls (see localinfer.ray.coalesce)
+            stats["unary_calls"] = {
+                "calls": self.unary_calls.calls,
+                "jobs": self.unary_calls.jobs,
+            }
+        return stats
 
     # -- requests --------------------------------------------------------------------------
 
@@ -214,20 +230,28 @@ class RemoteModel(ServedModel):
         costs several actor messages; most jobs of a non-streaming model are one event)."""
         tries = UNARY_TRIES if self.definition.task in RETRIED_TASKS else 1
         for attempt in range(1, tries + 1):
-            response = _unlinked(self._once.remote, job.payload, job.request_id)
             try:
-                events = await response
+                events = await self.unary_calls.call(job.payload, job.request_id)
             except Exception as exc:
                 if attempt < tries and _is_replica_lost(exc):
                     logger.warning("request %s: replica lost (%s); retrying", job.request_id, exc)
                     continue
                 raise
-            except BaseException:
-                response.cancel()
-                raise
             for event in events:
                 self._deliver(job, event)
             return
+
+    async def _send_once(self, calls: list[Call]) -> list[list[wire.WireEvent]]:
+        """One handle call for ``calls``; cancelled, it is cancelled on its replica."""
+        response = _unlinked(self._once.remote, calls)
+        try:
+            events: list[list[wire.WireEvent]] = await response
+        except Exception:
+            raise
+        except BaseException:
+            response.cancel()
+            raise
+        return events
 
     async def _call_stream(self, job: Job) -> None:
         generator = _unlinked(self._stream.remote, job.payload, job.request_id)
@@ -285,8 +309,12 @@ class RemoteRegistry(ModelRegistry):
         handles: dict[str, Any],
         board: Any = None,
         in_ingress: frozenset[str] = frozenset(),
+        deployments: dict[str, ReplicaSettings] | None = None,
     ):
         super().__init__(**registry_options(settings))
+        self._settings = settings
+        #: the settings of the deployment serving each model (its own unless multiplexed)
+        self._deployments = deployments or {}
         self._handles = handles
         self._board = board
         self._in_ingress = in_ingress
@@ -304,6 +332,7 @@ class RemoteRegistry(ModelRegistry):
                 loop=self._loop,
                 spawn=self._spawn,
                 start_soon=self._task_group.start_soon,
+                deployment=self._deployments.get(name) or self._settings.replica_settings(name),
             )
         if self._board is not None:
             self._task_group.start_soon(self._read_board)

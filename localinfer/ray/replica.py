@@ -2,7 +2,7 @@
 
 Each replica is a process with its own event loop, registry and device-bound worker
 threads (on the GPUs Ray gave it, through ``CUDA_VISIBLE_DEVICES``). The ingress calls
-:meth:`ModelReplica.stream` or :meth:`ModelReplica.once` through a ``DeploymentHandle``;
+:meth:`ModelReplica.stream` or :meth:`ModelReplica.once_many` through a ``DeploymentHandle``;
 the job runs here exactly as it would in ``localinfer serve``, so backpressure (429 with
 ``Retry-After``), deadlines and cancellation keep their meaning.
 """
@@ -20,7 +20,7 @@ import anyio
 import anyio.to_thread
 
 from localinfer.config import Settings
-from localinfer.errors import LocalInferError, ModelNotFound, ModelNotReady
+from localinfer.errors import HandlerFailed, LocalInferError, ModelNotFound, ModelNotReady
 from localinfer.handlers.base import Handler
 from localinfer.log import configure_logging
 from localinfer.ray import wire
@@ -140,8 +140,21 @@ class ModelReplica:
         definition = dataclasses.replace(model.definition, create_handler=remote_only)
         return wire.Description(definition, unary)
 
-    async def once(self, payload: Any, request_id: str) -> list[wire.WireEvent]:
-        """Run a job in one round trip: its events (for most, just the result) together."""
+    async def once_many(self, calls: list[tuple[Any, str]]) -> list[list[wire.WireEvent]]:
+        """Run jobs sent in one call (see :mod:`localinfer.ray.coalesce`), side by side as
+        if each had come alone; each job's events (for most, just the result) together."""
+        answers = await asyncio.gather(
+            *(self._once(payload, request_id) for payload, request_id in calls),
+            return_exceptions=True,
+        )
+        return [
+            [wire.failed(HandlerFailed(f"{type(a).__name__}: {a}"))]
+            if isinstance(a, BaseException)
+            else a
+            for a in answers
+        ]
+
+    async def _once(self, payload: Any, request_id: str) -> list[wire.WireEvent]:
         try:
             job = (await self._model()).submit(payload, request_id=request_id)
         except LocalInferError as exc:

@@ -95,7 +95,7 @@ def _actor_died() -> BaseException:
 async def test_unary_call_is_retried_when_its_replica_dies() -> None:
     handle = FakeHandle(
         "embeddings",
-        [FakeResponse(_actor_died()), FakeResponse([wire.done([0.5], 1.0, 2.0)])],
+        [FakeResponse(_actor_died()), FakeResponse([[wire.done([0.5], 1.0, 2.0)]])],
     )
     async with RemoteRegistry(settings(), {"m": handle}) as registry:
         job = registry.get("m").submit("text")
@@ -141,7 +141,7 @@ async def test_a_call_cancelled_by_serve_fails_its_job_only() -> None:
 
     handle = FakeHandle(
         "embeddings",
-        [FakeResponse(asyncio.CancelledError()), FakeResponse([wire.done([1.0], 0, 0)])],
+        [FakeResponse(asyncio.CancelledError()), FakeResponse([[wire.done([1.0], 0, 0)]])],
     )
     async with RemoteRegistry(settings(), {"m": handle}) as registry:
         with pytest.raises(HandlerFailed):
@@ -155,7 +155,7 @@ async def test_a_unary_model_answers_in_one_round_trip_and_is_not_retried() -> N
     events = [(wire.CHUNK, "a"), (wire.CHUNK, "b"), wire.done(None, 0, 1)]
     handle = FakeHandle(
         "infer",
-        [FakeResponse(events), FakeResponse(_actor_died()), FakeResponse(events)],
+        [FakeResponse([events]), FakeResponse(_actor_died()), FakeResponse([events])],
         unary=True,
     )
     async with RemoteRegistry(settings(), {"m": handle}) as registry:

@@ -205,3 +205,20 @@ def test_multiplexed_models_share_a_replica(ray_served: RayServed) -> None:
             streamed = http.post("/v1/infer/countdown", json=body).text
             assert "liftoff!" in streamed and "[DONE]" in streamed
     assert _running_replicas(serve, ray_served.app, "models-multiplexed") == 1
+
+
+def test_concurrent_unary_requests_each_get_their_own_answer(ray_served: RayServed) -> None:
+    """Unary jobs that pile up share handle calls (localinfer.ray.coalesce): every
+    request still gets its own answer, and /v1/stats counts the calls and jobs."""
+    before = _stats(ray_served)["echo"]["unary_calls"]
+
+    def one(i: int) -> Any:
+        with ray_served.http(timeout=60) as http:
+            return http.post("/v1/infer/echo", json={"args": [f"text {i}"]}).json()
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(48)))
+    assert answers == [{"text": f"text {i}"} for i in range(48)]
+    after = _stats(ray_served)["echo"]["unary_calls"]
+    jobs = after["jobs"] - before["jobs"]
+    assert jobs == 48 and 1 <= after["calls"] - before["calls"] <= jobs
