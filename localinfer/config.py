@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         10, ge=0, le=19, description="how much lower model threads run than the event loop (Linux)"
     )
     gil_switch_interval_ms: float = Field(
-        1.0, gt=0, description="localinfer serve: how long a thread may keep the GIL from the loop"
+        0.25, gt=0, description="localinfer serve: how long a thread may keep the GIL from the loop"
     )
     default_max_tokens: int = Field(1024, ge=1, description="max_tokens when a request sets none")
     max_tokens_limit: int = Field(32768, ge=1, description="largest max_tokens accepted (400)")
