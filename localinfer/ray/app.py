@@ -17,7 +17,7 @@ from localinfer.config import ReplicaSettings
 from localinfer.ray.board import ReplicaBoard
 from localinfer.ray.ingress import Ingress
 from localinfer.ray.replica import ModelReplica
-from localinfer.ray.spec import RayAppConfig
+from localinfer.ray.spec import MULTIPLEXED_SETTINGS, RayAppConfig
 
 #: how long Serve waits for a replica's constructor (a model load) before retrying it
 _HEALTH_CHECK_PERIOD_S = 2.0
@@ -74,7 +74,7 @@ def build_app(config: RayAppConfig | dict[str, Any]) -> Application:
         source.name: _deployment(
             ModelReplica,
             name=deployment_name(source.name),
-            **deployment_options(settings.replica_settings(source.name)),
+            **deployment_options(app_config.deployment_settings(settings, source.name)),
         ).bind(args, source.name, board)
         for source in app_config.sources()
         if source.name not in app_config.multiplexed and source.name not in in_ingress
@@ -83,7 +83,7 @@ def build_app(config: RayAppConfig | dict[str, Any]) -> Application:
         shared = _deployment(
             ModelReplica,
             name=MULTIPLEXED,
-            **deployment_options(settings.replica_settings("multiplexed")),
+            **deployment_options(settings.replica_settings(MULTIPLEXED_SETTINGS)),
         ).bind(args, "", board, app_config.multiplexed, app_config.models_per_replica)
         models.update({name: shared for name in app_config.multiplexed})
     hosted = [settings.replica_settings(name) for name in in_ingress]

@@ -41,11 +41,8 @@ class Ingress:
             name: handle.options(multiplexed_model_id=name) if name in app.multiplexed else handle
             for name, handle in models.items()
         }
-        #: the deployment each model's calls go to: the shared one's settings if multiplexed
-        self._deployments = {
-            name: settings.replica_settings("multiplexed" if name in app.multiplexed else name)
-            for name in models
-        }
+        #: the settings of the deployment each model's calls go to
+        self._deployments = {name: app.deployment_settings(settings, name) for name in models}
         self._board = board
         in_ingress = app.in_ingress(settings)
         self._in_ingress = in_ingress

@@ -14,9 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from localinfer.config import Settings, load_settings
+from localinfer.config import ReplicaSettings, Settings, load_settings
 from localinfer.errors import ConfigurationError
 from localinfer.runtime.model import ModelDefinition
+
+#: the key of ``replicas`` (settings) for the deployment the multiplexed models share
+MULTIPLEXED_SETTINGS = "multiplexed"
 
 #: the toy models of ``localinfer serve --examples``, as import targets
 EXAMPLE_TARGETS = (
@@ -88,6 +91,11 @@ class RayAppConfig(BaseModel):
 
     def load_settings(self) -> Settings:
         return load_settings(**self.settings)
+
+    def deployment_settings(self, settings: Settings, name: str) -> ReplicaSettings:
+        """The replica settings of the deployment serving ``name``: its own, or for a
+        multiplexed model those of the deployment the multiplexed models share."""
+        return settings.replica_settings(MULTIPLEXED_SETTINGS if name in self.multiplexed else name)
 
     def in_ingress(self, settings: Settings) -> frozenset[str]:
         """The models run by the ingress itself (``in_ingress`` in their replica settings)."""

@@ -137,3 +137,12 @@ def test_auto_is_the_gpus_ray_gave_the_actor(
     monkeypatch.setattr(ray, "get_runtime_context", Context)
     assert actor_devices("auto") == devices
     assert actor_devices("cpu") == ["cpu"]
+
+
+def test_a_multiplexed_model_takes_the_shared_deployments_settings() -> None:
+    config = RayAppConfig(models=["a", "b"], multiplexed=["b"])
+    settings = load_settings(
+        replicas={"a": {"max_ongoing_requests": 3}, "multiplexed": {"max_ongoing_requests": 7}}
+    )
+    assert config.deployment_settings(settings, "a").max_ongoing_requests == 3
+    assert config.deployment_settings(settings, "b").max_ongoing_requests == 7
