@@ -73,6 +73,8 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
     floor = _floor_slope(after)
     health = [h for h in run["probe"]["health"] if h[0] >= 0]
     health_ms = [h[1] for h in health]
+    # until the answer reached the probe's network stack (older runs did not record it)
+    arrived_ms = [h[4] for h in health if len(h) > 4 and h[2] == 200]
     health_errors = [h for h in health if h[2] != 200]
     per_minute = _per_minute_p99(health)
 
@@ -162,12 +164,26 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
             "p99_ms": percentile(health_ms, 99),
             "max_ms": max(health_ms) if health_ms else None,
             "worst_minute_p99_ms": max(per_minute) if per_minute else None,
+            "arrived_p50_ms": percentile(arrived_ms, 50),
+            "arrived_p99_ms": percentile(arrived_ms, 99),
+            "arrived_max_ms": max(arrived_ms) if arrived_ms else None,
         },
         "per_kind": per_kind,
         "totals": totals,
         "checks": checks,
         "passed": all(ok is not False for ok in checks.values()),
     }
+
+
+def _arrival(h: dict[str, Any]) -> str:
+    """The same probes timed until the answer reached the probe's network stack."""
+    if h.get("arrived_p99_ms") is None:
+        return ""
+    return (
+        f"; until the answer arrived (the kernel's receive time, before the probe's own wait "
+        f"for a core): p50 {fmt(h['arrived_p50_ms'], 2)} ms, p99 "
+        f"{fmt(h['arrived_p99_ms'], 2)} ms, max {fmt(h['arrived_max_ms'], 2)} ms"
+    )
 
 
 def _per_minute_p99(health: list[list[Any]]) -> list[float]:
@@ -242,7 +258,7 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
         f"`/health` probed at 5 Hz from a process of its own: {h['probes']:,} probes, "
         f"{h['errors']} not 200; p50 {fmt(h['p50_ms'], 2)} ms, **p99 {fmt(h['p99_ms'], 2)} "
         f"ms**, worst one-minute p99 {fmt(h['worst_minute_p99_ms'], 2)} ms, max "
-        f"{fmt(h['max_ms'], 2)} ms.",
+        f"{fmt(h['max_ms'], 2)} ms{_arrival(h)}.",
         "",
         f"Server counters: {counters}. A client that hangs up before the server has read its "
         "request leaves no trace there.",
