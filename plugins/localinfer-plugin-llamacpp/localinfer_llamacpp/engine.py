@@ -234,45 +234,53 @@ class BatchedEngine:
         return read == len(state)
 
     def _step(self) -> None:
-        """One decode: every generating sequence's next token, then prompt chunks."""
+        """One decode: every generating sequence's next token and, as far as they fit,
+        prompt chunks of the sequences being prefilled, in sequence-id order."""
         for sequence in list(self._active):
             if sequence.generation.item.cancelled:
                 self._end(sequence)
         if not self._active:
             return
-        batch = self._batch
+        # what each sequence feeds: its last sampled token, or the next chunk of its prompt
+        # (as many prompt tokens as fit after every sequence's one token)
+        feeds: list[tuple[Sequence, list[int], bool]] = []  # + whether it is being prefilled
         count = 0
-        rows: list[tuple[Sequence, int]] = []
-        fed: list[tuple[Slot, list[int]]] = []
         for sequence in self._active:
-            token = sequence.next_token
-            if token is None:
-                continue
-            slot = sequence.slot
-            assert slot is not None
-            self._add(batch, count, token, len(slot.tokens), slot.seq_id, True)
-            rows.append((sequence, count))
-            fed.append((slot, [token]))
-            count += 1
+            if sequence.next_token is not None:
+                feeds.append((sequence, [sequence.next_token], False))
+                count += 1
         for sequence in self._active:
             if count >= self.n_batch:
                 break
             if sequence.next_token is not None or sequence.prefilled >= len(sequence.prompt):
                 continue
-            slot = sequence.slot
-            assert slot is not None
             start = sequence.prefilled
             chunk = sequence.prompt[start : start + self.n_batch - count]
-            last = start + len(chunk) == len(sequence.prompt)
+            feeds.append((sequence, chunk, True))
+            count += len(chunk)
+        # one KV stream per sequence: llama.cpp runs a batch in one pass only while its
+        # sequence ids come in consecutive order (llama_batch_allocr::split_equal), and one
+        # more pass of the whole model for every break; slots are taken in any order
+        feeds.sort(key=lambda feed: _seq_id(feed[0]))
+        batch = self._batch
+        index = 0
+        rows: list[tuple[Sequence, int]] = []
+        fed: list[tuple[Slot, list[int]]] = []
+        for sequence, tokens, prefilling in feeds:
+            slot = sequence.slot
+            assert slot is not None
+            # logits for a generating token, and for the last prompt token: it starts generation
+            last = not prefilling or sequence.prefilled + len(tokens) == len(sequence.prompt)
             position = len(slot.tokens)
-            for offset, token in enumerate(chunk):
-                final = last and offset == len(chunk) - 1
-                self._add(batch, count, token, position + offset, slot.seq_id, final)
-                count += 1
+            for offset, token in enumerate(tokens):
+                final = last and offset == len(tokens) - 1
+                self._add(batch, index, token, position + offset, slot.seq_id, final)
+                index += 1
             if last:
-                rows.append((sequence, count - 1))
-            fed.append((slot, chunk))
-            sequence.prefilled += len(chunk)
+                rows.append((sequence, index - 1))
+            if prefilling:
+                sequence.prefilled += len(tokens)
+            fed.append((slot, tokens))
         batch.n_tokens = count
         threads = self.threads.for_step(count)
         if threads != self._threads_set:  # llama.cpp takes n_threads for one token, else _batch
@@ -335,3 +343,8 @@ class BatchedEngine:
             item.fail(failure)
         else:
             sequence.generation.finish()
+
+
+def _seq_id(sequence: Sequence) -> int:
+    assert sequence.slot is not None  # only placed sequences are stepped
+    return sequence.slot.seq_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llamacpp_support import ask, load_handler, run, wait_done
@@ -75,6 +76,41 @@ def test_four_streams_take_well_under_four_times_one(handler: LlamaCppChatHandle
     # against the suite's own); the bound catches a pathology, the decode count above
     # proves the batching
     assert batched < 6 * single, (batched, single)
+
+
+def test_batches_go_to_llama_cpp_in_sequence_id_order(
+    gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each sequence has a KV stream of its own, and llama.cpp decodes such a batch in one
+    # pass of the model only while the sequence ids come in consecutive order; rotated
+    # slots (what a server's earlier requests leave behind) cost one more pass per break
+    handler = load_handler(gguf)
+    try:
+        engine = handler.batcher
+        assert engine is not None
+        rotated = PROMPTS[1:] + PROMPTS[:1]  # slots 0-3 take prompts 1, 2, 3, 0
+        run(handler, *(ask(text, max_new_tokens=2) for text in rotated))
+        lib = engine.lib
+        decode = lib.llama_decode
+        batches: list[list[int]] = []
+        arrivals: list[list[int]] = []  # the engine's own order of its sequences
+
+        def spy(ctx: object, batch: Any) -> int:
+            batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+            arrivals.append([s.slot.seq_id for s in engine._active if s.slot is not None])
+            return int(decode(ctx, batch))
+
+        monkeypatch.setattr(lib, "llama_decode", spy)
+        # each prompt finds its own cells again: the requests run in slots 3, 0, 1, 2
+        together = run(handler, *(ask(text, max_new_tokens=8) for text in PROMPTS))
+        assert all(item.error is None for item in together)
+        assert arrivals[0] == [3, 0, 1, 2]  # the case this is about
+        steps = [ids for ids in batches if len(ids) == 4 and len(set(ids)) == 4]
+        assert len(steps) >= 6  # the decodes of four generating sequences...
+        assert all(ids == [0, 1, 2, 3] for ids in steps), steps  # ...in one pass each
+        assert all(ids == sorted(ids) for ids in batches), batches
+    finally:
+        handler.close()
 
 
 def test_a_cancelled_stream_frees_its_slot_at_once(gguf: Path) -> None:
