@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import itertools
 import logging
 import threading
 import time
@@ -175,11 +176,22 @@ class BatchedEngine:
 
     def _place(self, sequence: Sequence, free: list[Slot]) -> None:
         """Give ``sequence`` the free slot whose cached tokens share the most with its
-        prompt (least recently used on a tie), reusing those cells, or the cells of a
-        longer shared prefix held by any slot or by the prompt cache."""
+        prompt (on a tie: the one that leaves no gap between busy slots, then the least
+        recently used), reusing those cells, or the cells of a longer shared prefix held
+        by any slot or by the prompt cache."""
         prompt = sequence.prompt
         limit = len(prompt) - 1  # the last prompt token is decoded: its logits start generation
-        slot = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
+        busy = [s.seq_id for s in self.slots if s.sequence is not None]
+        # between slots that share as much with the prompt, one next to the busy ones: each
+        # gap between busy sequence ids costs every step one more pass of the model (_step)
+        slot = max(
+            free,
+            key=lambda s: (
+                common_prefix(s.tokens, prompt),
+                -passes([*busy, s.seq_id]),
+                -s.last_used,
+            ),
+        )
         own = min(common_prefix(slot.tokens, prompt), limit)
         donor, shared = slot, own
         for other in self.slots:
@@ -343,6 +355,13 @@ class BatchedEngine:
             item.fail(failure)
         else:
             sequence.generation.finish()
+
+
+def passes(seq_ids: list[int]) -> int:
+    """How many passes of the model llama.cpp makes for a batch of these sequences, one
+    token each, in order: one per run of consecutive ids."""
+    ordered = sorted(seq_ids)
+    return 1 + sum(1 for a, b in itertools.pairwise(ordered) if b != a + 1) if ordered else 0
 
 
 def _seq_id(sequence: Sequence) -> int:

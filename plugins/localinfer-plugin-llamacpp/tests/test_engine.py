@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from llamacpp_support import ask, load_handler, run, wait_done
-from localinfer_llamacpp.engine import common_prefix
+from localinfer_llamacpp.engine import common_prefix, passes
 from localinfer_llamacpp.handler import LlamaCppChatHandler
 
 from localinfer.handlers.tasks import GenerationResult
@@ -109,6 +109,56 @@ def test_batches_go_to_llama_cpp_in_sequence_id_order(
         assert len(steps) >= 6  # the decodes of four generating sequences...
         assert all(ids == [0, 1, 2, 3] for ids in steps), steps  # ...in one pass each
         assert all(ids == sorted(ids) for ids in batches), batches
+    finally:
+        handler.close()
+
+
+def test_passes_count_runs_of_consecutive_sequence_ids() -> None:
+    assert passes([]) == 0
+    assert passes([2]) == 1
+    assert passes([3, 1, 2, 0]) == 1
+    assert passes([0, 2, 3]) == 2
+    assert passes([0, 2]) == 2
+    assert passes([3, 1]) == 2
+
+
+def test_a_new_request_fills_the_gap_between_busy_slots(
+    gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = load_handler(gguf)
+    try:
+        engine = handler.batcher
+        assert engine is not None
+        run(handler, *(ask(text, max_new_tokens=2) for text in PROMPTS))  # every slot used
+        long = [
+            RecordingItem(ask(f"Story {n}: a long tale.", max_new_tokens=300)) for n in range(3)
+        ]
+        handler.process(long)  # slots 0, 1, 2
+        while not all(item.chunks for item in long):
+            time.sleep(0.001)
+        long[1].cancel()  # slot 1 frees: the most recently used one, between two busy ones
+        wait_done([long[1]])
+        lib = engine.lib
+        decode = lib.llama_decode
+        batches: list[list[int]] = []
+
+        def spy(ctx: object, batch: Any) -> int:
+            batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+            return int(decode(ctx, batch))
+
+        monkeypatch.setattr(lib, "llama_decode", spy)
+        # shares the chat template's opening with slot 1 and slot 3 alike
+        joined = RecordingItem(ask("Why is the sky blue?", max_new_tokens=300))
+        handler.process([joined])
+        while len(joined.chunks) < 5:
+            time.sleep(0.001)
+        for item in (long[0], long[2], joined):
+            item.cancel()
+        wait_done([long[0], long[2], joined])
+        three = [ids for ids in batches if len(ids) == 3 and len(set(ids)) == 3]
+        assert three, batches
+        # slot 1, not the least recently used slot 3: one pass per step, not two
+        assert all(passes(ids) == 1 for ids in three), three
     finally:
         handler.close()
 
