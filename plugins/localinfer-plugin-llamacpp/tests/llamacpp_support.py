@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from localinfer_llamacpp.handler import LlamaCppChatHandler
@@ -44,14 +44,19 @@ def ask(text: str, system: str | None = None, **kwargs: object) -> GenerationReq
     )
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 180.0) -> None:
+    """Poll ``condition`` (the engine works on its own thread) until it holds, or fail."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the engine did not {what} in time")
+        time.sleep(0.001)
+
+
 def wait_done(items: Iterable[RecordingItem], timeout_s: float = 180.0) -> None:
     """Wait for the engine's thread to end every item."""
-    deadline = time.monotonic() + timeout_s
-    for item in items:
-        while not item.done:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the engine did not finish the items in time")
-            time.sleep(0.002)
+    waited = list(items)
+    wait_until(lambda: all(item.done for item in waited), "end every item", timeout_s)
 
 
 def run(handler: LlamaCppChatHandler, *requests: GenerationRequest) -> list[RecordingItem]:

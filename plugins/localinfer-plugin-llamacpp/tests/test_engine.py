@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llamacpp_support import ask, load_handler, run, wait_done
+from llamacpp_support import ask, load_handler, run, wait_done, wait_until
 from localinfer_llamacpp.engine import common_prefix, passes
 from localinfer_llamacpp.handler import LlamaCppChatHandler
 
@@ -134,8 +134,7 @@ def test_a_new_request_fills_the_gap_between_busy_slots(
             RecordingItem(ask(f"Story {n}: a long tale.", max_new_tokens=300)) for n in range(3)
         ]
         handler.process(long)  # slots 0, 1, 2
-        while not all(item.chunks for item in long):
-            time.sleep(0.001)
+        wait_until(lambda: all(item.chunks for item in long), "start the three streams")
         long[1].cancel()  # slot 1 frees: the most recently used one, between two busy ones
         wait_done([long[1]])
         lib = engine.lib
@@ -150,8 +149,7 @@ def test_a_new_request_fills_the_gap_between_busy_slots(
         # shares the chat template's opening with slot 1 and slot 3 alike
         joined = RecordingItem(ask("Why is the sky blue?", max_new_tokens=300))
         handler.process([joined])
-        while len(joined.chunks) < 5:
-            time.sleep(0.001)
+        wait_until(lambda: len(joined.chunks) >= 5, "stream the new request")
         for item in (long[0], long[2], joined):
             item.cancel()
         wait_done([long[0], long[2], joined])
@@ -171,8 +169,7 @@ def test_a_cancelled_stream_frees_its_slot_at_once(gguf: Path) -> None:
         long = RecordingItem(ask("Write a long story.", max_new_tokens=400))
         waiting = RecordingItem(ask("Say hi.", max_new_tokens=4))
         handler.process([long, waiting])
-        while len(long.chunks) < 3:
-            time.sleep(0.001)
+        wait_until(lambda: len(long.chunks) >= 3, "stream the long request")
         long.cancel()
         cancelled_at = time.perf_counter()
         wait_done([long])
@@ -207,8 +204,7 @@ def test_a_shared_prefix_is_copied_from_a_busy_slot(handler: LlamaCppChatHandler
     assert engine is not None
     busy = RecordingItem(ask("Tell me a long story.", system=system, max_new_tokens=200))
     handler.process([busy])
-    while not busy.chunks:
-        time.sleep(0.001)
+    wait_until(lambda: bool(busy.chunks), "stream the busy request")
     reused_before = engine.reused_tokens
     joined = run(handler, ask("Say yes.", system=system, max_new_tokens=4))[0]
     busy.cancel()
