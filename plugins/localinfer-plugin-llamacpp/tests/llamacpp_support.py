@@ -6,7 +6,10 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+import pytest
+from localinfer_llamacpp.engine import BatchedEngine
 from localinfer_llamacpp.handler import LlamaCppChatHandler
 
 from localinfer.handlers.base import ModelSource
@@ -65,3 +68,21 @@ def run(handler: LlamaCppChatHandler, *requests: GenerationRequest) -> list[Reco
     handler.process(items)
     wait_done(items)
     return items
+
+
+def record_decodes(
+    engine: BatchedEngine, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[list[int], list[int]]]:
+    """From now on, each ``llama_decode`` the engine makes: the sequence ids of its batch, in
+    batch order, and of the engine's sequences, in the engine's own order."""
+    lib = engine.lib
+    decode = lib.llama_decode
+    decodes: list[tuple[list[int], list[int]]] = []
+
+    def spy(ctx: object, batch: Any) -> int:
+        ids = [batch.seq_id[i][0] for i in range(batch.n_tokens)]
+        decodes.append((ids, [s.slot.seq_id for s in engine._active if s.slot is not None]))
+        return int(decode(ctx, batch))
+
+    monkeypatch.setattr(lib, "llama_decode", spy)
+    return decodes

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from llamacpp_support import ask, load_handler, run, wait_done, wait_until
+from llamacpp_support import ask, load_handler, record_decodes, run, wait_done, wait_until
 from localinfer_llamacpp.engine import common_prefix, passes
 from localinfer_llamacpp.handler import LlamaCppChatHandler
 
@@ -90,21 +89,12 @@ def test_batches_go_to_llama_cpp_in_sequence_id_order(
         assert engine is not None
         rotated = PROMPTS[1:] + PROMPTS[:1]  # slots 0-3 take prompts 1, 2, 3, 0
         run(handler, *(ask(text, max_new_tokens=2) for text in rotated))
-        lib = engine.lib
-        decode = lib.llama_decode
-        batches: list[list[int]] = []
-        arrivals: list[list[int]] = []  # the engine's own order of its sequences
-
-        def spy(ctx: object, batch: Any) -> int:
-            batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
-            arrivals.append([s.slot.seq_id for s in engine._active if s.slot is not None])
-            return int(decode(ctx, batch))
-
-        monkeypatch.setattr(lib, "llama_decode", spy)
+        decodes = record_decodes(engine, monkeypatch)
         # each prompt finds its own cells again: the requests run in slots 3, 0, 1, 2
         together = run(handler, *(ask(text, max_new_tokens=8) for text in PROMPTS))
         assert all(item.error is None for item in together)
-        assert arrivals[0] == [3, 0, 1, 2]  # the case this is about
+        batches = [ids for ids, _ in decodes]
+        assert decodes[0][1] == [3, 0, 1, 2]  # the engine's own order: the case this is about
         steps = [ids for ids in batches if len(ids) == 4 and len(set(ids)) == 4]
         assert len(steps) >= 6  # the decodes of four generating sequences...
         assert all(ids == [0, 1, 2, 3] for ids in steps), steps  # ...in one pass each
@@ -137,15 +127,7 @@ def test_a_new_request_fills_the_gap_between_busy_slots(
         wait_until(lambda: all(item.chunks for item in long), "start the three streams")
         long[1].cancel()  # slot 1 frees: the most recently used one, between two busy ones
         wait_done([long[1]])
-        lib = engine.lib
-        decode = lib.llama_decode
-        batches: list[list[int]] = []
-
-        def spy(ctx: object, batch: Any) -> int:
-            batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
-            return int(decode(ctx, batch))
-
-        monkeypatch.setattr(lib, "llama_decode", spy)
+        decodes = record_decodes(engine, monkeypatch)
         # shares the chat template's opening with slot 1 and slot 3 alike
         joined = RecordingItem(ask("Why is the sky blue?", max_new_tokens=300))
         handler.process([joined])
@@ -153,6 +135,7 @@ def test_a_new_request_fills_the_gap_between_busy_slots(
         for item in (long[0], long[2], joined):
             item.cancel()
         wait_done([long[0], long[2], joined])
+        batches = [ids for ids, _ in decodes]
         three = [ids for ids in batches if len(ids) == 3 and len(set(ids)) == 3]
         assert three, batches
         # slot 1, not the least recently used slot 3: one pass per step, not two
