@@ -323,14 +323,8 @@ def report(
                 results[ours][max(streams)], results[peer][max(streams)], "ttft_max_ms"
             )
         print()
-        print(
-            "localinfer / llama-server, ratio of medians: "
-            + ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items())
-        )
-        print(
-            "median of per-round ratios: "
-            + ", ".join(f"{key} {value:.2f}x" for key, value in paired.items())
-        )
+        print("localinfer / llama-server, ratio of medians: " + listed(ratios))
+        print("median of per-round ratios: " + listed(paired))
     path = write_results(
         "cpu_chat",
         {
@@ -362,6 +356,11 @@ def paired_ratio(
         round_[key] / theirs[round_["repeat"]] for round_ in ours if round_["repeat"] in theirs
     ]
     return statistics.median(values) if values else math.nan
+
+
+def listed(ratios: dict[str, float]) -> str:
+    """``tok_s_1 0.98x, tok_s_4 0.99x, ...``: ratios as the report prints them."""
+    return ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items())
 
 
 def argv_shown() -> str:
@@ -413,9 +412,7 @@ def docs_block(
             "",
             "localinfer / llama-server, median of the per-round ratios (each round of ours "
             "against the peer's round of the same repeat): " + ", ".join(shown) + ".",
-            "Ratio of the medians: "
-            + ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items())
-            + ".",
+            "Ratio of the medians: " + listed(ratios) + ".",
         ]
     lines += ["", END]
     return "\n".join(lines)
