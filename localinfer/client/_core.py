@@ -140,7 +140,7 @@ def no_default_model(models: ModelList, task: str) -> e.InvalidRequest:
 
 def stats_result(body: object) -> Stats:
     answer = resources.Stats.model_validate(body)
-    return Stats(answer.models, tuple(answer.devices))
+    return Stats(answer.models, tuple(answer.devices), answer.openmp)
 
 
 def _listed(body: object) -> list[Mapping[str, object]]:

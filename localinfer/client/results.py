@@ -108,6 +108,8 @@ class Stats:
 
     models: Mapping[str, ModelStatistics]
     devices: tuple[DeviceStatistics, ...] = ()
+    #: how the serving process's OpenMP threads wait (``localinfer.openmp.describe``)
+    openmp: str | None = None
 
     def __getitem__(self, name: str) -> ModelStatistics:
         return self.models[name]

@@ -10,6 +10,7 @@ from contextlib import aclosing, asynccontextmanager
 
 import anyio
 
+from localinfer import openmp
 from localinfer.calls.calls import Calls
 from localinfer.calls.deadline import events_within
 from localinfer.client.results import (
@@ -105,7 +106,8 @@ class EngineBase(InProcessService):
 
     def stats(self) -> Stats:
         """The same numbers ``/v1/stats`` reports."""
-        return Stats({name: statistics_from(raw) for name, raw in self.calls.stats().items()})
+        models = {name: statistics_from(raw) for name, raw in self.calls.stats().items()}
+        return Stats(models, openmp=openmp.describe())
 
     async def load(
         self,

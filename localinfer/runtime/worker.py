@@ -229,6 +229,7 @@ class DeviceWorker:
                 self.load_started = None
                 engine = getattr(handler, "engine", None)
                 self.engine = None if engine is None else str(engine)
+                openmp.warn_if_spinning_long(self.model, self.engine)
                 self._read_caches = getattr(handler, "cache_usage", None)
         except BaseException as exc:
             logger.exception(

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from localinfer import openmp
 from localinfer.calls.calls import Calls
 from localinfer.config import Settings
 from localinfer.errors import LocalInferError
@@ -95,6 +96,9 @@ def create_app(
     ``registry_factory``: the registry the routes use, if not a local one (Ray Serve's
     ingress passes one whose models run in replicas elsewhere: :mod:`localinfer.ray`).
     """
+    if owns_process and registry_factory is None:
+        # how its OpenMP threads wait, decided before a model loads (localinfer.openmp)
+        openmp.fit_to_engines([d.capabilities.get("engine") for d in definitions])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

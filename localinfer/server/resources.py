@@ -186,6 +186,9 @@ class Stats(BaseModel):
 
     models: dict[str, ModelStats]
     devices: list[DeviceStats] = Field(default_factory=list)
+    #: how the server process's OpenMP threads wait (``GOMP_SPINCOUNT=1000``, or libgomp's
+    #: default for a process serving only llama.cpp: localinfer.openmp)
+    openmp: str | None = None
 
 
 class Health(BaseModel):

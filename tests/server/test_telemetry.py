@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import localinfer
+from localinfer import openmp
 from localinfer.handlers.base import CacheUsage, Handler
 from localinfer.runtime.definition import ModelDefinition
 from localinfer.server import telemetry
@@ -126,6 +127,7 @@ async def test_stats_carry_devices_task_and_tokens_per_second() -> None:
     assert chat.task == "chat" and chat.succeeded == 1
     assert chat.tokens_per_second is not None and chat.tokens_per_second > 0
     assert chat.raw["chunks_per_second"] == chat.tokens_per_second  # the old keys stay
+    assert stats.openmp == openmp.describe()  # how this process's OpenMP threads wait
 
 
 class Remembering(Handler):

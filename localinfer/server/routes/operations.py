@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from localinfer import openmp
 from localinfer.server import protocol as p
 from localinfer.server import resources as r
 from localinfer.server.connections import ConnectionLimit
@@ -45,7 +46,9 @@ async def stats(request: Request) -> Response:
     models = calls_of(request).stats(
         lambda m: {"embedding_cache": caches[m.name].snapshot()} if m.name in caches else {}
     )
-    answer = r.Stats.model_validate({"models": models, "devices": devices}).model_dump()
+    answer = r.Stats.model_validate(
+        {"models": models, "devices": devices, "openmp": openmp.describe()}
+    ).model_dump()
     if connections is not None:
         answer["connections"] = connections.snapshot()
     return JSONResponse(answer)
