@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     logs = ROOT / "bench" / "results" / "cpu_chat-logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[str, Any]] = {}
+    waits: dict[str, str | None] = {PEER: openmp.describe(openmp.user_environment())}
     try:
         for name, command in contenders.items():
             port = free_port()
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
             # llama-server waits as it does for its users, not as localinfer set (openmp.py)
             env = None if command[0] == sys.executable else openmp.user_environment()
             running[name] = (url, start(command, url, ready, env_log, env))
+            if "llama-server" not in name:  # how the server's OpenMP threads wait (openmp.py)
+                waits[name] = httpx.get(url + "/v1/stats", timeout=30).json().get("openmp")
         results: dict[str, dict[int, list[dict[str, float]]]] = {
             name: {n: [] for n in streams} for name in running
         }
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for _, process in running.values():
             stop(process)
-    report(results, streams, n_threads, args, loads)
+    report(results, streams, n_threads, args, loads, waits)
 
 
 def _model_of(name: str) -> str:
@@ -278,6 +281,7 @@ def report(
     n_threads: int,
     args: argparse.Namespace,
     loads: list[float],
+    waits: dict[str, str | None],
 ) -> None:
     def med(name: str, n: int, key: str) -> float | None:
         values = [r[key] for r in results[name][n]]
@@ -336,11 +340,12 @@ def report(
             "ratios": ratios,
             "paired_ratios": paired,
             "load_average": loads,
+            "openmp": waits,
         },
     )
     log(f"wrote {path}")
     if args.docs:
-        block = docs_block(table, ratios, paired, loads, argv_shown())
+        block = docs_block(table, ratios, paired, loads, argv_shown(), waits)
         write_docs_block(DOCS, BEGIN, END, block, HEADING)
         log(f"wrote {DOCS}")
 
@@ -373,6 +378,7 @@ def docs_block(
     paired: dict[str, float],
     loads: list[float],
     command: str,
+    waits: dict[str, str | None],
 ) -> str:
     """The run as a docs block: when, how, how loaded, the table and the ratios (the
     targets judged on the per-round ratios, which a drifting machine moves least)."""
@@ -414,7 +420,14 @@ def docs_block(
             "against the peer's round of the same repeat): " + ", ".join(shown) + ".",
             "Ratio of the medians: " + listed(ratios) + ".",
         ]
-    lines += ["", END]
+    lines += [
+        "",
+        "OpenMP waits (`/v1/stats` `openmp`; docs/configuration.md): "
+        + "; ".join(f"{name}: {wait}" for name, wait in waits.items() if wait)
+        + ".",
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 
