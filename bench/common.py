@@ -263,6 +263,37 @@ def read_latest(name: str) -> dict[str, Any] | None:
     return data
 
 
+class ForeignCpu:
+    """Cores that processes other than ``pids`` used since the last :meth:`read`: the load a
+    benchmark did not make itself (the load average counts its own servers and client,
+    which on two cores keep it near 2 on a quiet machine)."""
+
+    def __init__(self, pids: Iterable[int]) -> None:
+        import psutil
+
+        self._processes = [psutil.Process(pid) for pid in pids]
+        self._last = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        import psutil
+
+        times = psutil.cpu_times()
+        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        ours = 0.0
+        for process in self._processes:
+            with contextlib.suppress(psutil.Error):  # one that ended counts no more
+                own = process.cpu_times()
+                ours += own.user + own.system
+        return time.monotonic(), busy, ours
+
+    def read(self) -> float:
+        """Cores the others used on average since the last read (or since creation)."""
+        (then, busy_then, ours_then), now = self._last, self._now()
+        self._last = now
+        wall = now[0] - then
+        return max(0.0, (now[1] - busy_then) - (now[2] - ours_then)) / wall if wall > 0 else 0.0
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
