@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 #: another slot's cells are copied (a whole KV stream) only when they spare at least this
 #: many more prompt tokens than the slot's own
 COPY_WORTH_TOKENS = 64
+#: a sequence is moved down into a gap between busy slots (a whole KV stream copied, a few
+#: milliseconds) only while it may still generate this many tokens: each step with the gap
+#: costs one more pass of the model (about a tenth of a step with four sequences)
+MOVE_WORTH_TOKENS = 16
 
 
 @dataclass(eq=False)
@@ -96,6 +100,8 @@ class BatchedEngine:
         #: prompt tokens reused from the cache, and decodes run, over the engine's life
         self.reused_tokens = 0
         self.decodes = 0
+        #: sequences moved down into a gap between busy slots (_close_gap)
+        self.moves = 0
         self._thread = threading.Thread(target=self._run, name="localinfer:llama-cpp", daemon=True)
         self._thread.start()
 
@@ -152,6 +158,7 @@ class BatchedEngine:
             try:
                 with emits_together():  # the step's tokens reach the loop in one wakeup
                     self._admit()
+                    self._close_gap()
                     if self._active:
                         self._step()
             except Exception as exc:  # the context is in an unknown state: fail what runs
@@ -219,6 +226,38 @@ class BatchedEngine:
         sequence.slot = slot
         sequence.prefilled = sequence.reused = shared
         self.reused_tokens += shared
+
+    def _close_gap(self) -> None:
+        """Move the sequence in the highest busy slot down into a free slot below it, if
+        one is free there: llama.cpp runs the model once per run of consecutive sequence
+        ids (:func:`passes`), so a sequence that ended between two busy ones costs every
+        later step a pass until a new request fills its slot. One move per step (a KV
+        stream is copied whole, at the next decode); only a generating sequence with
+        :data:`MOVE_WORTH_TOKENS` left, between slots whose cells are settled."""
+        busy = [slot for slot in self.slots if slot.sequence is not None]
+        if passes([slot.seq_id for slot in busy]) < 2:
+            return
+        top = max(busy, key=lambda slot: slot.seq_id)
+        hole = min(
+            (slot for slot in self.slots if slot.sequence is None), key=lambda slot: slot.seq_id
+        )
+        sequence = top.sequence
+        assert sequence is not None
+        request = sequence.generation
+        left = request.request.max_new_tokens - request.completion_tokens
+        pending = {top.seq_id, hole.seq_id} & self._copy_pending
+        if sequence.next_token is None or left < MOVE_WORTH_TOKENS or pending:
+            return
+        if hole.tokens:
+            self._save(hole)  # what it held may start a later prompt
+        memory = self.model.memory
+        self.lib.llama_memory_seq_rm(memory, hole.seq_id, -1, -1)
+        self.lib.llama_memory_seq_cp(memory, top.seq_id, hole.seq_id, -1, -1)
+        # both streams are in flux until the copy is made: nothing reads or restores them
+        self._copy_pending.update((hole.seq_id, top.seq_id))
+        hole.tokens, hole.sequence, sequence.slot = list(top.tokens), sequence, hole
+        top.sequence, top.last_used = None, time.monotonic()
+        self.moves += 1
 
     def _save(self, slot: Slot) -> None:
         """Copy a slot's cells into the prompt cache (unless it holds them already)."""

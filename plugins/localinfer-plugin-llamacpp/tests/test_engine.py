@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from llamacpp_support import ask, load_handler, record_decodes, run, wait_done, wait_until
+from localinfer_llamacpp import engine as engine_module
 from localinfer_llamacpp.engine import common_prefix, passes
 from localinfer_llamacpp.handler import LlamaCppChatHandler
 
@@ -115,6 +116,7 @@ def test_passes_count_runs_of_consecutive_sequence_ids() -> None:
 def test_a_new_request_fills_the_gap_between_busy_slots(
     gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(engine_module, "MOVE_WORTH_TOKENS", 10**9)  # the placement alone
     handler = load_handler(gguf)
     try:
         engine = handler.batcher
@@ -142,6 +144,34 @@ def test_a_new_request_fills_the_gap_between_busy_slots(
         assert all(passes(ids) == 1 for ids in three), three
     finally:
         handler.close()
+
+
+def test_a_sequence_moves_down_into_the_gap_an_ended_one_left(
+    gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = (PROMPTS[0], PROMPTS[1], PROMPTS[2])
+    lengths = (48, 3, 48)  # the middle one ends first: slots 0 and 2 go on alone
+    alone_handler, together_handler = load_handler(gguf), load_handler(gguf)
+    try:
+        alone = [
+            run(alone_handler, ask(text, max_new_tokens=n))[0]
+            for text, n in zip(texts, lengths, strict=True)
+        ]
+        engine = together_handler.batcher
+        assert engine is not None
+        decodes = record_decodes(engine, monkeypatch)
+        requests = (ask(text, max_new_tokens=n) for text, n in zip(texts, lengths, strict=True))
+        together = run(together_handler, *requests)
+    finally:
+        alone_handler.close()
+        together_handler.close()
+    assert engine.moves == 1
+    batches = [ids for ids, _ in decodes]
+    pairs = [ids for ids in batches if len(ids) == 2]
+    assert pairs and all(ids == [0, 1] for ids in pairs), batches  # slot 2's sequence moved
+    for solo, batched in zip(alone, together, strict=True):  # its cells came along whole
+        assert batched.error is None
+        assert batched.result.text == solo.result.text
 
 
 def test_a_cancelled_stream_frees_its_slot_at_once(gguf: Path) -> None:
