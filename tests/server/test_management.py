@@ -160,13 +160,14 @@ class SlowToLoad:
 
 
 async def test_idle_models_unload_and_their_next_request_reloads_them() -> None:
-    async with app_server([define(SlowToLoad, name="slow")], keep_alive_s=0.3) as (app, client):
+    # 1 s idle: long enough that a loaded machine does not unload it before the test looks
+    async with app_server([define(SlowToLoad, name="slow")], keep_alive_s=1.0) as (app, client):
         registry = app.state.registry
         r = await client.post("/v1/infer/slow", json={"args": [1]})
         assert r.status_code == 200 and r.json() == 1
         refs = list(registry.get("slow").handler_refs)
 
-        await wait_until(lambda: "slow" not in registry, timeout=5)
+        await wait_until(lambda: "slow" not in registry, timeout=10)
         gc.collect()
         assert refs[0]() is None
         assert (await client.get("/v1/models")).json()["data"] == []
