@@ -143,6 +143,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    #: the models run in this process (not in Ray replicas): its OpenMP wait is theirs
+    app.state.models_run_here = registry_factory is None
     app.state.connections = ConnectionLimit(settings.max_connections)
     app.state.embedding_caches = {}
     return app

@@ -8,6 +8,7 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 import localinfer
@@ -15,8 +16,10 @@ from localinfer import openmp
 from localinfer.handlers.base import CacheUsage, Handler
 from localinfer.runtime.definition import ModelDefinition
 from localinfer.server import telemetry
+from localinfer.server.app import create_app, local_registry
+from tests import models
 from tests.client.fakes import SlowChat
-from tests.support import running_server
+from tests.support import ThreadedServer, define, running_server, settings
 
 
 class FakeNVML(types.ModuleType):
@@ -128,6 +131,15 @@ async def test_stats_carry_devices_task_and_tokens_per_second() -> None:
     assert chat.tokens_per_second is not None and chat.tokens_per_second > 0
     assert chat.raw["chunks_per_second"] == chat.tokens_per_second  # the old keys stay
     assert stats.openmp == openmp.describe()  # how this process's OpenMP threads wait
+
+
+def test_stats_name_the_openmp_wait_only_where_the_models_run() -> None:
+    ingress = create_app([], settings(), registry_factory=local_registry)  # as Ray's ingress
+    assert ingress.state.models_run_here is False
+    with ThreadedServer([define(models.Echo)]) as server:
+        assert httpx.get(server.url + "/v1/stats").json()["openmp"] == openmp.describe()
+        server.app.state.models_run_here = False  # its models elsewhere: their wait, not ours
+        assert httpx.get(server.url + "/v1/stats").json()["openmp"] is None
 
 
 class Remembering(Handler):

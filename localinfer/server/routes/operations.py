@@ -46,8 +46,10 @@ async def stats(request: Request) -> Response:
     models = calls_of(request).stats(
         lambda m: {"embedding_cache": caches[m.name].snapshot()} if m.name in caches else {}
     )
+    here = getattr(request.app.state, "models_run_here", True)
+    wait = openmp.describe() if here else None  # a Ray ingress: the replicas' own
     answer = r.Stats.model_validate(
-        {"models": models, "devices": devices, "openmp": openmp.describe()}
+        {"models": models, "devices": devices, "openmp": wait}
     ).model_dump()
     if connections is not None:
         answer["connections"] = connections.snapshot()
