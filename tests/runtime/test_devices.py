@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from localinfer.errors import ConfigurationError
@@ -39,3 +42,24 @@ def test_missing_or_unknown_devices(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_devices("tpu")
     with pytest.raises(ConfigurationError, match="no device"):
         resolve_devices(",")
+
+
+def test_a_gpu_driver_is_looked_for_before_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices.sys, "platform", "linux")
+    monkeypatch.setattr(devices.os.path, "exists", lambda path: False)
+    assert devices.gpu_driver_absent() and devices._cuda_count() == 0
+    monkeypatch.setattr(devices.os.path, "exists", lambda path: path == "/dev/nvidiactl")
+    assert not devices.gpu_driver_absent()  # then torch counts the devices, as before
+    monkeypatch.setattr(devices.sys, "platform", "win32")
+    assert not devices.gpu_driver_absent()  # no such nodes to look at: torch decides
+
+
+def test_auto_on_a_machine_without_a_gpu_driver_leaves_torch_unloaded() -> None:
+    if not devices.gpu_driver_absent():
+        pytest.skip("this machine has a GPU driver: torch counts its devices")
+    code = (
+        "import sys; from localinfer.runtime.devices import resolve_devices; "
+        "print(resolve_devices('auto'), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['cpu']", "False"]  # libgomp not loaded by the device count
