@@ -243,8 +243,8 @@ class BatchedEngine:
         )
         sequence = top.sequence
         assert sequence is not None
-        request = sequence.generation
-        left = request.request.max_new_tokens - request.completion_tokens
+        generation = sequence.generation
+        left = generation.request.max_new_tokens - generation.completion_tokens
         pending = {top.seq_id, hole.seq_id} & self._copy_pending
         if sequence.next_token is None or left < MOVE_WORTH_TOKENS or pending:
             return
