@@ -278,7 +278,9 @@ class ForeignCpu:
         import psutil
 
         times = psutil.cpu_times()
-        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        # Linux counts guest time inside user time already; steal stays (other VMs)
+        counted_twice = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
+        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0) - counted_twice
         ours = 0.0
         for process in self._processes:
             with contextlib.suppress(psutil.Error):  # one that ended counts no more
