@@ -214,10 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     # name -> (command, environment): llama-server waits as it does for its users, not as
     # localinfer set (openmp.py); localinfer as it chooses, or at a spin count given
     contenders: dict[str, tuple[list[str], dict[str, str] | None]] = {}
+    #: how each server's OpenMP threads wait (localinfer's as its /v1/stats says)
+    waits: dict[str, str | None] = {}
     if not args.no_llama_server:
         binary = llama_server_binary(args.llama_server)
         command = llama_server_command(binary, gguf, n_threads, "{port}")
         contenders[PEER] = (command, openmp.user_environment())
+        waits[PEER] = openmp.describe(openmp.user_environment())
     spins = args.spins.split(",")
     for options in args.localinfer_options or [""]:
         spec = "smollm2-135m-instruct"
@@ -239,7 +242,6 @@ def main(argv: list[str] | None = None) -> None:
     logs = ROOT / "bench" / "results" / "cpu_chat-logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[str, Any]] = {}
-    waits: dict[str, str | None] = {PEER: openmp.describe(openmp.user_environment())}
     busy: list[subprocess.Popen[bytes]] = []
     try:
         for name, (command, env) in contenders.items():
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"starting {name}")
             slug = "".join(c if c.isalnum() else "-" for c in name)
             running[name] = (url, start(command, url, ready, logs / f"{slug}.log", env))
-            if "llama-server" not in name:  # how the server's OpenMP threads wait (openmp.py)
+            if "llama-server" not in name:
                 waits[name] = httpx.get(url + "/v1/stats", timeout=30).json().get("openmp")
         busy = [subprocess.Popen(BUSY_LOOP) for _ in range(args.busy)]
         results: dict[str, dict[int, list[dict[str, float]]]] = {
