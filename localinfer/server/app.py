@@ -96,7 +96,9 @@ def create_app(
     ``registry_factory``: the registry the routes use, if not a local one (Ray Serve's
     ingress passes one whose models run in replicas elsewhere: :mod:`localinfer.ray`).
     """
-    if owns_process and registry_factory is None:
+    # the models run in this process (not in Ray replicas): its OpenMP wait is theirs
+    models_run_here = registry_factory is None
+    if owns_process and models_run_here:
         # how its OpenMP threads wait, decided before a model loads (localinfer.openmp)
         openmp.fit_to_engines([d.capabilities.get("engine") for d in definitions])
 
@@ -143,8 +145,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    #: the models run in this process (not in Ray replicas): its OpenMP wait is theirs
-    app.state.models_run_here = registry_factory is None
+    app.state.models_run_here = models_run_here
     app.state.connections = ConnectionLimit(settings.max_connections)
     app.state.embedding_caches = {}
     return app
