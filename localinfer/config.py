@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -149,6 +150,12 @@ class Settings(BaseSettings):
         "instead of refusing to start",
     )
     offline: bool = Field(False, description="never download (HF_HUB_OFFLINE=1 does the same)")
+    isolate: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="models whose handlers run in a process of their own ('*': every "
+        "catalog model): their Python does not take the GIL from the server's loop, and a "
+        "crash or hang ends that process (docs/reliability.md)",
+    )
     keep_alive_s: float | None = Field(
         None, gt=0, description="unload a model idle this long; its next request reloads it"
     )
@@ -183,7 +190,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file()))
 
-    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @field_validator("allowed_hosts", "cors_origins", "isolate", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         """``"a,b"`` (a flag or an environment variable) or a JSON list, as a list."""
@@ -194,6 +201,10 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    def isolates(self, model: str) -> bool:
+        """Whether ``model``'s handlers run in processes of their own (``isolate``)."""
+        return is_isolated(model, self.isolate)
+
     def replica_settings(self, model: str) -> ReplicaSettings:
         """The Ray Serve settings of ``model``: its own, else ``'*'``'s, else defaults."""
         found = self.replicas.get(model) or self.replicas.get("*")
@@ -202,6 +213,11 @@ class Settings(BaseSettings):
     @property
     def api_key_value(self) -> str | None:
         return None if self.api_key is None else self.api_key.get_secret_value()
+
+
+def is_isolated(model: str, isolate: Collection[str]) -> bool:
+    """Whether the ``isolate`` setting (model names, ``"*"`` for all) names ``model``."""
+    return model in isolate or "*" in isolate
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -25,6 +25,12 @@ def catalog_definitions(
         raise ConfigurationError(
             f"--trust-remote-code names {', '.join(sorted(unknown_trust))}, not in --models"
         )
+    unknown_isolated = set(settings.isolate) - set(specs) - {"*"}
+    if unknown_isolated:
+        raise ConfigurationError(
+            f"--isolate names {', '.join(sorted(unknown_isolated))}, not in --models "
+            "(a user code target runs in the server's process)"
+        )
     return [
         model_definition(
             resolve_or_pull(
@@ -37,6 +43,7 @@ def catalog_definitions(
             workers_per_device=settings.workers,
             max_queue=settings.max_queue,
             stream_buffer=settings.stream_buffer,
+            isolate=settings.isolates(spec),
         )
         for spec in specs
     ]

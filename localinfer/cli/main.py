@@ -108,6 +108,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=None,
         help="a request naming a cached catalog model that is not loaded loads it",
     )
+    p.add_argument(
+        "--isolate",
+        metavar="A,B",
+        help="run these models' handlers in processes of their own ('*': every catalog "
+        "model): their Python then leaves the server's loop alone, and a crash or hang ends "
+        "only that process",
+    )
     p.add_argument("--loop", choices=["asyncio", "trio"], help="event loop (default asyncio)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument(

@@ -64,6 +64,7 @@ def serve_command(args: argparse.Namespace) -> int:
         offline=args.offline,
         keep_alive_s=args.keep_alive_s,
         load_on_demand=args.load_on_demand,
+        isolate=args.isolate,
     )
     settings = load_settings(**overrides)
     check_bind_is_safe(settings)  # before loading anything

@@ -23,6 +23,8 @@ from localinfer.hub.packaged import packaged_path
 from localinfer.hub.selection import entry_patterns
 from localinfer.hub.user_catalog import USER_ORIGIN
 from localinfer.plugins import HandlerSpec, PluginSet
+from localinfer.runtime.isolated_child import HandlerRecipe
+from localinfer.runtime.isolation import isolated_factory
 from localinfer.runtime.job import DEFAULT_STREAM_BUFFER
 from localinfer.runtime.model import ModelDefinition
 from localinfer.slower_path import take_slower_path
@@ -220,14 +222,21 @@ def model_definition(
     stream_buffer: int = DEFAULT_STREAM_BUFFER,
     max_batch_size: int | None = None,
     batch_window_ms: float | None = None,
+    isolate: bool = False,
 ) -> ModelDefinition:
-    """The runtime definition of a resolved model; its handler class is imported here."""
+    """The runtime definition of a resolved model; its handler class is imported here.
+
+    With ``isolate`` each worker's handler runs in a process of its own
+    (:mod:`localinfer.runtime.isolation`)."""
     cls = resolved.handler.load_class()
     default_size, default_window = _BATCHING.get(resolved.task, (1, 0.0))
     source = resolved.source
 
     def create(index: int, device: str) -> Any:
         return cls(source)  # type: ignore[call-arg]
+
+    if isolate:
+        create = isolated_factory(HandlerRecipe(resolved.handler, source))
 
     return ModelDefinition(
         name=resolved.name,
@@ -248,5 +257,6 @@ def model_definition(
             "task": resolved.task,
             "model": resolved.name,
             "handler": resolved.handler.name,
+            **({"isolation": "process"} if isolate else {}),
         },
     )

@@ -65,6 +65,7 @@ async def management_state(
         workers=settings.workers,
         max_queue=settings.max_queue,
         stream_buffer=settings.stream_buffer,
+        isolate=tuple(settings.isolate),
     )
     async with (
         ModelLifecycle(

@@ -1,0 +1,72 @@
+"""Handlers that tests/runtime/test_isolation.py serves in processes of their own: a child
+process imports them by name, so they live in a module, not in the test."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from localinfer.handlers.base import Handler, ModelSource, WorkItem
+
+
+class Scripted(Handler):
+    """Does what each payload says: ``{"op": "pid"}``, ``"stream"``, ``"raise"``, ``"exit"``,
+    ``"spin_until_cancelled"``, ``"sleep"`` (deaf to cancellation), ``"call"`` (another
+    model, through the context)."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.options = dict(source.options)
+
+    def load(self, device: str) -> None:
+        if self.options.get("fail_load"):
+            raise RuntimeError("these weights are not loadable")
+        self.engine = f"scripted on {device}"
+
+    def run_batch(self, inputs: list[Any]) -> list[Any]:
+        return [self._run(payload) for payload in inputs]
+
+    def _run(self, payload: dict[str, Any]) -> Any:
+        op = payload["op"]
+        if op == "pid":
+            return {"pid": os.getpid(), "echo": payload.get("echo")}
+        if op == "stream":
+            return iter(range(payload["n"]))
+        if op == "raise":
+            raise ValueError(payload["message"])
+        if op == "exit":
+            os._exit(3)
+        if op == "spin_until_cancelled":
+            return self._spin()
+        if op == "sleep":
+            time.sleep(payload["s"])
+            return "slept"
+        if op == "call":
+            return self.context.call(payload["model"], payload["payload"])
+        raise KeyError(op)
+
+    def _spin(self) -> Iterator[int]:
+        n = 0
+        while True:  # deliver_output stops it once the item is cancelled
+            time.sleep(0.01)
+            n += 1
+            yield n
+
+
+class InFlight(Handler):
+    """Finishes its requests later, from a thread of its own, in reverse order of arrival:
+    like a continuous-batching engine (``max_in_flight`` > 1)."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.max_in_flight = 4
+
+    def process(self, items: Sequence[WorkItem]) -> None:
+        def finish_later(item: WorkItem) -> None:
+            time.sleep(0.05 * (4 - int(item.payload)))
+            item.emit(os.getpid())
+            item.finish(None)
+
+        for item in items:
+            threading.Thread(target=finish_later, args=(item,), daemon=True).start()

@@ -1,0 +1,180 @@
+"""Handlers in processes of their own: the same runtime semantics, a GIL of their own,
+and a crash or a hang that ends a process instead of costing a thread."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from localinfer.errors import HandlerFailed, ModelNotReady, WorkerCrashed
+from localinfer.handlers.base import Handler, ModelSource
+from localinfer.plugins import HandlerSpec
+from localinfer.runtime import Chunk, Done, ModelDefinition, ModelRegistry
+from localinfer.runtime.isolated_child import HandlerRecipe
+from localinfer.runtime.isolation import ProcessHandler
+from localinfer.runtime.job import Job
+from localinfer.runtime.model import ServedModel
+from localinfer.runtime.worker import WorkerState
+from tests.support import wait_until
+
+pytestmark = pytest.mark.anyio
+
+SCRIPTED = HandlerSpec("scripted", "infer", "tests.runtime.isolated_handlers:Scripted")
+IN_FLIGHT = HandlerSpec("in-flight", "infer", "tests.runtime.isolated_handlers:InFlight")
+LOAD_S = 60  # a child starts Python and imports localinfer: seconds on a loaded machine
+
+
+def isolated(
+    spec: HandlerSpec = SCRIPTED, *, name: str = "iso", kill_after_s: float = 20.0, **options: Any
+) -> ModelDefinition:
+    recipe = HandlerRecipe(spec, ModelSource("unused", options=options))
+    return ModelDefinition(
+        name=name,
+        create_handler=lambda i, d: ProcessHandler(recipe, kill_after_s=kill_after_s),
+        max_batch_size=4,
+    )
+
+
+@asynccontextmanager
+async def served(*definitions: ModelDefinition, **registry: Any) -> AsyncIterator[ModelRegistry]:
+    async with ModelRegistry(**registry) as reg:
+        for definition in definitions:
+            reg.add(definition)
+        await reg.wait_ready(LOAD_S)
+        yield reg
+
+
+async def answer(job: Job, timeout: float = 30.0) -> Any:
+    with anyio.fail_after(timeout):
+        async for event in job.events():
+            if isinstance(event, Done):
+                return event.value
+    raise AssertionError("no result")
+
+
+async def items(job: Job, timeout: float = 30.0) -> list[Any]:
+    got = []
+    with anyio.fail_after(timeout):
+        async for event in job.events():
+            if isinstance(event, Chunk):
+                got.append(event.value)
+    return got
+
+
+def model(reg: ModelRegistry, name: str = "iso") -> ServedModel:
+    return reg.get(name)
+
+
+async def test_requests_are_served_by_another_process_and_health_says_so() -> None:
+    async with served(isolated()) as reg:
+        iso = model(reg)
+        first = await answer(iso.submit({"op": "pid", "echo": [1, "two"]}))
+        assert first["pid"] != os.getpid()
+        assert first["echo"] == [1, "two"]
+        second = await answer(iso.submit({"op": "pid"}))
+        assert second["pid"] == first["pid"]  # one process per worker, kept
+        worker = iso.workers[0].health()
+        assert worker["engine"] == "scripted on cpu (in a process of its own)"
+
+
+async def test_a_stream_arrives_whole_and_in_order() -> None:
+    async with served(isolated()) as reg:
+        assert await items(model(reg).submit({"op": "stream", "n": 50})) == list(range(50))
+
+
+async def test_a_failing_request_fails_alone_and_the_same_process_serves_on() -> None:
+    async with served(isolated()) as reg:
+        iso = model(reg)
+        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
+        with pytest.raises(HandlerFailed, match="ValueError: no such thing"):
+            await answer(iso.submit({"op": "raise", "message": "no such thing"}))
+        assert (await answer(iso.submit({"op": "pid"})))["pid"] == pid
+
+
+async def test_a_bad_input_in_a_micro_batch_fails_only_itself() -> None:
+    async with served(isolated()) as reg:
+        iso = model(reg)
+        await answer(iso.submit({"op": "pid"}))
+        jobs = [
+            iso.submit({"op": "pid", "echo": 1}),
+            iso.submit({"op": "raise", "message": "bad"}),
+            iso.submit({"op": "pid", "echo": 3}),
+        ]
+        assert (await answer(jobs[0]))["echo"] == 1
+        with pytest.raises(HandlerFailed):
+            await answer(jobs[1])
+        assert (await answer(jobs[2]))["echo"] == 3
+
+
+async def test_a_process_that_dies_fails_its_request_and_a_new_one_serves_the_next() -> None:
+    async with served(isolated()) as reg:
+        iso = model(reg)
+        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
+        with pytest.raises(WorkerCrashed, match="exit code 3"):
+            await answer(iso.submit({"op": "exit"}))
+        again = await answer(iso.submit({"op": "pid"}), timeout=LOAD_S)
+        assert again["pid"] != pid
+        assert iso.workers[0].state == WorkerState.READY
+
+
+async def test_a_cancelled_stream_stops_in_the_child_and_the_process_serves_on() -> None:
+    async with served(isolated()) as reg:
+        iso = model(reg)
+        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
+        job = iso.submit({"op": "spin_until_cancelled"})
+        seen = 0
+        with anyio.fail_after(30):
+            async for _event in job.events():
+                seen += 1
+                if seen == 5:
+                    job.cancel("client went away")
+                    break
+        # the next request can only run once the child's handler stopped spinning
+        assert (await answer(iso.submit({"op": "pid"}), timeout=10))["pid"] == pid
+
+
+async def test_a_process_deaf_to_cancellation_is_killed_and_replaced() -> None:
+    async with served(isolated(kill_after_s=0.5)) as reg:
+        iso = model(reg)
+        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
+        deaf = iso.submit({"op": "sleep", "s": 600})
+        await wait_until(lambda: iso.workers[0].busy_since is not None)
+        deaf.cancel("its deadline passed")
+        again = await answer(iso.submit({"op": "pid"}), timeout=LOAD_S)
+        assert again["pid"] != pid
+        assert iso.workers[0].generation == 0  # the same worker thread: only the process went
+
+
+async def test_a_load_that_fails_in_the_child_fails_the_model_with_its_reason() -> None:
+    async with ModelRegistry() as reg:
+        iso = reg.add(isolated(fail_load=True))
+        await wait_until(lambda: iso.workers[0].state == WorkerState.FAILED, timeout=LOAD_S)
+        assert "these weights are not loadable" in str(iso.workers[0].error)
+        with pytest.raises(ModelNotReady, match="not loadable"):
+            iso.submit({"op": "pid"})
+
+
+class Doubler(Handler):
+    def run_batch(self, inputs: list[Any]) -> list[Any]:
+        return [2 * x for x in inputs]
+
+
+async def test_the_child_calls_other_models_through_the_server() -> None:
+    doubler = ModelDefinition(name="doubler", create_handler=lambda i, d: Doubler())
+    async with served(isolated(), doubler) as reg:
+        payload = {"op": "call", "model": "doubler", "payload": 21}
+        assert await answer(model(reg).submit(payload)) == 42
+
+
+async def test_requests_in_flight_finish_out_of_order_through_the_reader() -> None:
+    async with served(isolated(IN_FLIGHT)) as reg:
+        iso = model(reg)
+        jobs = [iso.submit(str(n)) for n in range(4)]
+        pids = [await items(job) for job in jobs]
+        assert all(p == pids[0] and p[0] != os.getpid() for p in pids)
+        assert iso.workers[0].health()["engine"] == "in-flight (in a process of its own)"
