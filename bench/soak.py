@@ -224,7 +224,12 @@ def rates(events: list[tuple[float, str, str]]) -> dict[str, list[int]]:
 
 
 def soak(
-    duration: float, seed: int, disconnect: float, max_queue: int, client_nice: int
+    duration: float,
+    seed: int,
+    disconnect: float,
+    max_queue: int,
+    client_nice: int,
+    isolate: str | None = None,
 ) -> dict[str, Any]:
     held = capacity(max_queue)
     port = free_port()
@@ -242,11 +247,13 @@ def soak(
         str(max_queue),
         "--log-level",
         "warning",
+        *(["--isolate", isolate] if isolate else []),
     ]
     log(f"[soak] starting {shlex.join(command[1:])} (log: {logs / 'soak-server.log'})")
     with served(command, url, timeout_s=600, log_path=logs / "soak-server.log", cwd=ROOT) as p:
         run = asyncio.run(drive(url, p.pid, duration, seed, disconnect, held, client_nice))
     run["max_queue"] = max_queue
+    run["isolate"] = isolate
     return run
 
 
@@ -266,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         default=10,
         help="the load's own CPU priority (nice): the clients stand for other machines",
     )
+    parser.add_argument(
+        "--isolate",
+        metavar="A,B",
+        help="models the server runs in processes of their own (its --isolate); their "
+        "memory counts with the server's",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", action="store_true", help="write docs/reliability.md")
     docs.add_argument("--no-docs", action="store_true", help="never write the docs")
@@ -273,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     # stopped (SIGTERM), unwind like ^C: the server and the prober are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    run = soak(args.duration, args.seed, args.disconnect, args.max_queue, args.client_nice)
+    run = soak(
+        args.duration, args.seed, args.disconnect, args.max_queue, args.client_nice, args.isolate
+    )
     command = "python -m bench.soak " + shlex.join(argv if argv is not None else sys.argv[1:])
     result: dict[str, Any] = {
         "command": command.strip(),

@@ -35,6 +35,23 @@ CACHES_EVERY_S = 5.0
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
+def footprint(server: Any) -> tuple[int, int, int]:
+    """RSS, threads and open files of the server and every process it started (models
+    served in processes of their own, ``--isolate``): a leak there counts too."""
+    import psutil
+
+    rss = threads = fds = 0
+    for process in [server, *server.children(recursive=True)]:
+        try:
+            rss += process.memory_info().rss
+            threads += process.num_threads()
+            fds += process.num_fds()
+        except psutil.Error:
+            if process is server:
+                raise
+    return rss, threads, fds
+
+
 def cache_bytes(host: str, port: int | None) -> int | None:
     """Bytes in every model's handler caches (``/v1/stats``), on a connection of its own
     so the /health schedule keeps its own; None when the server cannot say."""
@@ -128,14 +145,7 @@ def probe(url: str, pid: int, t0: float) -> dict[str, list[Any]]:
             next_caches += CACHES_EVERY_S
         if now >= next_memory:
             try:
-                memory.append(
-                    [
-                        round(now - t0, 2),
-                        server.memory_info().rss,
-                        server.num_threads(),
-                        server.num_fds(),
-                    ]
-                )
+                memory.append([round(now - t0, 2), *footprint(server)])
             except psutil.Error:
                 break  # the server is gone
             next_memory += MEMORY_EVERY_S

@@ -236,7 +236,13 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
         f"{result['finished']} on {m['cpu']} ({m['cpus']} CPUs; load average "
         f"{result['load_average'][1]:.1f} over the last 5 min), Python {m['python']}, tree "
         f"`{m['git']}`. Models: {', '.join(run['models'].values())} (the default "
-        f"`localinfer serve` set), `--max-queue {run['max_queue']}`.",
+        f"`localinfer serve` set), `--max-queue {run['max_queue']}`"
+        + (
+            f", `--isolate {run['isolate']}` (RSS, threads and files: the server's and its "
+            "model processes' together)."
+            if run.get("isolate")
+            else "."
+        ),
         "",
         f"Closed-loop clients per model, 2 x (queue + what its workers hold): {clients}; "
         f"each hangs up on {run['disconnect'] * 100:.0f} % of its requests (a stream "
