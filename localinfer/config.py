@@ -156,6 +156,12 @@ class Settings(BaseSettings):
         "catalog model): their Python does not take the GIL from the server's loop, and a "
         "crash or hang ends that process (docs/reliability.md)",
     )
+    isolated_priority: IsolatedPriority = Field(
+        "nice",
+        description="the isolated models' processes: 'nice' (worker_nice below the loop) or "
+        "'idle' (Linux SCHED_IDLE: they run when no other thread wants a core, so the loop "
+        "answers at once under any load, and every other program comes first too)",
+    )
     keep_alive_s: float | None = Field(
         None, gt=0, description="unload a model idle this long; its next request reloads it"
     )
@@ -201,9 +207,9 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    def isolates(self, model: str) -> bool:
-        """Whether ``model``'s handlers run in processes of their own (``isolate``)."""
-        return is_isolated(model, self.isolate)
+    def isolation(self, model: str) -> IsolatedPriority | None:
+        """How ``model``'s handlers run in processes of their own, if they do."""
+        return isolation_of(model, self.isolate, self.isolated_priority)
 
     def replica_settings(self, model: str) -> ReplicaSettings:
         """The Ray Serve settings of ``model``: its own, else ``'*'``'s, else defaults."""
@@ -215,9 +221,17 @@ class Settings(BaseSettings):
         return None if self.api_key is None else self.api_key.get_secret_value()
 
 
-def is_isolated(model: str, isolate: Collection[str]) -> bool:
-    """Whether the ``isolate`` setting (model names, ``"*"`` for all) names ``model``."""
-    return model in isolate or "*" in isolate
+#: how the processes of isolated models run: ``worker_nice`` below the loop, or at Linux's
+#: idle priority
+IsolatedPriority = Literal["nice", "idle"]
+
+
+def isolation_of(
+    model: str, isolate: Collection[str], priority: IsolatedPriority
+) -> IsolatedPriority | None:
+    """How ``model`` runs in a process of its own, or ``None`` if the ``isolate`` setting
+    (model names, ``"*"`` for all) does not name it."""
+    return priority if model in isolate or "*" in isolate else None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -80,7 +80,7 @@ def _definition(
             workers_per_device=workers,
             max_queue=settings.max_queue,
             stream_buffer=settings.stream_buffer,
-            isolate=settings.isolates(resolved.name),
+            isolation=settings.isolation(resolved.name),
         )
     from localinfer.runtime.targets import user_code_definition
 

@@ -15,7 +15,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import httpx
 
-from localinfer.config import Settings
+from localinfer.config import IsolatedPriority, Settings
 from localinfer.plugins import discover
 from localinfer.runtime.model import ModelDefinition
 from localinfer.runtime.resolve import model_definition, resolve
@@ -55,10 +55,13 @@ def define(target: Any, **kwargs: Any) -> ModelDefinition:
     return user_code_definition(target, **kwargs)
 
 
-def define_local(path: Path, name: str, **options: object) -> ModelDefinition:
-    """A model directory served the way ``localinfer serve <path>`` would, named ``name``."""
+def define_local(
+    path: Path, name: str, *, isolation: IsolatedPriority | None = None, **options: object
+) -> ModelDefinition:
+    """A model directory served the way ``localinfer serve <path>`` would, named ``name``
+    (``isolation``: in processes of its own, as with ``--isolate``)."""
     resolved = replace(resolve(str(path), discover(), options=options), name=name)
-    return model_definition(resolved)
+    return model_definition(resolved, isolation=isolation)
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:

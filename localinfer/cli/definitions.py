@@ -43,7 +43,7 @@ def catalog_definitions(
             workers_per_device=settings.workers,
             max_queue=settings.max_queue,
             stream_buffer=settings.stream_buffer,
-            isolate=settings.isolates(spec),
+            isolation=settings.isolation(spec),
         )
         for spec in specs
     ]

@@ -115,6 +115,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "model): their Python then leaves the server's loop alone, and a crash or hang ends "
         "only that process",
     )
+    p.add_argument(
+        "--isolated-priority",
+        choices=["nice", "idle"],
+        help="the --isolate models' processes: 'nice' (below the server's loop, the default) "
+        "or 'idle' (Linux: only when no other program wants the core; the server then "
+        "answers at once under any load)",
+    )
     p.add_argument("--loop", choices=["asyncio", "trio"], help="event loop (default asyncio)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument(

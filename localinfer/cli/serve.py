@@ -65,6 +65,7 @@ def serve_command(args: argparse.Namespace) -> int:
         keep_alive_s=args.keep_alive_s,
         load_on_demand=args.load_on_demand,
         isolate=args.isolate,
+        isolated_priority=args.isolated_priority,
     )
     settings = load_settings(**overrides)
     check_bind_is_safe(settings)  # before loading anything

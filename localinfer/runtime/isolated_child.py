@@ -180,12 +180,30 @@ class _Child:
             self.send(("returned", number, error, caches))
 
 
-def serve_in_child(conn: Connection, recipe: HandlerRecipe, device: str, level: int) -> None:
-    """The child process: build and load the handler, then serve until told or orphaned."""
+def run_idle() -> None:
+    """Put this thread (and the threads it starts) at Linux's idle priority (``SCHED_IDLE``):
+    any other thread that wants a core gets it at once. Elsewhere: nothing."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:  # a sandbox may forbid it: serve anyway, at the inherited priority
+        logger.warning("could not run at idle priority: %s", exc)
+
+
+def serve_in_child(
+    conn: Connection, recipe: HandlerRecipe, device: str, level: int, idle: bool
+) -> None:
+    """The child process: build and load the handler, then serve until told or orphaned.
+
+    It inherits the worker thread's nice value (``worker_nice``); with ``idle`` it runs at
+    Linux's idle priority instead, and so do the threads its handler starts."""
     from localinfer.log import configure_logging
     from localinfer.runtime.worker import bind_thread_to_device
 
     configure_logging(logging.getLevelName(level).lower())
+    if idle:
+        run_idle()
     try:
         bind_thread_to_device(device)
         handler = recipe.build()

@@ -72,8 +72,12 @@ class ProcessHandler(Handler):
     handler :data:`KILL_AFTER_S` after all of its requests ended is killed, then the same.
     """
 
-    def __init__(self, recipe: HandlerRecipe, *, kill_after_s: float = KILL_AFTER_S) -> None:
+    def __init__(
+        self, recipe: HandlerRecipe, *, idle: bool = False, kill_after_s: float = KILL_AFTER_S
+    ) -> None:
         self.recipe = recipe
+        #: the child runs at Linux's idle priority (``isolated_priority = "idle"``)
+        self.idle = idle
         self.kill_after_s = kill_after_s
         self._device = "cpu"
         self._process: Any = None  # multiprocessing's SpawnProcess
@@ -102,7 +106,7 @@ class ProcessHandler(Handler):
         name = f"localinfer:{self.context.model or self.recipe.spec.name}"
         process = spawn.Process(
             target=serve_in_child,
-            args=(theirs, self.recipe, self._device, level),
+            args=(theirs, self.recipe, self._device, level, self.idle),
             name=name,
             daemon=True,  # multiprocessing ends it when the server exits
         )
@@ -340,10 +344,10 @@ class ProcessHandler(Handler):
 _ENDED = object()
 
 
-def isolated_factory(recipe: HandlerRecipe) -> Any:
+def isolated_factory(recipe: HandlerRecipe, *, idle: bool = False) -> Any:
     """A runtime handler factory whose handlers run ``recipe`` in processes of their own."""
 
     def create(index: int, device: str) -> Handler:
-        return ProcessHandler(recipe)
+        return ProcessHandler(recipe, idle=idle)
 
     return create

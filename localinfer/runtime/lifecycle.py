@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from localinfer.config import is_isolated
+from localinfer.config import IsolatedPriority, isolation_of
 from localinfer.errors import ConfigurationError, ModelNotDownloaded, ModelNotFound, ModelNotReady
 from localinfer.hub.model_ids import check_model_id, is_repo_id
 from localinfer.plugins import PluginSet
@@ -49,6 +49,7 @@ class LoadDefaults:
     stream_buffer: int = 1024
     #: the ``isolate`` setting: models whose handlers run in processes of their own
     isolate: tuple[str, ...] = ()
+    isolated_priority: IsolatedPriority = "nice"
 
 
 class CatalogModels:
@@ -90,7 +91,7 @@ class CatalogModels:
             workers_per_device=workers or self.defaults.workers,
             max_queue=self.defaults.max_queue,
             stream_buffer=self.defaults.stream_buffer,
-            isolate=is_isolated(name, self.defaults.isolate),
+            isolation=isolation_of(name, self.defaults.isolate, self.defaults.isolated_priority),
         )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from localinfer.config import IsolatedPriority
 from localinfer.errors import (
     ConfigurationError,
     ModelNotDownloaded,
@@ -222,12 +223,12 @@ def model_definition(
     stream_buffer: int = DEFAULT_STREAM_BUFFER,
     max_batch_size: int | None = None,
     batch_window_ms: float | None = None,
-    isolate: bool = False,
+    isolation: IsolatedPriority | None = None,
 ) -> ModelDefinition:
     """The runtime definition of a resolved model; its handler class is imported here.
 
-    With ``isolate`` each worker's handler runs in a process of its own
-    (:mod:`localinfer.runtime.isolation`)."""
+    With ``isolation`` each worker's handler runs in a process of its own, at that
+    priority (:mod:`localinfer.runtime.isolation`)."""
     cls = resolved.handler.load_class()
     default_size, default_window = _BATCHING.get(resolved.task, (1, 0.0))
     source = resolved.source
@@ -235,8 +236,8 @@ def model_definition(
     def create(index: int, device: str) -> Any:
         return cls(source)  # type: ignore[call-arg]
 
-    if isolate:
-        create = isolated_factory(HandlerRecipe(resolved.handler, source))
+    if isolation is not None:
+        create = isolated_factory(HandlerRecipe(resolved.handler, source), idle=isolation == "idle")
 
     return ModelDefinition(
         name=resolved.name,
@@ -257,6 +258,6 @@ def model_definition(
             "task": resolved.task,
             "model": resolved.name,
             "handler": resolved.handler.name,
-            **({"isolation": "process"} if isolate else {}),
+            **({"isolation": f"process ({isolation})"} if isolation else {}),
         },
     )

@@ -30,6 +30,8 @@ class Scripted(Handler):
 
     def _run(self, payload: dict[str, Any]) -> Any:
         op = payload["op"]
+        if op == "policy":
+            return os.sched_getscheduler(0)
         if op == "pid":
             return {"pid": os.getpid(), "echo": payload.get("echo")}
         if op == "stream":

@@ -178,3 +178,15 @@ async def test_requests_in_flight_finish_out_of_order_through_the_reader() -> No
         pids = [await items(job) for job in jobs]
         assert all(p == pids[0] and p[0] != os.getpid() for p in pids)
         assert iso.workers[0].health()["engine"] == "in-flight (in a process of its own)"
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+@pytest.mark.parametrize("idle", [True, False])
+async def test_an_idle_child_runs_at_idle_priority(idle: bool) -> None:
+    recipe = HandlerRecipe(SCRIPTED, ModelSource("unused"))
+    definition = ModelDefinition(
+        name="iso", create_handler=lambda i, d: ProcessHandler(recipe, idle=idle)
+    )
+    async with served(definition) as reg:
+        policy = await answer(model(reg).submit({"op": "policy"}))
+        assert policy == (os.SCHED_IDLE if idle else os.SCHED_OTHER)

@@ -66,6 +66,7 @@ async def management_state(
         max_queue=settings.max_queue,
         stream_buffer=settings.stream_buffer,
         isolate=tuple(settings.isolate),
+        isolated_priority=settings.isolated_priority,
     )
     async with (
         ModelLifecycle(
