@@ -230,6 +230,7 @@ def soak(
     max_queue: int,
     client_nice: int,
     isolate: str | None = None,
+    isolated_priority: str | None = None,
 ) -> dict[str, Any]:
     held = capacity(max_queue)
     port = free_port()
@@ -248,12 +249,14 @@ def soak(
         "--log-level",
         "warning",
         *(["--isolate", isolate] if isolate else []),
+        *(["--isolated-priority", isolated_priority] if isolated_priority else []),
     ]
     log(f"[soak] starting {shlex.join(command[1:])} (log: {logs / 'soak-server.log'})")
     with served(command, url, timeout_s=600, log_path=logs / "soak-server.log", cwd=ROOT) as p:
         run = asyncio.run(drive(url, p.pid, duration, seed, disconnect, held, client_nice))
     run["max_queue"] = max_queue
     run["isolate"] = isolate
+    run["isolated_priority"] = isolated_priority
     return run
 
 
@@ -279,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         help="models the server runs in processes of their own (its --isolate); their "
         "memory counts with the server's",
     )
+    parser.add_argument(
+        "--isolated-priority",
+        choices=["nice", "idle"],
+        help="the isolated models' priority (the server's --isolated-priority)",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", action="store_true", help="write docs/reliability.md")
     docs.add_argument("--no-docs", action="store_true", help="never write the docs")
@@ -287,7 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     run = soak(
-        args.duration, args.seed, args.disconnect, args.max_queue, args.client_nice, args.isolate
+        args.duration,
+        args.seed,
+        args.disconnect,
+        args.max_queue,
+        args.client_nice,
+        args.isolate,
+        args.isolated_priority,
     )
     command = "python -m bench.soak " + shlex.join(argv if argv is not None else sys.argv[1:])
     result: dict[str, Any] = {

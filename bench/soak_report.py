@@ -238,8 +238,13 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
         f"`{m['git']}`. Models: {', '.join(run['models'].values())} (the default "
         f"`localinfer serve` set), `--max-queue {run['max_queue']}`"
         + (
-            f", `--isolate {run['isolate']}` (RSS, threads and files: the server's and its "
-            "model processes' together)."
+            f", `--isolate {run['isolate']}`"
+            + (
+                f" `--isolated-priority {run['isolated_priority']}`"
+                if run.get("isolated_priority")
+                else ""
+            )
+            + " (RSS, threads and files: the server's and its model processes' together)."
             if run.get("isolate")
             else "."
         ),
