@@ -3,9 +3,21 @@ when missing: shared by ``localinfer serve`` and the Ray Serve replicas it may s
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from localinfer.config import Settings
 from localinfer.errors import ConfigurationError
 from localinfer.runtime.definition import ModelDefinition
+
+
+def check_isolated_names(settings: Settings, served: Collection[str]) -> None:
+    """Every model ``isolate`` names is served (``*`` names them all)."""
+    unknown = set(settings.isolate) - set(served) - {"*"}
+    if unknown:
+        raise ConfigurationError(
+            f"--isolate names {', '.join(sorted(unknown))}, not a model served here "
+            f"({', '.join(sorted(served)) or 'none'})"
+        )
 
 
 def catalog_definitions(
@@ -24,12 +36,6 @@ def catalog_definitions(
     if unknown_trust:
         raise ConfigurationError(
             f"--trust-remote-code names {', '.join(sorted(unknown_trust))}, not in --models"
-        )
-    unknown_isolated = set(settings.isolate) - set(specs) - {"*"}
-    if unknown_isolated:
-        raise ConfigurationError(
-            f"--isolate names {', '.join(sorted(unknown_isolated))}, not in --models "
-            "(a user code target runs in the server's process)"
         )
     return [
         model_definition(

@@ -6,13 +6,13 @@ import argparse
 import logging
 import os
 
-from localinfer.cli.definitions import catalog_definitions
+from localinfer.cli.definitions import catalog_definitions, check_isolated_names
 from localinfer.config import load_settings
 from localinfer.errors import ConfigurationError
 from localinfer.log import configure_logging
 from localinfer.runtime.devices import resolve_devices
 from localinfer.runtime.model import ModelDefinition
-from localinfer.runtime.targets import import_target, user_code_definition
+from localinfer.runtime.targets import target_definition, user_code_definition
 from localinfer.server.app import create_app
 from localinfer.server.runner import check_bind_is_safe, run
 
@@ -84,29 +84,31 @@ def serve_command(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None) is not None:
         from localinfer.ray.cli import serve_on_ray
 
+        # on Ray the targets are imported in their replicas: only catalog models are known
+        check_isolated_names(settings, model_specs)
+
         return serve_on_ray(args, settings, overrides, model_specs)
     definitions: list[ModelDefinition] = catalog_definitions(
         model_specs, args.trust_remote_code, devices, settings
     )
-    targets = [import_target(spec) for spec in args.targets]
+    built = dict(
+        name=args.name,
+        devices=devices,
+        workers_per_device=settings.workers,
+        factory=True if args.factory else None,
+        max_batch_size=args.max_batch_size,
+        batch_timeout_s=args.batch_timeout,
+        max_queue=settings.max_queue,
+        stream_buffer=settings.stream_buffer,
+    )
+    definitions += [
+        target_definition(spec, isolation_of=settings.isolation, **built) for spec in args.targets
+    ]
     if args.examples:
         from localinfer.examples.demo import DEMO_MODELS
 
-        targets += DEMO_MODELS
-    definitions += [
-        user_code_definition(
-            target,
-            name=args.name,
-            devices=devices,
-            workers_per_device=settings.workers,
-            factory=True if args.factory else None,
-            max_batch_size=args.max_batch_size,
-            batch_timeout_s=args.batch_timeout,
-            max_queue=settings.max_queue,
-            stream_buffer=settings.stream_buffer,
-        )
-        for target in targets
-    ]
+        definitions += [user_code_definition(target, **built) for target in DEMO_MODELS]
+    check_isolated_names(settings, [d.name for d in definitions])
     logger.info(
         "serving %s (devices: %s)", ", ".join(d.name for d in definitions), ", ".join(devices)
     )

@@ -162,10 +162,10 @@ def definition_for(source: ModelSource, settings: Settings) -> ModelDefinition:
     """The model's definition, built where it runs (a replica): devices are its own."""
     devices = actor_devices(settings.device)
     if source.kind == "target":
-        from localinfer.runtime.targets import import_target, user_code_definition
+        from localinfer.runtime.targets import target_definition
 
-        return user_code_definition(
-            import_target(source.spec),
+        return target_definition(
+            source.spec,
             name=source.name,
             devices=devices,
             workers_per_device=settings.workers,

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from localinfer.errors import HandlerFailed, LocalInferError
 from localinfer.handlers.base import Handler, ModelSource, bind_context
@@ -25,14 +25,31 @@ logger = logging.getLogger(__name__)
 CLOSE_WAIT_S = 10.0
 
 
+class Recipe(Protocol):
+    """What a child process needs to build a worker's handler: picklable, unlike a factory."""
+
+    @property
+    def name(self) -> str:
+        """What the handler is called in logs and in ``engine`` when it names none."""
+        ...
+
+    def build(self, index: int, device: str) -> Handler:
+        """The handler of worker ``index`` on ``device``, in the child."""
+        ...
+
+
 @dataclass(frozen=True)
 class HandlerRecipe:
-    """What a child process needs to build the handler: picklable, unlike a factory."""
+    """A catalog model (or a path): its handler class, built from the model's source."""
 
     spec: HandlerSpec
     source: ModelSource
 
-    def build(self) -> Handler:
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def build(self, index: int, device: str) -> Handler:
         return self.spec.load_class()(self.source)  # type: ignore[call-arg]
 
 
@@ -192,7 +209,13 @@ def run_idle() -> None:
 
 
 def serve_in_child(
-    conn: Connection, recipe: HandlerRecipe, device: str, level: int, idle: bool
+    conn: Connection,
+    recipe: Recipe,
+    model: str,
+    index: int,
+    device: str,
+    level: int,
+    idle: bool,
 ) -> None:
     """The child process: build and load the handler, then serve until told or orphaned.
 
@@ -206,14 +229,15 @@ def serve_in_child(
         run_idle()
     try:
         bind_thread_to_device(device)
-        handler = recipe.build()
+        handler = recipe.build(index, device)
         child = _Child(conn, handler)
-        bind_context(handler, _ChildContext(child, recipe.spec.name))
+        bind_context(handler, _ChildContext(child, model))
         handler.load(device)
     except BaseException as exc:
-        logger.exception("%s failed to load on %s", recipe.spec.name, device)
+        logger.exception("%s failed to load on %s", recipe.name, device)
         conn.send(("load_failed", portable_error(exc)))
-        return
+        conn.close()
+        os._exit(1)  # threads the failed load left behind must not keep the process alive
     engine = getattr(handler, "engine", None)
     conn.send(("loaded", None if engine is None else str(engine), handler.max_in_flight))
     child.serve()

@@ -9,7 +9,8 @@ its memory goes back to the system when it is killed: a thread could only be aba
 
 :class:`ProcessHandler` is the server's side: an ordinary handler to the runtime (its
 worker thread, batches, cancellation, ``/health`` and ``/v1/stats`` are the same). The
-child builds the real handler from a picklable :class:`HandlerRecipe`, loads it, and
+child builds the real handler from a picklable recipe (a catalog model's handler and source,
+or a user code target's import path), loads it, and
 serves what the pipe brings (:mod:`localinfer.runtime.isolated_child`).
 
 The wire: tuples whose first element says what they are, pickled by
@@ -31,18 +32,20 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
+from localinfer.config import IsolatedPriority
 from localinfer.errors import HandlerFailed, WorkerCrashed
 from localinfer.handlers.base import CacheUsage, Handler, WorkItem
 from localinfer.runtime.isolated_child import (
     CLOSE_WAIT_S,
-    HandlerRecipe,
+    Recipe,
     portable_error,
     serve_in_child,
 )
+from localinfer.runtime.model import ModelDefinition
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +76,15 @@ class ProcessHandler(Handler):
     """
 
     def __init__(
-        self, recipe: HandlerRecipe, *, idle: bool = False, kill_after_s: float = KILL_AFTER_S
+        self,
+        recipe: Recipe,
+        *,
+        index: int = 0,
+        idle: bool = False,
+        kill_after_s: float = KILL_AFTER_S,
     ) -> None:
         self.recipe = recipe
+        self.index = index
         #: the child runs at Linux's idle priority (``isolated_priority = "idle"``)
         self.idle = idle
         self.kill_after_s = kill_after_s
@@ -103,10 +112,11 @@ class ProcessHandler(Handler):
         spawn = multiprocessing.get_context("spawn")
         ours, theirs = spawn.Pipe()
         level = logging.getLogger("localinfer").getEffectiveLevel()
-        name = f"localinfer:{self.context.model or self.recipe.spec.name}"
+        model = self.context.model or self.recipe.name
+        name = f"localinfer:{model}"
         process = spawn.Process(
             target=serve_in_child,
-            args=(theirs, self.recipe, self._device, level, self.idle),
+            args=(theirs, self.recipe, model, self.index, self._device, level, self.idle),
             name=name,
             daemon=True,  # multiprocessing ends it when the server exits
         )
@@ -120,14 +130,14 @@ class ProcessHandler(Handler):
         if message is _ENDED:
             self._conn = None
             raise HandlerFailed(
-                f"the process loading {self.recipe.spec.name} ended while loading "
+                f"the process loading {self.recipe.name} ended while loading "
                 f"({self._exit_reason()})"
             )
         if message[0] == "load_failed":
             self._stop_child()
             raise message[1]
         _, engine, in_flight = message
-        self.engine = f"{engine or self.recipe.spec.name} (in a process of its own)"
+        self.engine = f"{engine or self.recipe.name} (in a process of its own)"
         self.max_in_flight = int(in_flight)
         if self.max_in_flight > 1:
             # requests finish out of order while the worker thread feeds new ones: a thread
@@ -178,7 +188,7 @@ class ProcessHandler(Handler):
 
     def process(self, items: Sequence[WorkItem]) -> None:
         if self._conn is None:
-            logger.warning("starting the process of %s again", self.recipe.spec.name)
+            logger.warning("starting the process of %s again", self.recipe.name)
             self._start()
         batch = self._submit(items)
         if self._reader is None:
@@ -199,7 +209,17 @@ class ProcessHandler(Handler):
             self._batches[number] = batch
         wire = [(key, item.payload, item.request_id) for key, item in zip(keys, items, strict=True)]
         conn = self._conn
-        if conn is not None and not self._send(("batch", number, wire)):
+        try:
+            sent = self._send(("batch", number, wire))
+        except Exception as exc:  # a payload that cannot be pickled: nothing was written
+            with self._lock:
+                for key in keys:
+                    self._items.pop(key, None)
+                self._batches.pop(number, None)
+            raise HandlerFailed(
+                f"this request cannot be sent to the model's own process: {exc}"
+            ) from exc
+        if conn is not None and not sent:
             self._child_ended(conn, "its pipe closed")
         return batch
 
@@ -255,6 +275,11 @@ class ProcessHandler(Handler):
             self._caches = caches
             with self._lock:
                 batch = self._batches.pop(number, None)
+                if batch is not None and self._reader is None:
+                    # one at a time: what the handler left unanswered is the worker's to end
+                    for key in batch.keys:
+                        self._items.pop(key, None)
+                        self._cancelled.pop(key, None)
             if batch is not None:
                 batch.error = error
                 batch.returned.set()
@@ -264,7 +289,7 @@ class ProcessHandler(Handler):
             else:  # the reader must go on relaying while the call waits for its model
                 threading.Thread(target=self._answer_call, args=message[1:], daemon=True).start()
         else:
-            logger.error("%s: unknown message %r from its process", self.recipe.spec.name, kind)
+            logger.error("%s: unknown message %r from its process", self.recipe.name, kind)
 
     def _answer_call(
         self, call: int, model: str, payload: Any, timeout_s: float | None, stream: bool
@@ -321,7 +346,7 @@ class ProcessHandler(Handler):
         if items:
             logger.error(
                 "the process serving %s ended (%s) with %d requests in it",
-                self.recipe.spec.name,
+                self.recipe.name,
                 reason,
                 len(items),
             )
@@ -344,10 +369,13 @@ class ProcessHandler(Handler):
 _ENDED = object()
 
 
-def isolated_factory(recipe: HandlerRecipe, *, idle: bool = False) -> Any:
-    """A runtime handler factory whose handlers run ``recipe`` in processes of their own."""
+def isolated(
+    definition: ModelDefinition, recipe: Recipe, priority: IsolatedPriority
+) -> ModelDefinition:
+    """``definition`` with each worker's handler built by ``recipe`` in a process of its own."""
 
     def create(index: int, device: str) -> Handler:
-        return ProcessHandler(recipe, idle=idle)
+        return ProcessHandler(recipe, index=index, idle=priority == "idle")
 
-    return create
+    capabilities = {**definition.capabilities, "isolation": f"process ({priority})"}
+    return replace(definition, create_handler=create, capabilities=capabilities)

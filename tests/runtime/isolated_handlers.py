@@ -72,3 +72,12 @@ class InFlight(Handler):
 
         for item in items:
             threading.Thread(target=finish_later, args=(item,), daemon=True).start()
+
+
+class WhereAmI:
+    """User code (an ``infer`` method): which process answers, and a stream of numbers."""
+
+    def infer(self, count: int = 0) -> Any:
+        if count:
+            return ({"n": n, "pid": os.getpid()} for n in range(count))
+        return {"pid": os.getpid()}

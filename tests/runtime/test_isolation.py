@@ -111,6 +111,15 @@ async def test_a_bad_input_in_a_micro_batch_fails_only_itself() -> None:
         assert (await answer(jobs[2]))["echo"] == 3
 
 
+async def test_a_payload_that_cannot_cross_fails_alone_and_the_process_serves_on() -> None:
+    async with served(isolated()) as reg:
+        iso = model(reg)
+        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
+        with pytest.raises(HandlerFailed, match="cannot be sent to the model's own process"):
+            await answer(iso.submit({"op": "pid", "echo": lambda: None}))
+        assert (await answer(iso.submit({"op": "pid"})))["pid"] == pid
+
+
 async def test_a_process_that_dies_fails_its_request_and_a_new_one_serves_the_next() -> None:
     async with served(isolated()) as reg:
         iso = model(reg)

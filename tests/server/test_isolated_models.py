@@ -4,6 +4,7 @@ process: the same embeddings, the same greedy chat, streamed; ``/health`` says w
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,29 @@ async def test_isolated_chat_streams_the_same_greedy_tokens(tiny_llama_dir: Path
         assert texts["apart"] == texts["here"] and texts["here"]
         health = (await client.get("/health")).json()["models"]["apart"]
         assert "(in a process of its own)" in health["workers"][0]["engine"]
+
+
+async def test_user_code_named_by_its_import_path_runs_in_a_process_of_its_own() -> None:
+    from localinfer.runtime.targets import target_definition
+
+    target = "tests.runtime.isolated_handlers:WhereAmI"
+    definitions = [
+        target_definition(target, name="apart", isolation_of=lambda name: "nice"),
+        target_definition(target, name="here"),
+    ]
+    async with running_server(definitions) as client:
+        pids = {}
+        for model in ("apart", "here"):
+            response = await client.post(f"/v1/infer/{model}", json={"args": []})
+            assert response.status_code == 200, response.text
+            pids[model] = response.json()["pid"]
+        assert pids["here"] == os.getpid() != pids["apart"]
+        events = []
+        async with client.stream(
+            "POST", "/v1/infer/apart", json={"kwargs": {"count": 5}, "stream": True}
+        ) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    events.append(json.loads(line.removeprefix("data: ")))
+        assert [e["n"] for e in events] == list(range(5))
+        assert {e["pid"] for e in events} == {pids["apart"]}
