@@ -252,8 +252,13 @@ def render(result: dict[str, Any], begin: str, end: str, image: str | None) -> s
         f"Closed-loop clients per model, 2 x (queue + what its workers hold): {clients}; "
         f"each hangs up on {run['disconnect'] * 100:.0f} % of its requests (a stream "
         "mid-way, or any request before its answer), from one process at nice "
-        f"{run.get('client_nice', 0)} (the server's loop at 0, its model threads at 10). "
-        "Latencies: the 200s, client-side, whole response.",
+        f"{run.get('client_nice', 0)} (the server's loop at 0, its model "
+        + (
+            "processes at Linux's idle priority). "
+            if run.get("isolated_priority") == "idle"
+            else "threads at 10). "
+        )
+        + "Latencies: the 200s, client-side, whole response.",
         "",
         table,
         "",
