@@ -153,8 +153,9 @@ class Settings(BaseSettings):
     isolate: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="models whose handlers run in a process of their own ('*': every "
-        "catalog model): their Python does not take the GIL from the server's loop, and a "
-        "crash or hang ends that process (docs/reliability.md)",
+        "model named by catalog alias, path or import path): their Python does not take "
+        "the GIL from the server's loop, and a crash or hang ends that process "
+        "(docs/reliability.md)",
     )
     isolated_priority: IsolatedPriority = Field(
         "nice",

@@ -111,9 +111,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--isolate",
         metavar="A,B",
-        help="run these models' handlers in processes of their own ('*': every catalog "
-        "model): their Python then leaves the server's loop alone, and a crash or hang ends "
-        "only that process",
+        help="run these models' handlers in processes of their own ('*': every model but "
+        "the --examples toys): their Python then leaves the server's loop alone, and a crash "
+        "or hang ends only that process",
     )
     p.add_argument(
         "--isolated-priority",

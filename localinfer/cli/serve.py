@@ -104,11 +104,12 @@ def serve_command(args: argparse.Namespace) -> int:
     definitions += [
         target_definition(spec, isolation_of=settings.isolation, **built) for spec in args.targets
     ]
+    # the toy examples are objects, not import paths: they cannot be isolated
+    check_isolated_names(settings, [d.name for d in definitions])
     if args.examples:
         from localinfer.examples.demo import DEMO_MODELS
 
         definitions += [user_code_definition(target, **built) for target in DEMO_MODELS]
-    check_isolated_names(settings, [d.name for d in definitions])
     logger.info(
         "serving %s (devices: %s)", ", ".join(d.name for d in definitions), ", ".join(devices)
     )

@@ -194,6 +194,10 @@ def test_isolate_naming_no_served_model_is_refused() -> None:
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 2
     assert "--isolate names nope, not a model served here (echo)" in out
+    toys = localinfer("serve", "--examples", "--isolate", "echo")  # objects: not isolatable
+    out, _ = toys.communicate(timeout=30)
+    assert toys.returncode == 2
+    assert "--isolate names echo, not a model served here (none)" in out
 
 
 def test_api_key_from_environment() -> None:
