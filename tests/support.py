@@ -17,6 +17,7 @@ import httpx
 
 from localinfer.config import IsolatedPriority, Settings
 from localinfer.plugins import discover
+from localinfer.runtime.job import Done, Job
 from localinfer.runtime.model import ModelDefinition
 from localinfer.runtime.resolve import model_definition, resolve
 from localinfer.runtime.targets import user_code_definition
@@ -62,6 +63,15 @@ def define_local(
     (``isolation``: in processes of its own, as with ``--isolate``)."""
     resolved = replace(resolve(str(path), discover(), options=options), name=name)
     return model_definition(resolved, isolation=isolation)
+
+
+async def job_result(job: Job, timeout: float = 30.0) -> Any:
+    """The value a runtime job ends with (its streamed items are skipped)."""
+    with anyio.fail_after(timeout):
+        async for event in job.events():
+            if isinstance(event, Done):
+                return event.value
+    raise AssertionError(f"job {job.request_id} ended without a result")
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:

@@ -25,11 +25,11 @@ from localinfer.errors import (
     WorkerCrashed,
 )
 from localinfer.handlers.base import Handler
-from localinfer.runtime import Done, ModelDefinition, ModelRegistry
+from localinfer.runtime import ModelDefinition, ModelRegistry
 from localinfer.runtime.job import Job
 from localinfer.runtime.model import ServedModel
 from localinfer.runtime.worker import WorkerState
-from tests.support import wait_until
+from tests.support import job_result, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -69,11 +69,7 @@ async def served(
 
 
 async def answer(job: Job, timeout: float = 5.0) -> Any:
-    with anyio.fail_after(timeout):
-        async for event in job.events():
-            if isinstance(event, Done):
-                return event.value
-    raise AssertionError("no result")
+    return await job_result(job, timeout)
 
 
 async def busy(model: ServedModel, index: int = 0) -> None:

@@ -14,12 +14,13 @@ import pytest
 from localinfer.errors import HandlerFailed, ModelNotReady, WorkerCrashed
 from localinfer.handlers.base import Handler, ModelSource
 from localinfer.plugins import HandlerSpec
-from localinfer.runtime import Chunk, Done, ModelDefinition, ModelRegistry
+from localinfer.runtime import Chunk, ModelDefinition, ModelRegistry
 from localinfer.runtime.isolated_child import HandlerRecipe
 from localinfer.runtime.isolation import ProcessHandler
 from localinfer.runtime.job import Job
 from localinfer.runtime.model import ServedModel
 from localinfer.runtime.worker import WorkerState
+from tests.support import job_result as answer
 from tests.support import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -47,14 +48,6 @@ async def served(*definitions: ModelDefinition, **registry: Any) -> AsyncIterato
             reg.add(definition)
         await reg.wait_ready(LOAD_S)
         yield reg
-
-
-async def answer(job: Job, timeout: float = 30.0) -> Any:
-    with anyio.fail_after(timeout):
-        async for event in job.events():
-            if isinstance(event, Done):
-                return event.value
-    raise AssertionError("no result")
 
 
 async def items(job: Job, timeout: float = 30.0) -> list[Any]:
