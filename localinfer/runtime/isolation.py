@@ -9,9 +9,9 @@ its memory goes back to the system when it is killed: a thread could only be aba
 
 :class:`ProcessHandler` is the server's side: an ordinary handler to the runtime (its
 worker thread, batches, cancellation, ``/health`` and ``/v1/stats`` are the same). The
-child builds the real handler from a picklable recipe (a catalog model's handler and source,
-or a user code target's import path), loads it, and
-serves what the pipe brings (:mod:`localinfer.runtime.isolated_child`).
+child builds the real handler from a picklable recipe (a catalog model's handler and
+source, or a user code target's import path), loads it, and serves what the pipe brings
+(:mod:`localinfer.runtime.isolated_child`).
 
 The wire: tuples whose first element says what they are, pickled by
 ``multiprocessing.connection``.
@@ -99,8 +99,6 @@ class ProcessHandler(Handler):
         self._next_key = 0
         self._caches: dict[str, CacheUsage] = {}
         self._reader: threading.Thread | None = None
-        #: how many times the child was started (1 after the load)
-        self.starts = 0
 
     # -- lifecycle
 
@@ -123,7 +121,6 @@ class ProcessHandler(Handler):
         process.start()
         theirs.close()
         self._process, self._conn = process, ours
-        self.starts += 1
         message = None
         while message is None:
             message = self._poll(ours)
