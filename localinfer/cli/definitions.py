@@ -3,7 +3,7 @@ when missing: shared by ``localinfer serve`` and the Ray Serve replicas it may s
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from localinfer.config import Settings
 from localinfer.errors import ConfigurationError
@@ -21,10 +21,15 @@ def check_isolated_names(settings: Settings, served: Collection[str]) -> None:
 
 
 def catalog_definitions(
-    specs: list[str], trust_remote_code: list[str], devices: list[str], settings: Settings
+    specs: list[str],
+    trust_remote_code: list[str],
+    devices: list[str],
+    settings: Settings,
+    names: Sequence[str] | None = None,
 ) -> list[ModelDefinition]:
     """Definitions for ``--models``: aliases, repo ids and local paths. A model not
-    downloaded yet is pulled first, with progress (refused at once when offline)."""
+    downloaded yet is pulled first, with progress (refused at once when offline). ``names``:
+    what each is served as (default: as named), which the ``isolate`` setting names."""
     if not specs:
         return []
     from localinfer.cli.models import resolve_or_pull
@@ -49,7 +54,7 @@ def catalog_definitions(
             workers_per_device=settings.workers,
             max_queue=settings.max_queue,
             stream_buffer=settings.stream_buffer,
-            isolation=settings.isolation(spec),
+            isolation=settings.isolation(name),
         )
-        for spec in specs
+        for spec, name in zip(specs, names or specs, strict=True)
     ]

@@ -84,9 +84,6 @@ def serve_command(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None) is not None:
         from localinfer.ray.cli import serve_on_ray
 
-        # on Ray the targets are imported in their replicas: only catalog models are known
-        check_isolated_names(settings, model_specs)
-
         return serve_on_ray(args, settings, overrides, model_specs)
     definitions: list[ModelDefinition] = catalog_definitions(
         model_specs, args.trust_remote_code, devices, settings

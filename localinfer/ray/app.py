@@ -13,6 +13,7 @@ from typing import Any, cast
 from ray import serve
 from ray.serve import Application, Deployment
 
+from localinfer.cli.definitions import check_isolated_names
 from localinfer.config import ReplicaSettings
 from localinfer.ray.board import ReplicaBoard
 from localinfer.ray.ingress import Ingress
@@ -67,6 +68,8 @@ def build_app(config: RayAppConfig | dict[str, Any]) -> Application:
     application builder for ``serve run localinfer.ray:build_app models=...``)."""
     app_config = config if isinstance(config, RayAppConfig) else RayAppConfig.model_validate(config)
     settings = app_config.load_settings()
+    sources = app_config.sources()
+    check_isolated_names(settings, [source.name for source in sources])
     args = app_config.model_dump()
     board = _deployment(ReplicaBoard, name="board", ray_actor_options={"num_cpus": 0}).bind()
     in_ingress = app_config.in_ingress(settings)
@@ -76,7 +79,7 @@ def build_app(config: RayAppConfig | dict[str, Any]) -> Application:
             name=deployment_name(source.name),
             **deployment_options(app_config.deployment_settings(settings, source.name)),
         ).bind(args, source.name, board)
-        for source in app_config.sources()
+        for source in sources
         if source.name not in app_config.multiplexed and source.name not in in_ingress
     }
     if app_config.multiplexed:

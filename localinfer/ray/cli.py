@@ -20,6 +20,7 @@ import signal
 import threading
 from typing import Any
 
+from localinfer.cli.definitions import check_isolated_names
 from localinfer.config import Settings
 from localinfer.errors import ConfigurationError
 from localinfer.ray.spec import RayAppConfig
@@ -115,6 +116,8 @@ def serve_on_ray(
     from localinfer.ray.app import build_app
 
     config = app_config(args, settings, overrides, specs)
+    # before Ray starts (build_app checks it again, for serve config files)
+    check_isolated_names(settings, [source.name for source in config.sources()])
     signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C, starting or not
     try:
         if args.ray == "local":

@@ -167,6 +167,7 @@ def definition_for(source: ModelSource, settings: Settings) -> ModelDefinition:
         return target_definition(
             source.spec,
             name=source.name,
+            isolation_of=settings.isolation,
             devices=devices,
             workers_per_device=settings.workers,
             max_queue=settings.max_queue,
@@ -175,7 +176,9 @@ def definition_for(source: ModelSource, settings: Settings) -> ModelDefinition:
     from localinfer.cli.definitions import catalog_definitions
 
     trust = [source.spec] if source.trust_remote_code else []
-    (definition,) = catalog_definitions([source.spec], trust, devices, settings)
+    (definition,) = catalog_definitions(
+        [source.spec], trust, devices, settings, names=[source.name]
+    )
     return dataclasses.replace(definition, name=source.name)
 
 

@@ -107,7 +107,12 @@ def ray_served(tiny_llama_dir: Path) -> Iterator[RayServed]:
                 # both on one replica that holds one of them at a time
                 "multiplexed": ["echo", "countdown"],
                 "models_per_replica": 1,
-                "settings": {"replicas": ray_replica_settings(), "request_timeout_s": 60},
+                # ticks runs in a process of its own inside its replica (--isolate)
+                "settings": {
+                    "replicas": ray_replica_settings(),
+                    "request_timeout_s": 60,
+                    "isolate": ["ticks"],
+                },
                 "ingress_num_cpus": 0.25,
                 "api_key_required": True,
             }

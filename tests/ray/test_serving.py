@@ -79,6 +79,10 @@ def test_same_surface_on_ray(ray_served: RayServed) -> None:
 
 
 def test_stream_streams_and_cancels_on_its_replica(ray_served: RayServed) -> None:
+    """``ticks`` is isolated: the stream and its cancellation cross a replica, then a pipe."""
+    with ray_served.http() as http:
+        metadata = http.get("/v2/models/ticks").json()  # the replica's definition says so
+    assert metadata["parameters"]["capabilities"]["isolation"] == "process (nice)"
     body = {"kwargs": {"n": 400, "delay_s": 0.05}, "stream": True}
     before = _stats(ray_served)["ticks"]["replicas"][0]["cancelled"]
     started = time.monotonic()
