@@ -156,6 +156,21 @@ def served(
             stop_server(process, grace_s, quiet=quiet_stop)
 
 
+def serve_command(port: int, *flags: str) -> list[str]:
+    """``localinfer serve`` on loopback at ``port``, logging warnings only, with ``flags``."""
+    return [
+        sys.executable,
+        "-m",
+        "localinfer",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *flags,
+    ]
+
+
 def write_docs_block(doc: Path, begin: str, end: str, block: str, heading: str) -> None:
     """Put ``block`` (which starts with ``begin`` and ends with ``end``) into ``doc``: in
     place of the block there, else under ``heading``, else at the end under it."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import ROOT, free_port, log, machine, served, write_results
+from bench.common import ROOT, free_port, log, machine, serve_command, served, write_results
 
 CHAT, EMBED = "smollm2-135m-instruct", "all-minilm"
 STREAMS, TOKENS = 4, 128
@@ -74,21 +74,7 @@ async def one_round(url: str, number: int) -> dict[str, float]:
 
 
 def command(port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "localinfer",
-        "serve",
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--models",
-        f"{CHAT},{EMBED}",
-        "--log-level",
-        "warning",
-        *extra,
-    ]
+    return serve_command(port, "--device", "cpu", "--models", f"{CHAT},{EMBED}", *extra)
 
 
 def main(argv: list[str] | None = None) -> int:

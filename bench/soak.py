@@ -47,6 +47,7 @@ from bench.common import (
     free_port,
     log,
     machine,
+    serve_command,
     served,
     write_docs_block,
     write_results,
@@ -237,20 +238,13 @@ def soak(
     url = f"http://127.0.0.1:{port}"
     logs = RESULTS_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "localinfer",
-        "serve",
-        "--port",
-        str(port),
+    command = serve_command(
+        port,
         "--max-queue",
         str(max_queue),
-        "--log-level",
-        "warning",
         *(["--isolate", isolate] if isolate else []),
         *(["--isolated-priority", isolated_priority] if isolated_priority else []),
-    ]
+    )
     log(f"[soak] starting {shlex.join(command[1:])} (log: {logs / 'soak-server.log'})")
     with served(command, url, timeout_s=600, log_path=logs / "soak-server.log", cwd=ROOT) as p:
         run = asyncio.run(drive(url, p.pid, duration, seed, disconnect, held, client_nice))
