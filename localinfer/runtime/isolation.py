@@ -99,6 +99,7 @@ class ProcessHandler(Handler):
         self._next_key = 0
         self._caches: dict[str, CacheUsage] = {}
         self._reader: threading.Thread | None = None
+        self._watched_at = 0.0  # when _watch last looked (time.monotonic)
 
     # -- lifecycle
 
@@ -168,11 +169,7 @@ class ProcessHandler(Handler):
         if process is None:
             return
         if conn is not None:
-            try:
-                with self._send_lock:
-                    conn.send(("close",))
-            except (OSError, ValueError):
-                pass
+            self._send(("close",), conn)
         process.join(CLOSE_WAIT_S)
         if process.is_alive():
             logger.warning("%s did not exit within %.0f s: killed", process.name, CLOSE_WAIT_S)
@@ -190,9 +187,8 @@ class ProcessHandler(Handler):
         batch = self._submit(items)
         if self._reader is None:
             self._pump(until=batch)
-        else:
-            while not batch.returned.wait(POLL_S) and self._conn is not None:
-                pass
+        else:  # the reader sets it, or fails the batch when the child ends
+            batch.returned.wait()
         if batch.error is not None:
             raise batch.error
 
@@ -220,8 +216,9 @@ class ProcessHandler(Handler):
             self._child_ended(conn, "its pipe closed")
         return batch
 
-    def _send(self, message: tuple[Any, ...]) -> bool:
-        conn = self._conn
+    def _send(self, message: tuple[Any, ...], conn: Connection | None = None) -> bool:
+        """Send ``message`` to the child (``conn``: a pipe already let go of, to close it)."""
+        conn = conn or self._conn
         if conn is None:
             return False
         try:
@@ -250,7 +247,10 @@ class ProcessHandler(Handler):
             return
         if message is not None:
             self._dispatch(message)
-        self._watch(conn)
+        now = time.monotonic()
+        if message is None or now - self._watched_at >= POLL_S:  # not at every token
+            self._watched_at = now
+            self._watch(conn, now)
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -300,10 +300,9 @@ class ProcessHandler(Handler):
         except Exception as exc:
             self._send(("reply", call, False, portable_error(exc)))
 
-    def _watch(self, conn: Connection) -> None:
+    def _watch(self, conn: Connection, now: float) -> None:
         """Pass cancellations on; kill a child stuck past :attr:`kill_after_s` after every
         request it serves ended."""
-        now = time.monotonic()
         with self._lock:
             live = list(self._items.items())
         if not live:
