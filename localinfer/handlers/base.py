@@ -254,6 +254,13 @@ class Handler:
     def close(self) -> None:
         """Release the model (called in the worker thread when it stops)."""
 
+    def on_abandoned(self) -> str | None:
+        """The runtime gave up on the thread in this handler (a ``load()`` past
+        ``load_timeout_s``, a hang): free what can be freed without that thread, and say
+        what, for the log. Called on the event loop, so it must not block. A thread cannot
+        be stopped: by default nothing (``None``)."""
+        return None
+
     def cache_usage(self) -> dict[str, CacheUsage]:
         """What the handler keeps between requests, by cache name, for ``/v1/stats``: a
         soak tells a bounded cache filling up from a leak by it. Called on the event loop

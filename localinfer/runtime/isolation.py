@@ -163,6 +163,17 @@ class ProcessHandler(Handler):
         if reader is not None and reader is not threading.current_thread():
             reader.join(timeout=CLOSE_WAIT_S)
 
+    def on_abandoned(self) -> str | None:
+        """The runtime gave up on the worker thread (a load past ``load_timeout_s``, a
+        hang): kill the child, whose end the thread sees within :data:`POLL_S`, so it
+        returns, and the child's memory goes back to the system."""
+        process = self._process
+        if process is None or not process.is_alive():
+            return None
+        process.kill()
+        logger.warning("%s (pid %s) killed: its worker was given up on", process.name, process.pid)
+        return f"its process (pid {process.pid}) was killed"
+
     def _stop_child(self) -> None:
         process, conn = self._process, self._conn
         self._conn = None

@@ -16,6 +16,9 @@ Every change is made on the loop:
 - A worker whose ``load()`` runs past ``load_timeout_s`` (its turn to load counted, not
   the wait for it) has failed: its thread is abandoned (it ends if the load ever returns),
   its turn to load goes to the next model, and the model reports the reason.
+- Either way the handler is told (``Handler.on_abandoned``, on the loop): one that can
+  free its work without the thread does — a model in a process of its own kills that
+  process, so its memory comes back and the thread returns at once.
 """
 
 from __future__ import annotations
@@ -208,12 +211,14 @@ class WorkerSupervisor:
             worker.error = f"stuck in the handler {stuck_s:.1f} s after request {running} ended"
             del pool.slots[worker.index]
             self.abandoned.append(worker)
+            freed = worker.free_abandoned()
             logger.error(
-                "model %s worker %d.%d: %s; abandoning its thread%s",
+                "model %s worker %d.%d: %s; abandoning its thread%s%s",
                 pool.name,
                 worker.index,
                 worker.generation,
                 worker.error,
+                f" ({freed})" if freed else "",
                 "" if retiring else " and starting a replacement",
             )
             if retiring:
@@ -239,9 +244,11 @@ class WorkerSupervisor:
         LOADS.give_up(worker)
         worker.state = WorkerState.FAILED
         worker.hung_since = time.monotonic()
+        freed = worker.free_abandoned()
         worker.error = (
             f"load() did not finish within load_timeout_s ({self.load_timeout_s:g} s) on "
-            f"{worker.device}; its thread is abandoned and ends if the load ever returns"
+            f"{worker.device}; "
+            + (freed or "its thread is abandoned and ends if the load ever returns")
         )
         self.abandoned.append(worker)
         logger.error("model %s worker %d: %s", self.pool.name, worker.index, worker.error)

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from localinfer.handlers.base import Handler, ModelSource, WorkItem
@@ -23,6 +24,9 @@ class Scripted(Handler):
     def load(self, device: str) -> None:
         if self.options.get("fail_load"):
             raise RuntimeError("these weights are not loadable")
+        if hang_with_pid_in := self.options.get("hang_load"):
+            Path(hang_with_pid_in).write_text(str(os.getpid()))
+            time.sleep(3600)  # a load that never ends
         self.engine = f"scripted on {device}"
 
     def run_batch(self, inputs: list[Any]) -> list[Any]:

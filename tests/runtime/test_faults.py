@@ -210,6 +210,33 @@ async def test_a_hung_worker_is_abandoned_and_replaced_and_its_late_result_is_lo
         assert model.stats.in_flight == 0
 
 
+class Freeable(Calls):
+    """Hangs on its gate; given up on, it opens the gate (as a process handler kills)."""
+
+    gate = threading.Event()
+
+    def on_abandoned(self) -> str | None:
+        self.gate.set()
+        return "its call was freed"
+
+
+async def test_a_handler_given_up_on_frees_its_thread_at_once() -> None:
+    Freeable.gate.clear()
+    async with ModelRegistry(hang_grace_s=0.1) as reg:
+        model = reg.add(ModelDefinition(name="free", create_handler=lambda i, d: Freeable()))
+        await reg.wait_ready(10)
+        hung = model.submit(lambda: Freeable.gate.wait(30) and "late")
+        await busy(model)
+        old = model.workers[0]
+        hung.release("timeout")
+        await wait_until(lambda: old.abandoned, timeout=3)
+        # told on the loop, the handler freed its thread: it returns, and is not counted
+        await wait_until(lambda: not model.abandoned_workers, timeout=3)
+        old.thread.join(2)
+        assert not old.thread.is_alive()
+        assert await answer(model.submit(thread_name)) == "localinfer:free:0.1"
+
+
 async def test_past_the_bound_a_hung_worker_is_reported_not_replaced() -> None:
     async with served(hang_grace_s=0.15, max_abandoned=1) as model:
         gates = [threading.Event(), threading.Event()]

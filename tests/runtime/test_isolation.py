@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -158,6 +159,28 @@ async def test_a_load_that_fails_in_the_child_fails_the_model_with_its_reason() 
         await wait_until(lambda: iso.workers[0].state == WorkerState.FAILED, timeout=LOAD_S)
         assert "these weights are not loadable" in str(iso.workers[0].error)
         with pytest.raises(ModelNotReady, match="not loadable"):
+            iso.submit({"op": "pid"})
+
+
+async def test_a_load_past_its_timeout_kills_the_child_and_the_thread_returns(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "pid"
+    async with ModelRegistry(load_timeout_s=LOAD_S) as reg:
+        iso = reg.add(isolated(hang_load=str(pid_file)))
+        await wait_until(pid_file.exists, timeout=LOAD_S)  # the child is in its load
+        pid = int(pid_file.read_text())
+        worker = iso.workers[0]
+        iso.supervisor.load_timeout_s = 0.1  # judged now, not in a minute
+        await wait_until(lambda: worker.state == WorkerState.FAILED, timeout=10)
+        assert "load_timeout_s (0.1 s)" in str(worker.error)
+        assert f"its process (pid {pid}) was killed" in str(worker.error)
+        # the child's end reaches the thread within a poll: it returns and is not counted
+        await wait_until(lambda: not iso.abandoned_workers, timeout=10)
+        await wait_until(lambda: not worker.thread.is_alive(), timeout=10)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone, and reaped: its memory is back
+        with pytest.raises(ModelNotReady, match="load_timeout_s"):
             iso.submit({"op": "pid"})
 
 
