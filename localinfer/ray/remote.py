@@ -143,6 +143,11 @@ class RemoteModel(ServedModel):
     def can_serve(self) -> bool:
         return not self._closing
 
+    @property
+    def engine(self) -> str | None:
+        """What its replicas serve it with (``/v1/models``, ``/health``, ``/v1/stats``)."""
+        return reports.engine(self.replicas)
+
     def health(self) -> dict[str, Any]:
         """As a local model's, from its replicas' reports: ``ready`` only while every
         replica is (a replica degraded makes ``/health`` say so, as a worker does on plain
@@ -153,6 +158,7 @@ class RemoteModel(ServedModel):
             "ready": self.ready and not replicas["degraded_replicas"],
             "draining": self._closing,
             "capabilities": self.capabilities,
+            "engine": self.engine,
             **replicas,
         }
 

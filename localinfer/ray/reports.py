@@ -86,6 +86,13 @@ def model_health(reports: list[Report]) -> dict[str, Any]:
     }
 
 
+def engine(reports: list[Report]) -> str | None:
+    """What serves the model, as the first of its replicas' loaded workers says."""
+    return next(
+        (w["engine"] for r in reports for w in r.get("workers", []) if w.get("engine")), None
+    )
+
+
 def model_stats(reports: list[Report]) -> dict[str, Any]:
     """What a model's ``/v1/stats`` entry takes from its replicas: the sums (over the
     ingress's own zeros: it runs no worker of the model) and the replicas."""

@@ -182,7 +182,14 @@ def _report(replica: str, *, ready: bool, abandoned_threads: int = 0) -> dict[st
         "restarts": 1,
         "hangs": abandoned_threads,
         "hung_workers": 0 if ready else 1,
-        "workers": [{"index": 0, "state": "ready" if ready else "hung", "device": "cpu"}],
+        "workers": [
+            {
+                "index": 0,
+                "state": "ready" if ready else "hung",
+                "device": "cpu",
+                "engine": f"llama.cpp on {replica}",
+            }
+        ],
         "abandoned_workers": [],
         "abandoned_device_memory_bytes": 0,
         "abandoned_threads": threads,
@@ -208,7 +215,9 @@ async def test_abandoned_threads_and_a_degraded_replica_show_in_health_and_stats
             "engine-loop-1",
         ]
         assert {t["replica"] for t in health["abandoned_threads"]} == {"r2"}
+        assert health["engine"] == model.engine == "llama.cpp on r1"  # /v1/models says it too
         stats = model_stats(model)
+        assert stats["engine"] == "llama.cpp on r1"
         assert stats["abandoned_threads"] == 2 and stats["hung_workers"] == 1
         assert stats["restarts"] == 2 and stats["workers"] == 2
         by_replica = {r["replica"]: r for r in stats["replicas"]}

@@ -82,6 +82,8 @@ def test_stream_streams_and_cancels_on_its_replica(ray_served: RayServed) -> Non
     """``ticks`` is isolated: the stream and its cancellation cross a replica, then a pipe."""
     with ray_served.http() as http:
         metadata = http.get("/v2/models/ticks").json()  # the replica's definition says so
+        cards = {card["id"]: card for card in http.get("/v1/models").json()["data"]}
+    assert cards["ticks"]["engine"].endswith("(in a process of its own)")  # as its replica says
     assert metadata["parameters"]["capabilities"]["isolation"] == "process (nice)"
     body = {"kwargs": {"n": 400, "delay_s": 0.05}, "stream": True}
     before = _stats(ray_served)["ticks"]["replicas"][0]["cancelled"]
