@@ -9,13 +9,13 @@ import os
 import pickle
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from localinfer.errors import HandlerFailed, LocalInferError
-from localinfer.handlers.base import Handler, ModelSource, bind_context
+from localinfer.handlers.base import Handler, ModelSource, ThreadLedger, bind_context
 from localinfer.plugins import HandlerSpec
 from localinfer.runtime.job import as_localinfer_error
 
@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: how long a child may take to close its handler and exit before it is killed
 CLOSE_WAIT_S = 10.0
+#: how often an idle child tells the server which of its handler's abandoned threads live
+TELL_THREADS_S = 1.0
 
 
 class Recipe(Protocol):
@@ -113,10 +115,48 @@ class _ChildContext:
         yield from self._child.call(model, payload, timeout_s, stream=True)
 
 
+class _ChildLedger(ThreadLedger):
+    """The handler's own abandoned threads, told to the server's side over a pipe of their
+    own (read there at any time, not only while a batch runs), whose runtime counts them
+    against ``max_abandoned_workers`` and lists them on ``/health``."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._told: list[tuple[str, str]] = []
+
+    def _say(self, message: tuple[Any, ...], *, answered: bool = False) -> Any:
+        try:
+            with self._lock:
+                self._conn.send(message)
+                return self._conn.recv() if answered else None
+        except (EOFError, OSError, ValueError):
+            return None  # the server is gone; the main thread sees it too
+
+    def may_abandon(self) -> bool:
+        return bool(self._say(("may_abandon",), answered=True))
+
+    def abandon(self, name: str, reason: str, alive: Callable[[], bool]) -> None:
+        super().abandon(name, reason, alive)
+        self.tell()
+
+    def stuck_in_place(self, reason: str | None) -> None:
+        super().stuck_in_place(reason)
+        self._say(("stuck", reason))
+
+    def tell(self) -> None:
+        """Send the abandoned threads still running, if that changed since last told."""
+        live = [(thread.name, thread.reason) for thread in self.live()]
+        if live != self._told:
+            self._told = live
+            self._say(("threads", live))
+
+
 class _Child:
     """The child's main thread reads the pipe; a runner thread runs the handler."""
 
-    def __init__(self, conn: Connection, handler: Handler) -> None:
+    def __init__(self, conn: Connection, ledger: Connection, handler: Handler) -> None:
         self.conn = conn
         self.handler = handler
         self._send_lock = threading.Lock()
@@ -124,6 +164,7 @@ class _Child:
         self._batches: queue.SimpleQueue[tuple[int, list[_ChildItem]] | None] = queue.SimpleQueue()
         self._calls: dict[int, queue.SimpleQueue[tuple[bool, Any]]] = {}
         self._next_call = 0
+        self.ledger = _ChildLedger(ledger)
 
     def send(self, message: tuple[Any, ...]) -> None:
         try:
@@ -154,6 +195,9 @@ class _Child:
         try:
             while True:
                 try:
+                    if not self.conn.poll(TELL_THREADS_S):
+                        self.ledger.tell()  # an abandoned thread may have ended meanwhile
+                        continue
                     message = self.conn.recv()
                 except (EOFError, OSError):
                     break  # the server is gone
@@ -210,6 +254,7 @@ def run_idle() -> None:
 
 def serve_in_child(
     conn: Connection,
+    ledger: Connection,
     recipe: Recipe,
     model: str,
     index: int,
@@ -230,8 +275,9 @@ def serve_in_child(
     try:
         bind_thread_to_device(device)
         handler = recipe.build(index, device)
-        child = _Child(conn, handler)
+        child = _Child(conn, ledger, handler)
         bind_context(handler, _ChildContext(child, model))
+        handler.thread_ledger = child.ledger
         handler.load(device)
     except BaseException as exc:
         logger.exception("%s failed to load on %s", recipe.name, device)

@@ -22,7 +22,14 @@ The wire: tuples whose first element says what they are, pickled by
 - child to server: ``("loaded", engine, max_in_flight)`` or ``("load_failed", error)``,
   ``("emit", key, chunk)``, ``("finish", key, result)``, ``("fail", key, error)``,
   ``("returned", no, error, caches)`` (``process`` returned or raised),
-  ``("call", call, model, payload, timeout_s, stream)`` (the handler calls another model).
+  ``("call", call, model, payload, timeout_s, stream)`` (the handler calls another model);
+- on a second pipe, read by a thread of its own at any time, the handler's own stuck
+  threads (its ``ThreadLedger``): ``("may_abandon",)`` (answered ``True`` or ``False``),
+  ``("threads", [(name, reason), ...])`` (the abandoned ones still running),
+  ``("stuck", reason)``.
+
+A handler's thread that it may not abandon (``stuck``) ends with its process: the child is
+killed and started again with the next batch, which a thread in the server could not do.
 """
 
 from __future__ import annotations
@@ -33,11 +40,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
 from localinfer.config import IsolatedPriority
-from localinfer.errors import HandlerFailed, WorkerCrashed
+from localinfer.errors import EngineStalled, HandlerFailed, LocalInferError, WorkerCrashed
 from localinfer.handlers.base import CacheUsage, Handler, WorkItem
 from localinfer.runtime.isolated_child import (
     CLOSE_WAIT_S,
@@ -100,6 +108,8 @@ class ProcessHandler(Handler):
         self._caches: dict[str, CacheUsage] = {}
         self._reader: threading.Thread | None = None
         self._watched_at = 0.0  # when _watch last looked (time.monotonic)
+        #: the child handler's abandoned threads still running, as it last told
+        self._child_threads: set[str] = set()
 
     # -- lifecycle
 
@@ -110,22 +120,37 @@ class ProcessHandler(Handler):
     def _start(self) -> None:
         spawn = multiprocessing.get_context("spawn")
         ours, theirs = spawn.Pipe()
+        ledger_ours, ledger_theirs = spawn.Pipe()
         level = logging.getLogger("localinfer").getEffectiveLevel()
         model = self.context.model or self.recipe.name
         name = f"localinfer:{model}"
         process = spawn.Process(
             target=serve_in_child,
-            args=(theirs, self.recipe, model, self.index, self._device, level, self.idle),
+            args=(
+                theirs,
+                ledger_theirs,
+                self.recipe,
+                model,
+                self.index,
+                self._device,
+                level,
+                self.idle,
+            ),
             name=name,
             daemon=True,  # multiprocessing ends it when the server exits
         )
         process.start()
         theirs.close()
+        ledger_theirs.close()
         self._process, self._conn = process, ours
-        message = None
-        while message is None:
-            message = self._poll(ours)
-        if message is _ENDED:
+        threading.Thread(
+            target=self._answer_ledger,
+            args=(ledger_ours, process),
+            name=f"{name}:ledger",
+            daemon=True,
+        ).start()
+        message = self._load_answer(ours)
+        if message is None:
             self._conn = None
             raise HandlerFailed(
                 f"the process loading {self.recipe.name} ended while loading "
@@ -144,6 +169,17 @@ class ProcessHandler(Handler):
                 target=self._read_forever, args=(ours,), name=f"{name}:reader", daemon=True
             )
             self._reader.start()
+
+    def _load_answer(self, conn: Connection) -> tuple[Any, ...] | None:
+        """The child's answer to its load (``None``: it ended first)."""
+        while True:
+            message = self._poll(conn)
+            if message is _ENDED:
+                return None
+            if message is not None and message[0] in _LOAD_ENDS:
+                return tuple(message)
+            if message is not None:  # its ledger may speak while it loads
+                self._dispatch(message)
 
     def _poll(self, conn: Connection) -> Any:
         """The child's next message, ``None`` if none came within :data:`POLL_S`, or
@@ -299,6 +335,50 @@ class ProcessHandler(Handler):
         else:
             logger.error("%s: unknown message %r from its process", self.recipe.name, kind)
 
+    def _answer_ledger(self, conn: Connection, process: Any) -> None:
+        """A thread per child: what its handler's ledger says, until the child ends."""
+        try:
+            while True:
+                message = conn.recv()
+                kind = message[0]
+                if kind == "may_abandon":
+                    conn.send(self.thread_ledger.may_abandon())
+                elif kind == "threads":
+                    self._mirror_threads(process, message[1])
+                elif kind == "stuck":
+                    self._stuck(process, message[1])
+        except (EOFError, OSError):
+            pass  # the child ended
+        finally:
+            conn.close()
+
+    def _mirror_threads(self, process: Any, live: list[tuple[str, str]]) -> None:
+        """The child's abandoned threads, counted in the server's ledger as its own."""
+        with self._lock:
+            if self._process is not process:
+                return  # a child already replaced, telling late
+            new = [(name, reason) for name, reason in live if name not in self._child_threads]
+            self._child_threads = {name for name, _ in live}
+        for name, reason in new:
+            alive = partial(self._child_thread_alive, process, name)
+            self.thread_ledger.abandon(f"{name} (pid {process.pid})", reason, alive)
+
+    def _child_thread_alive(self, process: Any, name: str) -> bool:
+        return self._process is process and name in self._child_threads
+
+    def _stuck(self, process: Any, reason: str | None) -> None:
+        """The child's handler has a stuck thread it may not leave behind: the process
+        goes (the thread with it), and a fresh one starts with the next batch."""
+        conn = self._conn
+        if reason is None or conn is None or self._process is not process:
+            return
+        logger.error("%s: %s; its process is killed and starts again", process.name, reason)
+        process.kill()
+        process.join(CLOSE_WAIT_S)
+        self._child_ended(
+            conn, f"killed: {reason}", EngineStalled(f"{reason}; its process starts again")
+        )
+
     def _answer_call(
         self, call: int, model: str, payload: Any, timeout_s: float | None, stream: bool
     ) -> None:
@@ -340,8 +420,11 @@ class ProcessHandler(Handler):
         process.join(1.0)
         return f"exit code {process.exitcode}"
 
-    def _child_ended(self, conn: Connection, reason: str) -> None:
-        """The child is gone: fail what it was serving; the next batch starts a new one."""
+    def _child_ended(
+        self, conn: Connection, reason: str, error: LocalInferError | None = None
+    ) -> None:
+        """The child is gone: fail what it was serving (``error``, or ``worker_crashed``);
+        the next batch starts a new one."""
         with self._lock:
             if self._conn is not conn:
                 return  # told already
@@ -350,6 +433,7 @@ class ProcessHandler(Handler):
             items, self._items = list(self._items.values()), {}
             batches, self._batches = list(self._batches.values()), {}
             self._cancelled.clear()
+            self._child_threads = set()  # they ended with it
         if items:
             logger.error(
                 "the process serving %s ended (%s) with %d requests in it",
@@ -360,7 +444,8 @@ class ProcessHandler(Handler):
         for item in items:
             if not item.done:
                 item.fail(
-                    WorkerCrashed(
+                    error
+                    or WorkerCrashed(
                         f"the process serving this request ended ({reason}); "
                         "it starts again with the next request"
                     )
@@ -374,6 +459,8 @@ class ProcessHandler(Handler):
 
 
 _ENDED = object()
+#: the child's answers to its load
+_LOAD_ENDS = ("loaded", "load_failed")
 
 
 def isolated(

@@ -51,7 +51,20 @@ class Scripted(Handler):
             return "slept"
         if op == "call":
             return self.context.call(payload["model"], payload["payload"])
+        if op == "leave_a_thread":
+            return self._leave_a_thread(payload["s"])
         raise KeyError(op)
+
+    def _leave_a_thread(self, seconds: float) -> bool:
+        """Gives up on a thread of its own that runs ``seconds`` more, as a stalled engine's
+        loop is, if its ledger allows; else reports itself stuck. Whether it was allowed."""
+        if not self.thread_ledger.may_abandon():
+            self.thread_ledger.stuck_in_place(f"a stuck loop it may not leave (pid {os.getpid()})")
+            return False
+        stuck = threading.Thread(target=time.sleep, args=(seconds,), daemon=True)
+        stuck.start()
+        self.thread_ledger.abandon("stuck-loop", "stalled for a test", stuck.is_alive)
+        return True
 
     def _spin(self) -> Iterator[int]:
         n = 0

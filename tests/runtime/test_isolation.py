@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from localinfer.errors import HandlerFailed, ModelNotReady, WorkerCrashed
+from localinfer.errors import EngineStalled, HandlerFailed, ModelNotReady, WorkerCrashed
 from localinfer.handlers.base import Handler, ModelSource
 from localinfer.plugins import HandlerSpec
 from localinfer.runtime import Chunk, ModelDefinition, ModelRegistry
@@ -178,10 +178,46 @@ async def test_a_load_past_its_timeout_kills_the_child_and_the_thread_returns(
         # the child's end reaches the thread within a poll: it returns and is not counted
         await wait_until(lambda: not iso.abandoned_workers, timeout=10)
         await wait_until(lambda: not worker.thread.is_alive(), timeout=10)
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)  # gone, and reaped: its memory is back
+        assert not _running(pid)  # gone, and reaped: its memory is back
         with pytest.raises(ModelNotReady, match="load_timeout_s"):
             iso.submit({"op": "pid"})
+
+
+async def test_a_thread_the_child_abandons_is_counted_by_the_server_until_it_ends() -> None:
+    async with served(isolated(), max_abandoned_workers=1) as reg:
+        iso = model(reg)
+        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
+        assert await answer(iso.submit({"op": "leave_a_thread", "s": 3})) is True
+        threads = iso.health()["abandoned_threads"]
+        assert [t["thread"] for t in threads] == [f"stuck-loop (pid {pid})"]
+        assert threads[0]["error"] == "stalled for a test"
+        assert not iso.supervisor.may_abandon()  # it counts against max_abandoned_workers
+        # the thread ends in the child: told within a second, it is no longer counted
+        await wait_until(lambda: not iso.health()["abandoned_threads"], timeout=10)
+        assert iso.supervisor.may_abandon()
+
+
+async def test_a_thread_the_child_may_not_abandon_ends_with_its_process() -> None:
+    async with served(isolated(), max_abandoned_workers=0) as reg:
+        iso = model(reg)
+        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
+        refused = iso.submit({"op": "leave_a_thread", "s": 600})
+        try:  # its answer and its report of the stuck thread cross on different pipes
+            assert await answer(refused) is False
+        except EngineStalled as exc:
+            assert f"may not leave (pid {pid})" in str(exc)
+        # killed with its stuck thread (and reaped); the next request starts a fresh one
+        await wait_until(lambda: not _running(pid), timeout=10)
+        assert (await answer(iso.submit({"op": "pid"}), timeout=LOAD_S))["pid"] != pid
+        assert iso.workers[0].state == WorkerState.READY and iso.hung_workers == 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class Doubler(Handler):
