@@ -9,22 +9,21 @@ import os
 import pickle
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from localinfer.errors import HandlerFailed, LocalInferError
-from localinfer.handlers.base import Handler, ModelSource, ThreadLedger, bind_context
+from localinfer.handlers.base import Handler, ModelSource, bind_context
 from localinfer.plugins import HandlerSpec
+from localinfer.runtime.isolated_threads import TELL_THREADS_S, ChildLedger
 from localinfer.runtime.job import as_localinfer_error
 
 logger = logging.getLogger(__name__)
 
 #: how long a child may take to close its handler and exit before it is killed
 CLOSE_WAIT_S = 10.0
-#: how often an idle child tells the server which of its handler's abandoned threads live
-TELL_THREADS_S = 1.0
 
 
 class Recipe(Protocol):
@@ -53,6 +52,19 @@ class HandlerRecipe:
 
     def build(self, index: int, device: str) -> Handler:
         return self.spec.load_class()(self.source)  # type: ignore[call-arg]
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What a child process starts from (picklable): the handler's recipe, for whom it
+    serves, where, how it logs, and whether it runs at idle priority."""
+
+    recipe: Recipe
+    model: str
+    index: int
+    device: str
+    log_level: int
+    idle: bool
 
 
 def portable_error(exc: BaseException) -> LocalInferError:
@@ -115,44 +127,6 @@ class _ChildContext:
         yield from self._child.call(model, payload, timeout_s, stream=True)
 
 
-class _ChildLedger(ThreadLedger):
-    """The handler's own abandoned threads, told to the server's side over a pipe of their
-    own (read there at any time, not only while a batch runs), whose runtime counts them
-    against ``max_abandoned_workers`` and lists them on ``/health``."""
-
-    def __init__(self, conn: Connection) -> None:
-        super().__init__()
-        self._conn = conn
-        self._lock = threading.Lock()
-        self._told: list[tuple[str, str]] = []
-
-    def _say(self, message: tuple[Any, ...], *, answered: bool = False) -> Any:
-        try:
-            with self._lock:
-                self._conn.send(message)
-                return self._conn.recv() if answered else None
-        except (EOFError, OSError, ValueError):
-            return None  # the server is gone; the main thread sees it too
-
-    def may_abandon(self) -> bool:
-        return bool(self._say(("may_abandon",), answered=True))
-
-    def abandon(self, name: str, reason: str, alive: Callable[[], bool]) -> None:
-        super().abandon(name, reason, alive)
-        self.tell()
-
-    def stuck_in_place(self, reason: str | None) -> None:
-        super().stuck_in_place(reason)
-        self._say(("stuck", reason))
-
-    def tell(self) -> None:
-        """Send the abandoned threads still running, if that changed since last told."""
-        live = [(thread.name, thread.reason) for thread in self.live()]
-        if live != self._told:
-            self._told = live
-            self._say(("threads", live))
-
-
 class _Child:
     """The child's main thread reads the pipe; a runner thread runs the handler."""
 
@@ -164,7 +138,7 @@ class _Child:
         self._batches: queue.SimpleQueue[tuple[int, list[_ChildItem]] | None] = queue.SimpleQueue()
         self._calls: dict[int, queue.SimpleQueue[tuple[bool, Any]]] = {}
         self._next_call = 0
-        self.ledger = _ChildLedger(ledger)
+        self.ledger = ChildLedger(ledger)
 
     def send(self, message: tuple[Any, ...]) -> None:
         try:
@@ -252,16 +226,7 @@ def run_idle() -> None:
         logger.warning("could not run at idle priority: %s", exc)
 
 
-def serve_in_child(
-    conn: Connection,
-    ledger: Connection,
-    recipe: Recipe,
-    model: str,
-    index: int,
-    device: str,
-    level: int,
-    idle: bool,
-) -> None:
+def serve_in_child(conn: Connection, ledger: Connection, spec: ChildSpec) -> None:
     """The child process: build and load the handler, then serve until told or orphaned.
 
     It inherits the worker thread's nice value (``worker_nice``); with ``idle`` it runs at
@@ -269,18 +234,18 @@ def serve_in_child(
     from localinfer.log import configure_logging
     from localinfer.runtime.worker import bind_thread_to_device
 
-    configure_logging(logging.getLevelName(level).lower())
-    if idle:
+    configure_logging(logging.getLevelName(spec.log_level).lower())
+    if spec.idle:
         run_idle()
     try:
-        bind_thread_to_device(device)
-        handler = recipe.build(index, device)
+        bind_thread_to_device(spec.device)
+        handler = spec.recipe.build(spec.index, spec.device)
         child = _Child(conn, ledger, handler)
-        bind_context(handler, _ChildContext(child, model))
+        bind_context(handler, _ChildContext(child, spec.model))
         handler.thread_ledger = child.ledger
-        handler.load(device)
+        handler.load(spec.device)
     except BaseException as exc:
-        logger.exception("%s failed to load on %s", recipe.name, device)
+        logger.exception("%s failed to load on %s", spec.recipe.name, spec.device)
         conn.send(("load_failed", portable_error(exc)))
         conn.close()
         os._exit(1)  # threads the failed load left behind must not keep the process alive

@@ -23,13 +23,8 @@ The wire: tuples whose first element says what they are, pickled by
   ``("emit", key, chunk)``, ``("finish", key, result)``, ``("fail", key, error)``,
   ``("returned", no, error, caches)`` (``process`` returned or raised),
   ``("call", call, model, payload, timeout_s, stream)`` (the handler calls another model);
-- on a second pipe, read by a thread of its own at any time, the handler's own stuck
-  threads (its ``ThreadLedger``): ``("may_abandon",)`` (answered ``True`` or ``False``),
-  ``("threads", [(name, reason), ...])`` (the abandoned ones still running),
-  ``("stuck", reason)``.
-
-A handler's thread that it may not abandon (``stuck``) ends with its process: the child is
-killed and started again with the next batch, which a thread in the server could not do.
+- on a second pipe, the handler's own stuck threads (:mod:`.isolated_threads`); one it
+  may not abandon ends with its process, started again with the next batch.
 """
 
 from __future__ import annotations
@@ -40,7 +35,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -49,10 +43,12 @@ from localinfer.errors import EngineStalled, HandlerFailed, LocalInferError, Wor
 from localinfer.handlers.base import CacheUsage, Handler, WorkItem
 from localinfer.runtime.isolated_child import (
     CLOSE_WAIT_S,
+    ChildSpec,
     Recipe,
     portable_error,
     serve_in_child,
 )
+from localinfer.runtime.isolated_threads import LedgerRelay
 from localinfer.runtime.model import ModelDefinition
 
 logger = logging.getLogger(__name__)
@@ -108,8 +104,8 @@ class ProcessHandler(Handler):
         self._caches: dict[str, CacheUsage] = {}
         self._reader: threading.Thread | None = None
         self._watched_at = 0.0  # when _watch last looked (time.monotonic)
-        #: the child handler's abandoned threads still running, as it last told
-        self._child_threads: set[str] = set()
+        #: the child handler's own stuck threads (its ledger, on a pipe of its own)
+        self._threads = LedgerRelay(lambda: self.thread_ledger, self._stuck)
 
     # -- lifecycle
 
@@ -124,18 +120,10 @@ class ProcessHandler(Handler):
         level = logging.getLogger("localinfer").getEffectiveLevel()
         model = self.context.model or self.recipe.name
         name = f"localinfer:{model}"
+        spec = ChildSpec(self.recipe, model, self.index, self._device, level, self.idle)
         process = spawn.Process(
             target=serve_in_child,
-            args=(
-                theirs,
-                ledger_theirs,
-                self.recipe,
-                model,
-                self.index,
-                self._device,
-                level,
-                self.idle,
-            ),
+            args=(theirs, ledger_theirs, spec),
             name=name,
             daemon=True,  # multiprocessing ends it when the server exits
         )
@@ -143,12 +131,7 @@ class ProcessHandler(Handler):
         theirs.close()
         ledger_theirs.close()
         self._process, self._conn = process, ours
-        threading.Thread(
-            target=self._answer_ledger,
-            args=(ledger_ours, process),
-            name=f"{name}:ledger",
-            daemon=True,
-        ).start()
+        self._threads.start(ledger_ours, process, name)
         message = self._load_answer(ours)
         if message is None:
             self._conn = None
@@ -178,7 +161,7 @@ class ProcessHandler(Handler):
                 return None
             if message is not None and message[0] in _LOAD_ENDS:
                 return tuple(message)
-            if message is not None:  # its ledger may speak while it loads
+            if message is not None:  # a context call its load makes
                 self._dispatch(message)
 
     def _poll(self, conn: Connection) -> Any:
@@ -335,49 +318,19 @@ class ProcessHandler(Handler):
         else:
             logger.error("%s: unknown message %r from its process", self.recipe.name, kind)
 
-    def _answer_ledger(self, conn: Connection, process: Any) -> None:
-        """A thread per child: what its handler's ledger says, until the child ends."""
-        try:
-            while True:
-                message = conn.recv()
-                kind = message[0]
-                if kind == "may_abandon":
-                    conn.send(self.thread_ledger.may_abandon())
-                elif kind == "threads":
-                    self._mirror_threads(process, message[1])
-                elif kind == "stuck":
-                    self._stuck(process, message[1])
-        except (EOFError, OSError):
-            pass  # the child ended
-        finally:
-            conn.close()
-
-    def _mirror_threads(self, process: Any, live: list[tuple[str, str]]) -> None:
-        """The child's abandoned threads, counted in the server's ledger as its own."""
-        with self._lock:
-            if self._process is not process:
-                return  # a child already replaced, telling late
-            new = [(name, reason) for name, reason in live if name not in self._child_threads]
-            self._child_threads = {name for name, _ in live}
-        for name, reason in new:
-            alive = partial(self._child_thread_alive, process, name)
-            self.thread_ledger.abandon(f"{name} (pid {process.pid})", reason, alive)
-
-    def _child_thread_alive(self, process: Any, name: str) -> bool:
-        return self._process is process and name in self._child_threads
-
-    def _stuck(self, process: Any, reason: str | None) -> None:
+    def _stuck(self, process: Any, reason: str) -> None:
         """The child's handler has a stuck thread it may not leave behind: the process
         goes (the thread with it), and a fresh one starts with the next batch."""
         conn = self._conn
-        if reason is None or conn is None or self._process is not process:
-            return
-        logger.error("%s: %s; its process is killed and starts again", process.name, reason)
-        process.kill()
-        process.join(CLOSE_WAIT_S)
-        self._child_ended(
-            conn, f"killed: {reason}", EngineStalled(f"{reason}; its process starts again")
-        )
+        if conn is not None and self._process is process:
+            self._kill(conn, reason, EngineStalled(f"{reason}; its process starts again"))
+
+    def _kill(self, conn: Connection, why: str, error: LocalInferError | None = None) -> None:
+        """Kill the child and fail what it served (``error``, or ``worker_crashed``)."""
+        logger.error("%s: %s: killed, it starts again", self._process.name, why)
+        self._process.kill()
+        self._process.join(CLOSE_WAIT_S)
+        self._child_ended(conn, f"killed: {why}", error)
 
     def _answer_call(
         self, call: int, model: str, payload: Any, timeout_s: float | None, stream: bool
@@ -405,15 +358,7 @@ class ProcessHandler(Handler):
         if all(item.done or item.cancelled for _, item in live):
             since = [self._cancelled.get(key, now) for key, _ in live]
             if now - max(since) >= self.kill_after_s:
-                logger.error(
-                    "%s: still in its handler %.0f s after its requests ended: killed",
-                    self._process.name,
-                    self.kill_after_s,
-                )
-                self._process.kill()
-                self._process.join(CLOSE_WAIT_S)
-                stuck = f"killed, stuck {self.kill_after_s:.0f} s after its requests"
-                self._child_ended(conn, stuck)
+                self._kill(conn, f"stuck {self.kill_after_s:.0f} s after its requests ended")
 
     def _exit_reason(self) -> str:
         process = self._process
@@ -433,7 +378,7 @@ class ProcessHandler(Handler):
             items, self._items = list(self._items.values()), {}
             batches, self._batches = list(self._batches.values()), {}
             self._cancelled.clear()
-            self._child_threads = set()  # they ended with it
+            self._threads.forget()  # they ended with it
         if items:
             logger.error(
                 "the process serving %s ended (%s) with %d requests in it",

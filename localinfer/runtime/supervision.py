@@ -211,7 +211,7 @@ class WorkerSupervisor:
             worker.error = f"stuck in the handler {stuck_s:.1f} s after request {running} ended"
             del pool.slots[worker.index]
             self.abandoned.append(worker)
-            freed = worker.free_abandoned()
+            freed = self.free(worker)
             logger.error(
                 "model %s worker %d.%d: %s; abandoning its thread%s%s",
                 pool.name,
@@ -244,7 +244,7 @@ class WorkerSupervisor:
         LOADS.give_up(worker)
         worker.state = WorkerState.FAILED
         worker.hung_since = time.monotonic()
-        freed = worker.free_abandoned()
+        freed = self.free(worker)
         worker.error = (
             f"load() did not finish within load_timeout_s ({self.load_timeout_s:g} s) on "
             f"{worker.device}; "
@@ -252,6 +252,20 @@ class WorkerSupervisor:
         )
         self.abandoned.append(worker)
         logger.error("model %s worker %d: %s", self.pool.name, worker.index, worker.error)
+
+    def free(self, worker: DeviceWorker) -> str | None:
+        """``worker``'s thread is given up on: its handler frees what it can without it
+        (:meth:`Handler.on_abandoned`); what it freed, for the log, if anything."""
+        handler = worker.handler
+        if handler is None:
+            return None
+        try:
+            return handler.on_abandoned()
+        except Exception:
+            logger.exception(
+                "model %s worker %d: on_abandoned failed", self.pool.name, worker.index
+            )
+            return None
 
     @property
     def abandoned_memory_bytes(self) -> int:

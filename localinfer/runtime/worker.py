@@ -117,7 +117,7 @@ class DeviceWorker:
         #: what its handler serves with (``Handler.engine``), once loaded
         self.engine: str | None = None
         #: its handler, from its creation (before ``load()``) until the thread ends
-        self._handler: Handler | None = None
+        self.handler: Handler | None = None
         #: its loaded handler's ``cache_usage``, while it serves
         self._read_caches: Callable[[], Mapping[str, CacheUsage]] | None = None
         self._caches_failed = False
@@ -201,18 +201,6 @@ class DeviceWorker:
         started = self.load_started
         return None if started is None else now - started
 
-    def free_abandoned(self) -> str | None:
-        """On the loop, once this worker's thread is given up on: its handler frees what
-        it can without the thread (:meth:`Handler.on_abandoned`); what it freed, if any."""
-        handler = self._handler
-        if handler is None:
-            return None
-        try:
-            return handler.on_abandoned()
-        except Exception:
-            logger.exception("model %s worker %d: on_abandoned() failed", self.model, self.index)
-            return None
-
     def measure_memory(self) -> None:
         """What its load has allocated so far: for a load given up on before it ended."""
         if self.device_memory_bytes is None:
@@ -233,7 +221,7 @@ class DeviceWorker:
             with LOADS.turn(self):
                 self.memory_before_load = device_memory_allocated(self.device)
                 self.load_started = time.monotonic()
-                handler = self._handler = self._create_handler(self.index, self.device)
+                handler = self.handler = self._create_handler(self.index, self.device)
                 if self._context is not None:
                     bind_context(handler, self._context)
                 handler.thread_ledger = self.thread_ledger
@@ -246,7 +234,7 @@ class DeviceWorker:
                 openmp.warn_if_spinning_long(self.model, self.engine)
                 self._read_caches = getattr(handler, "cache_usage", None)
         except BaseException as exc:
-            self._handler = None
+            self.handler = None
             logger.exception(
                 "model %s worker %d failed to load on %s", self.model, self.index, self.device
             )
@@ -309,7 +297,7 @@ class DeviceWorker:
                 handler.close()
             except Exception:
                 logger.exception("model %s worker %d: close() failed", self.model, self.index)
-            self._handler = None
+            self.handler = None
             del handler
         self._report(exit_state, exit_error)
 
