@@ -14,6 +14,11 @@ near the speed of a free one (``docs/benchmarks.md``). Greedy picks the same tok
 way; temperature alone draws from the same distribution (a refused draw is redrawn from
 the allowed tokens renormalised); with top-p the nucleus of a first draw is the model's,
 not the grammar's, as in llama-server.
+
+Greedy reads its row in place instead: numpy's ``argmax`` over a view of the logits (no
+copy) takes 16 us for SmolLM2's 49 152 tokens, ``llama_sampler_sample`` 125 us, because it
+first copies the row into as many candidates (measured on the 2-core machine; at four
+streams that is 0.4 ms of every ~38 ms step). Both take the first of equal maxima.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import ctypes
 import random
 from typing import Any
+
+import numpy as np
 
 from localinfer.errors import InvalidRequest
 from localinfer.handlers.generation.logprobs import LogprobRecorder
@@ -49,7 +56,9 @@ class SamplerChain:
         params = lib.llama_sampler_chain_default_params()
         params.no_perf = True
         self.handle = lib.llama_sampler_chain_init(params)
-        if request.temperature <= 0:
+        #: picks the most likely token: read in place (see the module's docstring)
+        self.greedy = request.temperature <= 0
+        if self.greedy:
             lib.llama_sampler_chain_add(self.handle, lib.llama_sampler_init_greedy())
             return
         # OpenAI's order: temperature first, then the nucleus of the tempered distribution
@@ -68,7 +77,10 @@ class SamplerChain:
         """Pick (and accept) the next token from row ``index`` of the last decode's logits."""
         lib = self._lib
         if self._recorder is None:
-            token = int(lib.llama_sampler_sample(self.handle, ctx, index))
+            if self.greedy:
+                token = self.most_likely(ctx, index)
+            else:
+                token = int(lib.llama_sampler_sample(self.handle, ctx, index))
             if self.grammar is None:
                 return token
             if self._allows(token):
@@ -87,6 +99,11 @@ class SamplerChain:
             lib.llama_sampler_accept(self.grammar, token)
         lib.llama_sampler_accept(self.handle, token)
         return token
+
+    def most_likely(self, ctx: Any, index: int) -> int:
+        """The token with the highest logit in row ``index``, read where llama.cpp left it."""
+        logits = self._lib.llama_get_logits_ith(ctx, index)
+        return int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
 
     def _allows(self, token: int) -> bool:
         """Whether the grammar accepts ``token`` next (checked alone, not over the vocabulary)."""

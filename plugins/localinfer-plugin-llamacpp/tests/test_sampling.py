@@ -48,3 +48,29 @@ def test_a_seeded_constrained_sample_is_reproducible(handler: LlamaCppChatHandle
     )
     first, second = (run(handler, request)[0] for _ in range(2))
     assert first.result.text == second.result.text
+
+
+def test_greedy_read_in_place_picks_what_llama_cpp_picks(
+    handler: LlamaCppChatHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The greedy pick skips llama_sampler_sample's copy of the row: the same tokens."""
+    from llamacpp_support import ask
+    from localinfer_llamacpp.sampling import SamplerChain
+
+    requests = [
+        ask(text, max_new_tokens=24, temperature=0.0)
+        for text in ("Name three colours.", "Count to ten.", "Write a haiku about tea.")
+    ]
+    # a first run prefills; later ones find the prompts cached, and a batch of another
+    # shape may round a near tie the other way: compare two runs made alike
+    run(handler, *requests)
+    in_place = [item.result.text for item in run(handler, *requests)]
+    picked: list[int] = []
+
+    def by_llama_cpp(self: SamplerChain, ctx: object, index: int) -> int:
+        picked.append(index)
+        return int(self._lib.llama_sampler_sample(self.handle, ctx, index))
+
+    monkeypatch.setattr(SamplerChain, "most_likely", by_llama_cpp)
+    assert [item.result.text for item in run(handler, *requests)] == in_place
+    assert len(picked) >= 24  # the greedy picks went through the replacement
