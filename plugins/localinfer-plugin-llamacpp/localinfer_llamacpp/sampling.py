@@ -2,8 +2,9 @@
 
 Each sequence of the batch gets its own chain (its own temperature, top-p, seed) and its
 own grammar; ``llama_sampler_sample`` reads that sequence's row of the last decode's
-logits and picks a token, so no logits reach Python. Only a request that asks for
-logprobs has its row read (:mod:`localinfer_llamacpp.logprobs`).
+logits and picks a token, so no logits are copied into Python (greedy scans the row in
+place: below). Only a request that asks for logprobs has its row copied
+(:mod:`localinfer_llamacpp.logprobs`).
 
 The grammar (``response_format``, forced tool calls) is kept beside the chain, not in it,
 and applied as llama.cpp's own ``common_sampler`` (behind ``llama-server``) does: the chain
