@@ -4,51 +4,32 @@ and a crash or a hang that ends a process instead of costing a thread."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from localinfer.errors import EngineStalled, HandlerFailed, ModelNotReady, WorkerCrashed
+from localinfer.errors import HandlerFailed, ModelNotReady, WorkerCrashed
 from localinfer.handlers.base import Handler, ModelSource
-from localinfer.plugins import HandlerSpec
 from localinfer.runtime import Chunk, ModelDefinition, ModelRegistry
 from localinfer.runtime.isolated_child import HandlerRecipe
 from localinfer.runtime.isolation import ProcessHandler
 from localinfer.runtime.job import Job
-from localinfer.runtime.model import ServedModel
 from localinfer.runtime.worker import WorkerState
+from tests.runtime.isolation_support import (
+    IN_FLIGHT,
+    LOAD_S,
+    SCRIPTED,
+    isolated,
+    model,
+    running,
+    served,
+)
 from tests.support import job_result as answer
 from tests.support import wait_until
 
 pytestmark = pytest.mark.anyio
-
-SCRIPTED = HandlerSpec("scripted", "infer", "tests.runtime.isolated_handlers:Scripted")
-IN_FLIGHT = HandlerSpec("in-flight", "infer", "tests.runtime.isolated_handlers:InFlight")
-LOAD_S = 60  # a child starts Python and imports localinfer: seconds on a loaded machine
-
-
-def isolated(
-    spec: HandlerSpec = SCRIPTED, *, name: str = "iso", kill_after_s: float = 20.0, **options: Any
-) -> ModelDefinition:
-    recipe = HandlerRecipe(spec, ModelSource("unused", options=options))
-    return ModelDefinition(
-        name=name,
-        create_handler=lambda i, d: ProcessHandler(recipe, kill_after_s=kill_after_s),
-        max_batch_size=4,
-    )
-
-
-@asynccontextmanager
-async def served(*definitions: ModelDefinition, **registry: Any) -> AsyncIterator[ModelRegistry]:
-    async with ModelRegistry(**registry) as reg:
-        for definition in definitions:
-            reg.add(definition)
-        await reg.wait_ready(LOAD_S)
-        yield reg
 
 
 async def items(job: Job, timeout: float = 30.0) -> list[Any]:
@@ -58,10 +39,6 @@ async def items(job: Job, timeout: float = 30.0) -> list[Any]:
             if isinstance(event, Chunk):
                 got.append(event.value)
     return got
-
-
-def model(reg: ModelRegistry, name: str = "iso") -> ServedModel:
-    return reg.get(name)
 
 
 async def test_requests_are_served_by_another_process_and_health_says_so() -> None:
@@ -178,46 +155,9 @@ async def test_a_load_past_its_timeout_kills_the_child_and_the_thread_returns(
         # the child's end reaches the thread within a poll: it returns and is not counted
         await wait_until(lambda: not iso.abandoned_workers, timeout=10)
         await wait_until(lambda: not worker.thread.is_alive(), timeout=10)
-        assert not _running(pid)  # gone, and reaped: its memory is back
+        assert not running(pid)  # gone, and reaped: its memory is back
         with pytest.raises(ModelNotReady, match="load_timeout_s"):
             iso.submit({"op": "pid"})
-
-
-async def test_a_thread_the_child_abandons_is_counted_by_the_server_until_it_ends() -> None:
-    async with served(isolated(), max_abandoned_workers=1) as reg:
-        iso = model(reg)
-        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
-        assert await answer(iso.submit({"op": "leave_a_thread", "s": 3})) is True
-        threads = iso.health()["abandoned_threads"]
-        assert [t["thread"] for t in threads] == [f"stuck-loop (pid {pid})"]
-        assert threads[0]["error"] == "stalled for a test"
-        assert not iso.supervisor.may_abandon()  # it counts against max_abandoned_workers
-        # the thread ends in the child: told within a second, it is no longer counted
-        await wait_until(lambda: not iso.health()["abandoned_threads"], timeout=10)
-        assert iso.supervisor.may_abandon()
-
-
-async def test_a_thread_the_child_may_not_abandon_ends_with_its_process() -> None:
-    async with served(isolated(), max_abandoned_workers=0) as reg:
-        iso = model(reg)
-        pid = (await answer(iso.submit({"op": "pid"})))["pid"]
-        refused = iso.submit({"op": "leave_a_thread", "s": 600})
-        try:  # its answer and its report of the stuck thread cross on different pipes
-            assert await answer(refused) is False
-        except EngineStalled as exc:
-            assert f"may not leave (pid {pid})" in str(exc)
-        # killed with its stuck thread (and reaped); the next request starts a fresh one
-        await wait_until(lambda: not _running(pid), timeout=10)
-        assert (await answer(iso.submit({"op": "pid"}), timeout=LOAD_S))["pid"] != pid
-        assert iso.workers[0].state == WorkerState.READY and iso.hung_workers == 0
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 class Doubler(Handler):
