@@ -18,13 +18,15 @@ async def test_a_thread_the_child_abandons_is_counted_by_the_server_until_it_end
     async with served(isolated(), max_abandoned_workers=1) as reg:
         iso = model(reg)
         pid = (await answer(iso.submit({"op": "pid"})))["pid"]
-        assert await answer(iso.submit({"op": "leave_a_thread", "s": 3})) is True
+        assert await answer(iso.submit({"op": "leave_a_thread", "s": 6})) is True
+        # told on the ledger's own pipe, which may arrive after the answer
+        await wait_until(lambda: bool(iso.health()["abandoned_threads"]), timeout=10)
         threads = iso.health()["abandoned_threads"]
         assert [t["thread"] for t in threads] == [f"stuck-loop (pid {pid})"]
         assert threads[0]["error"] == "stalled for a test"
         assert not iso.supervisor.may_abandon()  # it counts against max_abandoned_workers
         # the thread ends in the child: told within a second, it is no longer counted
-        await wait_until(lambda: not iso.health()["abandoned_threads"], timeout=10)
+        await wait_until(lambda: not iso.health()["abandoned_threads"], timeout=20)
         assert iso.supervisor.may_abandon()
 
 
