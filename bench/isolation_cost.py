@@ -82,24 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args(argv)
     ports = {"in process": free_port(), "isolated": free_port()}
-    extra = {"in process": (), "isolated": ("--isolate", "*")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
     with (
-        served(command(ports["in process"]), f"http://127.0.0.1:{ports['in process']}", cwd=ROOT),
-        served(
-            command(ports["isolated"], *extra["isolated"]),
-            f"http://127.0.0.1:{ports['isolated']}",
-            cwd=ROOT,
-        ),
+        served(command(ports["in process"]), urls["in process"], cwd=ROOT),
+        served(command(ports["isolated"], "--isolate", "*"), urls["isolated"], cwd=ROOT),
     ):
-        for port in ports.values():  # warm-up, not counted
-            asyncio.run(one_round(f"http://127.0.0.1:{port}", 999))
+        for url in urls.values():  # warm-up, not counted
+            asyncio.run(one_round(url, 999))
         for number in range(args.rounds):
             order = list(ports) if number % 2 == 0 else list(reversed(ports))
             for name in order:
-                rounds[name].append(
-                    asyncio.run(one_round(f"http://127.0.0.1:{ports[name]}", number))
-                )
+                rounds[name].append(asyncio.run(one_round(urls[name], number)))
                 log(f"[isolation] round {number} {name}: {rounds[name][-1]}")
     summary: dict[str, Any] = {}
     for metric in ("chat_tok_s", "embed_texts_s"):
