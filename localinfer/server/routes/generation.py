@@ -49,7 +49,14 @@ from localinfer.server.choices import (
 from localinfer.server.choices import usage as summed_usage
 from localinfer.server.job_io import error_event
 from localinfer.server.routes.common import model_for_task
-from localinfer.server.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, sse_event
+from localinfer.server.sse import (
+    DONE,
+    SSE_HEADERS,
+    SSE_MEDIA_TYPE,
+    TextFrames,
+    sse_event,
+    sse_model,
+)
 from localinfer.server.state import calls_of, settings_of
 
 
@@ -72,16 +79,13 @@ def usage(result: GenerationResult) -> p.Usage:
     return p.Usage.of(TokenUsage.of(result))
 
 
-def _sse(model: BaseModel) -> bytes:
-    return b"data: " + model.model_dump_json(exclude_none=False).encode() + b"\n\n"
-
-
 async def _sse_stream(
-    choices: list[Choice], events: Callable[[], AsyncIterator[BaseModel]]
+    choices: list[Choice], events: Callable[[], AsyncIterator[BaseModel | bytes]]
 ) -> AsyncIterator[bytes]:
+    """The chunks as events (a text delta comes framed already: :class:`TextFrames`)."""
     try:
         async for chunk in events():
-            yield _sse(chunk)
+            yield chunk if isinstance(chunk, bytes) else sse_model(chunk)
         yield DONE
     except LocalInferError as exc:
         yield sse_event(error_event(exc))
@@ -161,9 +165,13 @@ async def chat_completions(request: Request) -> Response:
             performance=performance,
         )
 
-    async def events() -> AsyncIterator[BaseModel]:
+    def text_chunk(index: int) -> Callable[[str], p.ChatCompletionChunk]:
+        return lambda text: chunk([p.ChunkChoice(index=index, delta=p.Delta(content=text))])
+
+    async def events() -> AsyncIterator[BaseModel | bytes]:
         for c in choices:
             yield chunk([p.ChunkChoice(index=c.index, delta=p.Delta(role="assistant", content=""))])
+        texts = {c.index: TextFrames(text_chunk(c.index)) for c in choices}
         held = {c.index: "" for c in choices}  # text waiting for its token's logprob
         calls = {c.index: 0 for c in choices}
         results: dict[int, GenerationResult] = {}
@@ -188,7 +196,7 @@ async def chat_completions(request: Request) -> Response:
                 if body.logprobs:
                     held[c.index] += value
                 elif value:
-                    yield chunk([p.ChunkChoice(index=c.index, delta=p.Delta(content=value))])
+                    yield texts[c.index].frame(value)
             elif isinstance(value, TokenLogprob):
                 text, held[c.index] = held[c.index], ""
                 yield chunk(
@@ -262,7 +270,11 @@ async def completions(request: Request) -> Response:
             ).model_dump()
         )
 
-    async def events() -> AsyncIterator[BaseModel]:
+    def text_reply(index: int) -> Callable[[str], p.Completion]:
+        return lambda text: reply([p.CompletionChoice(index=index, text=text)])
+
+    async def events() -> AsyncIterator[BaseModel | bytes]:
+        texts = {c.index: TextFrames(text_reply(c.index)) for c in choices}
         held = {c.index: "" for c in choices}
         offsets = {c.index: 0 for c in choices}
         results: dict[int, GenerationResult] = {}
@@ -285,7 +297,7 @@ async def completions(request: Request) -> Response:
                 if wants_logprobs:
                     held[c.index] += value
                 elif value:
-                    yield reply([p.CompletionChoice(index=c.index, text=value)])
+                    yield texts[c.index].frame(value)
             elif isinstance(value, TokenLogprob):
                 text, held[c.index] = held[c.index], ""
                 logprobs = completion_logprobs([value], offsets[c.index])
