@@ -128,7 +128,9 @@ class JobWatch:
         #: jobs still running when looked at, until they settle
         self._followed: list[Watched] = []
         self._task_group: TaskGroup | None = None
+        #: set by :meth:`add` when a new job is due before the sweep's next planned look
         self._wakeup: anyio.Event | None = None
+        self._wake_at = math.inf
 
     @property
     def following(self) -> int:
@@ -157,7 +159,7 @@ class JobWatch:
     def add(self, job: Job, timeout_s: float) -> Watched:
         watched = Watched(job, timeout_s, time.monotonic())
         self._due.append(watched)
-        if self._wakeup is not None:
+        if self._wakeup is not None and watched.check_at < self._wake_at:
             self._wakeup.set()
             self._wakeup = None
         return watched
@@ -165,17 +167,6 @@ class JobWatch:
     async def _sweep(self) -> None:
         due = self._due
         while True:
-            if not due and not self._followed:
-                self._wakeup = anyio.Event()
-                await self._wakeup.wait()
-                continue
-            now = time.monotonic()
-            wake_at = min(
-                due[0].check_at if due else math.inf,
-                min((w.next_check for w in self._followed), default=math.inf),
-            )
-            # a job added meanwhile is due no sooner than WATCH_AFTER_S from now
-            await anyio.sleep(min(max(wake_at - now, TICK_S), WATCH_AFTER_S))
             now = time.monotonic()
             while due and due[0].check_at <= now:
                 watched = due.popleft()
@@ -183,6 +174,17 @@ class JobWatch:
                     self._follow(watched)
             if self._followed:
                 self._check_followed(now)
+            # asleep until the next check, or until a job added meanwhile is due sooner:
+            # a long stream followed to its far deadline costs no wakeups
+            wake_at = min(
+                due[0].check_at if due else math.inf,
+                min((w.next_check for w in self._followed), default=math.inf),
+            )
+            self._wake_at = wake_at = max(wake_at, now + TICK_S)
+            self._wakeup = wakeup = anyio.Event()
+            with anyio.move_on_after(wake_at - now):
+                await wakeup.wait()
+            self._wakeup, self._wake_at = None, math.inf
 
     def _follow(self, watched: Watched) -> None:
         self._followed.append(watched)

@@ -100,6 +100,33 @@ async def test_a_slow_job_is_followed_until_it_settles() -> None:
         await wait_until(lambda: watch.following == 0, timeout=2)
 
 
+async def test_a_long_job_costs_the_watch_no_wakeups_and_a_new_one_is_still_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep sleeps to the next check (not a fixed tick): a stream followed to a far
+    deadline wakes the loop only at its own checks, and a job added meanwhile still is."""
+    sweeps = 0
+    check = JobWatch._check_followed
+
+    def counted(self: JobWatch, now: float) -> None:
+        nonlocal sweeps
+        sweeps += 1
+        check(self, now)
+
+    monkeypatch.setattr(JobWatch, "_check_followed", counted)
+    async with JobWatch() as watch:
+        long = Job("x", model="m", request_id="r")
+        JobReader(long, 600.0, watch)
+        await anyio.sleep(CONNECTION_WATCH_AFTER_S + 0.5)
+        assert watch.following == 1
+        assert sweeps <= 3, "followed at its check and at its connection's, nothing more"
+        added = Job("y", model="m", request_id="s")
+        JobReader(added, 600.0, watch)
+        await wait_until(lambda: watch.following == 2, timeout=WATCH_AFTER_S + 0.5)
+        long.deliver(Done(None))
+        added.deliver(Done(None))
+
+
 async def test_the_deadline_arrives_as_an_error_after_what_was_delivered() -> None:
     async with JobWatch() as watch:
         job = Job("x", model="m", request_id="r")
