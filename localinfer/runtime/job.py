@@ -94,6 +94,9 @@ class Job:
         self.first_output_at: float | None = None
         self.finished_at: float | None = None
         self.chunks = 0
+        #: chunks the reader took: ``chunks - _taken`` wait in the stream (the stream's own
+        #: ``statistics()`` builds a record per call, and this is asked once per token)
+        self._taken = 0
         #: the final event has arrived (no more are taken)
         self._ended = False
         #: the final event, until its reader takes it
@@ -150,7 +153,7 @@ class Job:
                 # two extra slots so the cut-off's error always fits behind a full buffer
                 send, self._receive = _new_stream(self._buffer + 2)
                 self._send = send
-            behind = send.statistics().current_buffer_used
+            behind = self.chunks - self._taken
             if behind >= self._check_from:
                 if behind >= self._buffer:
                     self._cut_off(f"the reader fell more than {self._buffer} items behind")
@@ -210,6 +213,7 @@ class Job:
                     pass
                 else:
                     self._last_read = time.monotonic()
+                    self._taken += 1
                     assert isinstance(chunk, Chunk)
                     return chunk
             final = self._final
@@ -238,6 +242,7 @@ class Job:
         except (anyio.WouldBlock, anyio.EndOfStream):
             return None
         self._last_read = time.monotonic()
+        self._taken += 1
         assert isinstance(chunk, Chunk)
         return chunk
 
