@@ -86,9 +86,9 @@ def threads() -> int:
 
 def llama_server_command(binary: Path, gguf: Path, threads: int, port: str) -> list[str]:
     """llama-server with the slots, context, attention kernel and threads of localinfer's
-    engine (``parallel=4``, ``n_ctx=8192``, ``flash_attn`` off, every core)."""
+    engine (``parallel=4``, ``n_ctx=8192``, ``flash_attn`` left to llama.cpp, every core)."""
     return [
-        *(str(binary), "-m", str(gguf), "-np", "4", "-c", "8192", "-fa", "off"),
+        *(str(binary), "-m", str(gguf), "-np", "4", "-c", "8192", "-fa", "auto"),
         *("-t", str(threads), "--port", port, "--host", "127.0.0.1"),
     ]
 

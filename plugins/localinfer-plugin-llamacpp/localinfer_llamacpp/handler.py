@@ -14,8 +14,9 @@ sequences, 8192), ``parallel`` (sequences decoded together, 4), ``n_batch`` (512
 ``n_threads`` when only that is given): unset, each decode runs on every core or every
 core but one, whichever is faster at the time (:mod:`localinfer_llamacpp.threads`),
 ``n_gpu_layers`` (all on a GPU device, none on CPU), ``chat_template``,
-``flash_attn`` (off; ``None`` lets llama.cpp decide), ``prompt_cache_mib`` (host memory
-for the KV cells of conversations whose slot went to another, 256; 0 turns it off).
+``flash_attn`` (unset or ``None``: llama.cpp decides, on where the device has the kernel),
+``prompt_cache_mib`` (host memory for the KV cells of conversations whose slot went to
+another, 256; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _gpu_index(device: str) -> int:
 def context_settings(options: dict[str, Any], device: str) -> ContextSettings:
     """The shared context's settings from the model's options, for ``device``."""
     on_gpu = not device.startswith("cpu")
-    flash = options.get("flash_attn", False)
+    flash = options.get("flash_attn")
     threads = options.get("n_threads")
     threads_batch = options.get("n_threads_batch")
     return ContextSettings(

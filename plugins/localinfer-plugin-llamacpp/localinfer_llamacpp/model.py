@@ -45,9 +45,11 @@ class ContextSettings:
     n_threads_batch: int | None = None
     n_gpu_layers: int = 0
     main_gpu: int = 0
-    #: off by default, as in llama-cpp-python's ``Llama``: greedy output then matches it
-    #: (the CPU flash-attention kernel rounds differently); ``None``: llama.cpp decides
-    flash_attn: bool | None = False
+    #: ``None``: llama.cpp decides, as llama-server does by default: on wherever the
+    #: device has the kernel (CPUs do). On 2 cores it decoded SmolLM2 12-20 % faster with
+    #: one stream and 7-15 % with four (docs/benchmarks.md); llama-cpp-python's ``Llama``
+    #: turns it off, so its greedy output can differ in the last digits
+    flash_attn: bool | None = None
     #: host memory for the cells of conversations whose slot went to another (MiB; 0: off)
     prompt_cache_mib: int = 256
 

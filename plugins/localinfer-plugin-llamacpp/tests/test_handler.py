@@ -50,7 +50,8 @@ def test_streams_what_llama_cpp_itself_answers(handler: LlamaCppChatHandler, ggu
     assert isinstance(result, GenerationResult)
     assert len(item.chunks) > 1 and "".join(item.chunks) == result.text  # token by token
     # greedy decoding: the same text and counts as llama-cpp-python's own chat completion
-    reference_model = Llama(model_path=str(gguf), n_ctx=512, verbose=False)
+    # with the engine's attention kernel (llama.cpp's choice on a CPU: flash attention)
+    reference_model = Llama(model_path=str(gguf), n_ctx=512, flash_attn=True, verbose=False)
     try:
         reference = reference_model.create_chat_completion(
             [{"role": "user", "content": "Say hello."}], max_tokens=24, temperature=0

@@ -107,7 +107,9 @@ def test_completion_logprobs_match_llama_cpp_python(
         handler, GenerationRequest(prompt=prompt, max_new_tokens=6, temperature=0, logprobs=3)
     )[0]
     found = entries(item)
-    reference_model = Llama(model_path=str(gguf), n_ctx=256, logits_all=True, verbose=False)
+    reference_model = Llama(  # with the engine's attention kernel (flash attention on CPU)
+        model_path=str(gguf), n_ctx=256, logits_all=True, flash_attn=True, verbose=False
+    )
     try:
         reference = reference_model.create_completion(
             prompt, max_tokens=6, temperature=0, logprobs=3
