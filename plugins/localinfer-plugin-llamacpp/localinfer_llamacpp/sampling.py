@@ -137,6 +137,7 @@ class SamplerChain:
         return self._candidates
 
     def close(self) -> None:
+        self._views.clear()  # they point into the context's memory, which may go next
         if self.handle:
             self._lib.llama_sampler_free(self.handle)
             self.handle = None
