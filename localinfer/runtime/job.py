@@ -206,16 +206,9 @@ class Job:
         """
         while True:
             # no checkpoint when an event is waiting: a stream's items come in runs
-            if self._receive is not None and not self._released:
-                try:
-                    chunk = self._receive.receive_nowait()
-                except anyio.WouldBlock:
-                    pass
-                else:
-                    self._last_read = time.monotonic()
-                    self._taken += 1
-                    assert isinstance(chunk, Chunk)
-                    return chunk
+            chunk = self.chunk_nowait()
+            if chunk is not None:
+                return chunk
             final = self._final
             if final is not None:
                 self._final = None
